@@ -1,0 +1,248 @@
+"""How the app reads a shop's order: the provider-neutral :class:`EarningRequest` and :class:`OrderAdapter`.
+
+A shop subclasses :class:`OrderAdapter`, implements the few ``get_*`` methods for its own order model and names the
+class in ``POINTS_EARN["ORDER_ADAPTER"]``. Everything the platforms need is read through it, once, inside the
+shop's transaction, and frozen on the :class:`~django_points_earn.models.EarningRecord`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from .conf import get_settings, setting_path
+
+CENTS = Decimal("0.01")
+
+
+class InvalidEarningRequest(ValueError):
+    """The order cannot become a valid earning request. ``str()`` is the precise reason shown to a merchant."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class NotEligible(Exception):
+    """Raised (or returned as a reason by ``get_skip_reason``) when the shop's rule says: no points for this order."""
+
+
+def to_money(value: Any, what: str) -> Decimal:
+    """A finite Decimal with two places, or :class:`InvalidEarningRequest` naming ``what``."""
+    if isinstance(value, float):
+        value = repr(value)  # 0.1 -> "0.1", not the binary artefact 0.1000000000000000055…
+    try:
+        amount = Decimal(value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise InvalidEarningRequest(f"{what} is not a number: {value!r}", field=what) from None
+    if not amount.is_finite():
+        raise InvalidEarningRequest(f"{what} is not a finite number: {value!r}", field=what)
+    if amount.copy_abs() >= Decimal("1e12"):
+        raise InvalidEarningRequest(f"{what} is implausibly large: {value}", field=what)
+    return amount.quantize(CENTS)
+
+
+@dataclass
+class Line:
+    name: str
+    unit_price: Decimal
+    quantity: int
+    sku: str | None = None
+    category: str | None = None
+
+
+@dataclass
+class Address:
+    city: str | None = None
+    line1: str | None = None
+
+
+@dataclass
+class EarningRequest:
+    """What an order earns on, independent of the platform."""
+
+    account: str
+    order_number: str
+    phone: str | None
+    total: Decimal
+    lines: list[Line]
+    customer_name: str | None = None
+    shipping_amount: Decimal | None = None
+    tax_amount: Decimal | None = None
+    discount_amount: Decimal | None = None
+    shipping_address: Address | None = None
+    metadata: dict[str, Any] | None = None
+    profile_id: str | None = None  # fabric member id, when the shop knows it
+    paid_at: datetime | None = None
+    order_id: str = ""  # the shop's primary key, for links from the admin
+
+    def validate(self) -> None:
+        """Checks every platform needs; raises :class:`InvalidEarningRequest` with the first problem found."""
+        if not self.order_number or not str(self.order_number).strip():
+            raise InvalidEarningRequest("order has no order number", field="order_number")
+        if len(self.order_number) > 100:
+            raise InvalidEarningRequest("order number is longer than 100 characters", field="order_number")
+        self.total = to_money(self.total, "total")
+        if self.total < 0:
+            raise InvalidEarningRequest(f"total is negative ({self.total})", field="total")
+        if not self.lines:
+            raise InvalidEarningRequest("order has no lines", field="lines")
+        for i, line in enumerate(self.lines):
+            if not line.name or not str(line.name).strip():
+                raise InvalidEarningRequest(f"line {i + 1} has no product name", field=f"lines.{i}.name")
+            line.unit_price = to_money(line.unit_price, f"line {i + 1} price")
+            if line.unit_price < 0:
+                raise InvalidEarningRequest(f"line {i + 1} price is negative ({line.unit_price})", field=f"lines.{i}")
+            if isinstance(line.quantity, bool) or not isinstance(line.quantity, int):
+                try:
+                    qty = Decimal(str(line.quantity))
+                except InvalidOperation:
+                    raise InvalidEarningRequest(f"line {i + 1} quantity is not a number", field=f"lines.{i}") from None
+                if qty != qty.to_integral_value():
+                    raise InvalidEarningRequest(f"line {i + 1} quantity is not a whole number", field=f"lines.{i}")
+                line.quantity = int(qty)
+            if line.quantity < 1:
+                raise InvalidEarningRequest(f"line {i + 1} quantity is {line.quantity}; at least 1", field=f"lines.{i}")
+        for name in ("shipping_amount", "tax_amount", "discount_amount"):
+            value = getattr(self, name)
+            if value is not None:
+                value = to_money(value, name.replace("_", " "))
+                if value < 0:
+                    raise InvalidEarningRequest(f"{name.replace('_', ' ')} is negative ({value})", field=name)
+                setattr(self, name, value)
+        if self.metadata is not None:
+            if not isinstance(self.metadata, dict):
+                raise InvalidEarningRequest("metadata must be a dict", field="metadata")
+            try:
+                json.dumps(self.metadata, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise InvalidEarningRequest(f"metadata is not JSON-serialisable: {exc}", field="metadata") from None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-safe copy (amounts as exact strings) for the record."""
+
+        def convert(value: Any) -> Any:
+            if isinstance(value, Decimal):
+                return str(value)
+            if isinstance(value, datetime):
+                return value.isoformat()
+            if isinstance(value, dict):
+                return {k: convert(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [convert(v) for v in value]
+            return value
+
+        return convert(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EarningRequest:
+        data = dict(data)
+        data["lines"] = [Line(**line) for line in data.get("lines") or []]
+        if data.get("shipping_address"):
+            data["shipping_address"] = Address(**data["shipping_address"])
+        if data.get("paid_at"):
+            data["paid_at"] = datetime.fromisoformat(data["paid_at"])
+        return cls(**data)
+
+
+@dataclass
+class OrderAdapter:
+    """Reads the shop's order. Override the ``get_*`` methods; the defaults return "not given"."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+
+    # -- required -------------------------------------------------------------------------------------------
+    def get_order_number(self, order: Any) -> str:
+        """The order number the platform sees: unique per account and stable forever (the idempotency key)."""
+        raise NotImplementedError("OrderAdapter.get_order_number() must be implemented")
+
+    def get_phone(self, order: Any) -> str | None:
+        raise NotImplementedError("OrderAdapter.get_phone() must be implemented")
+
+    def get_total(self, order: Any) -> Decimal:
+        raise NotImplementedError("OrderAdapter.get_total() must be implemented")
+
+    def get_lines(self, order: Any) -> Iterable[Line]:
+        raise NotImplementedError("OrderAdapter.get_lines() must be implemented")
+
+    # -- optional -------------------------------------------------------------------------------------------
+    def get_account(self, order: Any) -> str:
+        """Which ``POINTS_EARN["ACCOUNTS"]`` entry this order earns on. Default: the only (or first) one."""
+        names = get_settings().account_names
+        if not names:
+            raise ImproperlyConfigured(f"{setting_path('ACCOUNTS')} is empty.")
+        return names[0]
+
+    def get_skip_reason(self, order: Any) -> str | None:
+        """Return a reason to award nothing (e.g. "customer opted out"); ``None`` means eligible."""
+        return None
+
+    def get_customer_name(self, order: Any) -> str | None:
+        return None
+
+    def get_shipping_amount(self, order: Any) -> Decimal | None:
+        return None
+
+    def get_tax_amount(self, order: Any) -> Decimal | None:
+        return None
+
+    def get_discount_amount(self, order: Any) -> Decimal | None:
+        return None
+
+    def get_shipping_address(self, order: Any) -> Address | None:
+        return None
+
+    def get_metadata(self, order: Any) -> dict[str, Any] | None:
+        return None
+
+    def get_profile_id(self, order: Any) -> str | None:
+        return None
+
+    def get_paid_at(self, order: Any) -> datetime | None:
+        return None
+
+    def get_order_id(self, order: Any) -> str:
+        return str(getattr(order, "pk", "") or "")
+
+    def paid_orders_since(self, since: datetime) -> Iterable[Any]:
+        """For backfill by ``points_reconcile``: the shop's orders paid since ``since``. Optional."""
+        raise NotImplementedError
+
+    # -- assembled ------------------------------------------------------------------------------------------
+    def build_request(self, order: Any) -> EarningRequest:
+        return EarningRequest(
+            account=self.get_account(order),
+            order_number=str(self.get_order_number(order) or "").strip(),
+            phone=self.get_phone(order),
+            total=self.get_total(order),
+            lines=list(self.get_lines(order) or []),
+            customer_name=self.get_customer_name(order),
+            shipping_amount=self.get_shipping_amount(order),
+            tax_amount=self.get_tax_amount(order),
+            discount_amount=self.get_discount_amount(order),
+            shipping_address=self.get_shipping_address(order),
+            metadata=self.get_metadata(order),
+            profile_id=self.get_profile_id(order),
+            paid_at=self.get_paid_at(order),
+            order_id=self.get_order_id(order),
+        )
+
+
+def get_adapter() -> OrderAdapter:
+    path = get_settings().order_adapter
+    if not path:
+        raise ImproperlyConfigured(f"{setting_path('ORDER_ADAPTER')} is missing: the dotted path of your adapter.")
+    try:
+        cls = import_string(path)
+    except ImportError as exc:
+        raise ImproperlyConfigured(f"{setting_path('ORDER_ADAPTER')} = {path!r} cannot be imported: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, OrderAdapter)):
+        raise ImproperlyConfigured(f"{setting_path('ORDER_ADAPTER')} = {path!r} is not an OrderAdapter subclass.")
+    return cls()

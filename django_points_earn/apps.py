@@ -1,0 +1,15 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class PointsEarnConfig(AppConfig):
+    name = "django_points_earn"
+    label = "django_points_earn"
+    verbose_name = _("Loyalty points")
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)
+        from .receivers import connect_receivers
+
+        connect_receivers()

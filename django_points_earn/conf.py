@@ -1,0 +1,179 @@
+"""The one place that reads ``settings.POINTS_EARN``.
+
+Everything is in one namespaced dict; every key has a default except the accounts and the order adapter.
+Errors name the exact key that is missing or wrong, e.g. ``POINTS_EARN["ACCOUNTS"]["riyadh"]["API_KEY"]``.
+Secrets read here (API keys, client secrets) are kept out of ``repr()`` so they never reach a log line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+PROVIDERS = ("points",)  # fabric joins with its backend
+
+DEFAULTS: dict[str, Any] = {
+    "ACCOUNTS": {},
+    "ORDER_ADAPTER": None,
+    # Dotted path of a signal the shop already sends when an order is paid (instead of our ``order_paid``).
+    "ORDER_PAID_SIGNAL": None,
+    # RQ queue (a name in RQ_QUEUES) the earning jobs go to.
+    "QUEUE": "default",
+    # (connect, read) seconds for every HTTP call to a platform.
+    "HTTP_TIMEOUT": (3.05, 10.0),
+    # How long a claimed record may stay ``sending`` before a sweep treats its worker as dead.
+    "LEASE_SECONDS": 60,
+    "RETRY": {
+        "MAX_ATTEMPTS": 8,  # attempts that failed transiently before a record becomes ``failed``
+        "BASE_DELAY": 5.0,  # seconds; the n-th retry waits up to BASE_DELAY * 2**(n-1) (full jitter)
+        "MAX_DELAY": 3600.0,  # cap of one wait
+        "MIN_DELAY": 1.0,  # floor of one wait, so a jitter of ~0 never resends into a busy platform
+        "RATE_LIMIT_DELAY": 1.0,  # 429: wait 1x-2x this, without using up an attempt
+    },
+    # A drain job holds one account; it stops after MAX_SECONDS (and enqueues its successor) so that other
+    # accounts get workers, and it waits in place only for retries due within MAX_WAIT seconds.
+    "DRAIN": {"MAX_SECONDS": 60.0, "MAX_WAIT": 5.0},
+    # EarningWorker runs the due/lease sweep this often (seconds); 0 turns it off (then cron points_reconcile).
+    "SWEEP_INTERVAL": 5.0,
+    # Prefix of every Redis key the app writes (locks, drain flags).
+    "REDIS_PREFIX": "points-earn",
+}
+
+PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "points": {
+        "BASE_URL": "https://business.papp.sa/api/v1",
+        # Points does not document what a resent order_number returns once its lock is released; these
+        # are the answers recognised as "this order_number exists already" (status codes and message words).
+        "DUPLICATE_STATUS_CODES": (400, 409, 422),
+        "DUPLICATE_MARKERS": ("already been taken", "already exists", "duplicate", "already used"),
+    },
+    "fabric": {},
+}
+
+# Keys whose values are secrets: they are never shown, logged or stored.
+SECRET_KEYS = ("API_KEY", "CLIENT_SECRET", "WEBHOOK_SECRET")
+REQUIRED_KEYS = {"points": ("API_KEY",), "fabric": ("BASE_URL", "CLIENT_ID", "CLIENT_SECRET")}
+
+
+def setting_path(*keys: str) -> str:
+    return "POINTS_EARN" + "".join(f'["{k}"]' for k in keys)
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    """One configured platform account (a merchant key, a branch)."""
+
+    name: str
+    provider: str
+    base_url: str
+    timeout: tuple[float, float]
+    options: dict[str, Any] = field(default_factory=dict, repr=False)
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def secret(self, key: str) -> str:
+        value = self.secrets.get(key)
+        if not value:
+            raise ImproperlyConfigured(f"{setting_path('ACCOUNTS', self.name, key)} is missing or empty.")
+        return value
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return self.options.get(key, default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    raw: dict[str, Any] = field(repr=False)
+
+    def __getattr__(self, name: str) -> Any:
+        key = name.upper()
+        if key in DEFAULTS:
+            value = self.raw.get(key, DEFAULTS[key])
+            if isinstance(DEFAULTS[key], dict) and key != "ACCOUNTS":
+                return {**DEFAULTS[key], **(value or {})}
+            return value
+        raise AttributeError(name)
+
+    @property
+    def account_names(self) -> list[str]:
+        return list((self.raw.get("ACCOUNTS") or {}).keys())
+
+    def account(self, name: str) -> AccountConfig:
+        return _account(name)
+
+
+def _raw() -> dict[str, Any]:
+    raw = getattr(settings, "POINTS_EARN", None)
+    if raw is None:
+        raise ImproperlyConfigured("The POINTS_EARN setting is missing: add a dict with ACCOUNTS and ORDER_ADAPTER.")
+    if not isinstance(raw, dict):
+        raise ImproperlyConfigured(f"POINTS_EARN must be a dict, not {type(raw).__name__}.")
+    return raw
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings(_raw())
+
+
+@cache
+def _account(name: str) -> AccountConfig:
+    accounts = get_settings().raw.get("ACCOUNTS") or {}
+    if name not in accounts:
+        raise ImproperlyConfigured(f"{setting_path('ACCOUNTS', name)} is not configured.")
+    conf = accounts[name]
+    if not isinstance(conf, dict):
+        raise ImproperlyConfigured(f"{setting_path('ACCOUNTS', name)} must be a dict.")
+    provider = conf.get("PROVIDER")
+    if not provider:
+        raise ImproperlyConfigured(f"{setting_path('ACCOUNTS', name, 'PROVIDER')} is missing.")
+    if provider not in PROVIDERS:
+        raise ImproperlyConfigured(
+            f"{setting_path('ACCOUNTS', name, 'PROVIDER')} is {provider!r}; expected one of {', '.join(PROVIDERS)}."
+        )
+    merged = {**PROVIDER_DEFAULTS[provider], **conf}
+    base_url = (merged.get("BASE_URL") or "").rstrip("/")
+    if not base_url:
+        raise ImproperlyConfigured(f"{setting_path('ACCOUNTS', name, 'BASE_URL')} is missing.")
+    timeout = merged.get("HTTP_TIMEOUT", get_settings().http_timeout)
+    if isinstance(timeout, int | float):
+        timeout = (float(timeout), float(timeout))
+    secrets = {k: merged[k] for k in SECRET_KEYS if merged.get(k)}
+    options = {k: v for k, v in merged.items() if k not in SECRET_KEYS}
+    return AccountConfig(
+        name=name,
+        provider=provider,
+        base_url=base_url,
+        timeout=(float(timeout[0]), float(timeout[1])),
+        options=options,
+        secrets=secrets,
+    )
+
+
+def clear_cache() -> None:
+    get_settings.cache_clear()
+    _account.cache_clear()
+
+
+@receiver(setting_changed)
+def _reset_on_setting_change(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("POINTS_EARN", "RQ_QUEUES"):
+        clear_cache()
+
+
+def all_secret_values() -> list[str]:
+    """Every secret configured, so logs and messages can be scrubbed of them (defence in depth)."""
+    try:
+        accounts = _raw().get("ACCOUNTS") or {}
+    except ImproperlyConfigured:
+        return []
+    values = []
+    for conf in accounts.values():
+        if isinstance(conf, dict):
+            values.extend(str(conf[k]) for k in SECRET_KEYS if conf.get(k))
+    return values

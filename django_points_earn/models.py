@@ -1,0 +1,169 @@
+"""What the app stores. ``status`` is written only by :mod:`django_points_earn.lifecycle`."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from .phones import mask_phone
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    SENDING = "sending", _("Sending")
+    AWARDED = "awarded", _("Awarded")
+    PENDING_ACTIVATION = "pending_activation", _("Pending activation")
+    REJECTED = "rejected", _("Rejected")
+    BLOCKED = "blocked", _("Blocked")
+    FAILED = "failed", _("Failed")
+    REVERSED = "reversed", _("Reversed")
+    PARTIALLY_REVERSED = "partially_reversed", _("Partially reversed")
+    SKIPPED = "skipped", _("Skipped")
+
+
+# A human has to act on these (fix data, fix the account, retry).
+NEEDS_ATTENTION = (Status.REJECTED, Status.BLOCKED, Status.FAILED)
+# Work remains for the worker.
+IN_PROGRESS = (Status.QUEUED, Status.SENDING)
+
+
+class Trigger(models.TextChoices):
+    WORKER = "worker", _("Worker")
+    ADMIN = "admin", _("Admin")
+    RECONCILE = "reconcile", _("Reconcile")
+    CHECKOUT = "checkout", _("Checkout")
+
+
+class EarningRecord(models.Model):
+    """One paid order's earning on one account: the outbox row and its current state."""
+
+    account = models.CharField(_("account"), max_length=64)
+    provider = models.CharField(_("platform"), max_length=16)
+    order_number = models.CharField(_("order number"), max_length=100)
+    order_id = models.CharField(_("shop order id"), max_length=64, blank=True)
+    phone = models.CharField(_("phone"), max_length=32, blank=True, help_text=_("Normalised when valid."))
+    total = models.DecimalField(_("total"), max_digits=14, decimal_places=2, null=True, blank=True)
+
+    # Frozen at checkout: the provider-neutral request, and the exact body the platform will receive.
+    request = models.JSONField(_("order data"), default=dict)
+    payload = models.JSONField(_("request payload"), null=True, blank=True)
+
+    status = models.CharField(_("state"), max_length=24, choices=Status.choices, default=Status.QUEUED)
+    status_reason = models.TextField(_("reason"), blank=True)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0, help_text=_("Attempts that failed or were lost."))
+    rate_limited = models.PositiveIntegerField(_("rate-limited answers"), default=0)
+    outcome_unknown = models.BooleanField(
+        _("an earlier outcome is unknown"),
+        default=False,
+        help_text=_("A call may have reached the platform without us seeing the answer (timeout, 5xx, crash)."),
+    )
+    next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
+    lease_expires_at = models.DateTimeField(_("lease expires"), null=True, blank=True)
+    lease_token = models.CharField(max_length=32, blank=True, editable=False)
+
+    remote_id = models.CharField(_("platform id"), max_length=64, blank=True)
+    remote_reference = models.CharField(_("platform reference"), max_length=64, blank=True)
+    remote_status = models.CharField(_("platform state"), max_length=32, blank=True)
+    points = models.DecimalField(_("points"), max_digits=14, decimal_places=2, null=True, blank=True)
+    response = models.JSONField(_("last platform answer"), null=True, blank=True)
+
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("earning")
+        verbose_name_plural = _("earnings")
+        constraints = [
+            models.UniqueConstraint(fields=["account", "order_number"], name="points_earn_one_record_per_order"),
+        ]
+        indexes = [
+            # The dispatcher's and the sweep's question: what is due, per account?
+            models.Index(fields=["status", "account", "next_attempt_at"], name="points_earn_due"),
+            models.Index(fields=["status", "lease_expires_at"], name="points_earn_lease"),
+            models.Index(fields=["created_at"], name="points_earn_created"),
+            models.Index(fields=["remote_id"], name="points_earn_remote_id"),
+            models.Index(fields=["phone"], name="points_earn_phone"),
+        ]
+        permissions = [
+            ("retry_earningrecord", _("Can retry earnings")),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account}/{self.order_number} ({self.status})"
+
+    @property
+    def masked_phone(self) -> str:
+        return mask_phone(self.phone)
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.status in NEEDS_ATTENTION
+
+
+class EarningAttempt(models.Model):
+    """One call to the platform, written (committed) before the call and completed after it."""
+
+    record = models.ForeignKey(EarningRecord, on_delete=models.CASCADE, related_name="attempt_set")
+    number = models.PositiveIntegerField(_("number"))
+    trigger = models.CharField(_("triggered by"), max_length=16, choices=Trigger.choices, default=Trigger.WORKER)
+    actor = models.CharField(_("who"), max_length=150, blank=True)
+    request_id = models.UUIDField(_("request id"), default=uuid.uuid4, editable=False)
+    request_body = models.JSONField(_("sent"), null=True, blank=True)
+    started_at = models.DateTimeField(_("started"))
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(_("duration (ms)"), null=True, blank=True)
+    http_status = models.PositiveSmallIntegerField(_("HTTP status"), null=True, blank=True)
+    outcome = models.CharField(_("outcome"), max_length=24, blank=True)
+    outcome_unknown = models.BooleanField(_("outcome unknown"), default=False)
+    error = models.TextField(_("error"), blank=True)
+    response_body = models.TextField(_("answer"), blank=True)
+
+    class Meta:
+        verbose_name = _("attempt")
+        verbose_name_plural = _("attempts")
+        ordering = ["record_id", "number"]
+        indexes = [models.Index(fields=["started_at"], name="points_earn_attempt_started")]
+
+    def __str__(self) -> str:
+        return f"#{self.number} {self.outcome or 'in flight'}"
+
+
+class EarningEvent(models.Model):
+    """The audit trail: every state change, who made it and why."""
+
+    record = models.ForeignKey(EarningRecord, on_delete=models.CASCADE, related_name="event_set")
+    at = models.DateTimeField(_("when"), auto_now_add=True)
+    from_status = models.CharField(_("from"), max_length=24, blank=True)
+    to_status = models.CharField(_("to"), max_length=24)
+    trigger = models.CharField(_("triggered by"), max_length=16, choices=Trigger.choices)
+    actor = models.CharField(_("who"), max_length=150, blank=True)
+    note = models.TextField(_("note"), blank=True)
+
+    class Meta:
+        verbose_name = _("state change")
+        verbose_name_plural = _("state changes")
+        ordering = ["record_id", "at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.from_status or '∅'} → {self.to_status}"
+
+
+class AccountState(models.Model):
+    """An account's pause switch: set when the platform refuses the account (bad key, merchant not allowed)."""
+
+    account = models.CharField(_("account"), max_length=64, primary_key=True)
+    paused = models.BooleanField(_("paused"), default=False)
+    reason = models.TextField(_("reason"), blank=True)
+    paused_at = models.DateTimeField(_("paused at"), null=True, blank=True)
+    resumed_at = models.DateTimeField(_("resumed at"), null=True, blank=True)
+    resumed_by = models.CharField(_("resumed by"), max_length=150, blank=True)
+
+    class Meta:
+        verbose_name = _("account")
+        verbose_name_plural = _("accounts")
+
+    def __str__(self) -> str:
+        return f"{self.account} ({'paused' if self.paused else 'active'})"
