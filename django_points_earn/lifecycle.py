@@ -1,0 +1,354 @@
+"""The only writer of ``EarningRecord.status``.
+
+Every transition is checked against :data:`ALLOWED`, made with a conditional UPDATE (so two writers can never both
+move the same record) and written together with its audit entry. What a platform's answer means for a record
+(award, retry later, ask a human, pause the account) is decided here, in :func:`complete`, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .conf import get_settings
+from .models import AccountState, EarningAttempt, EarningEvent, EarningRecord, Status, Trigger
+from .providers import base as results
+from .providers.base import EarnResult
+from .signals import earning_awarded, earning_failed
+
+log = logging.getLogger("django_points_earn")
+
+ALLOWED: dict[str, set[str]] = {
+    Status.QUEUED: {Status.SENDING, Status.REJECTED},
+    Status.SENDING: {
+        Status.AWARDED,
+        Status.PENDING_ACTIVATION,
+        Status.REJECTED,
+        Status.BLOCKED,
+        Status.FAILED,
+        Status.QUEUED,
+    },
+    Status.REJECTED: {Status.QUEUED},
+    Status.BLOCKED: {Status.QUEUED},
+    Status.FAILED: {Status.QUEUED},
+    Status.PENDING_ACTIVATION: {Status.AWARDED},
+    Status.AWARDED: {Status.REVERSED, Status.PARTIALLY_REVERSED},
+    Status.PARTIALLY_REVERSED: {Status.REVERSED, Status.PARTIALLY_REVERSED},
+    Status.REVERSED: set(),
+    Status.SKIPPED: set(),
+}
+INITIAL = {Status.QUEUED, Status.REJECTED, Status.SKIPPED}
+
+
+class TransitionError(Exception):
+    pass
+
+
+def check(from_status: str, to_status: str) -> None:
+    if to_status not in ALLOWED.get(from_status, set()):
+        raise TransitionError(f"an earning cannot go from {from_status} to {to_status}")
+
+
+# -- timing ---------------------------------------------------------------------------------------------------
+def retry_delay(attempts: int) -> float:
+    """Exponential backoff with full jitter, capped, with a floor so a ~0 draw never hammers the platform."""
+    policy = get_settings().retry
+    ceiling = min(float(policy["MAX_DELAY"]), float(policy["BASE_DELAY"]) * 2 ** max(0, attempts - 1))
+    return max(float(policy["MIN_DELAY"]), random.uniform(0, ceiling))
+
+
+def rate_limit_delay(retry_after: float | None = None) -> float:
+    base = retry_after if retry_after is not None else float(get_settings().retry["RATE_LIMIT_DELAY"])
+    return base * (1 + random.random())
+
+
+# -- creation (inside the shop's transaction) ------------------------------------------------------------------
+def create(*, status: str, reason: str = "", **fields: Any) -> tuple[EarningRecord, bool]:
+    """Insert the record in a savepoint; a second signal for the same order finds the first record.
+
+    The row itself (``created_at``, initial ``status``, ``status_reason``) is the audit of its creation, so
+    checkout pays for exactly one INSERT.
+    """
+    if status not in INITIAL:
+        raise TransitionError(f"a new earning cannot start as {status}")
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            record = EarningRecord.objects.create(
+                status=status,
+                status_reason=reason,
+                next_attempt_at=now if status == Status.QUEUED else None,
+                completed_at=None if status == Status.QUEUED else now,
+                **fields,
+            )
+        return record, True
+    except IntegrityError:
+        existing = EarningRecord.objects.filter(account=fields["account"], order_number=fields["order_number"]).first()
+        if existing is None:
+            raise
+        return existing, False
+
+
+# -- the worker's path -----------------------------------------------------------------------------------------
+def claim(record_id: int, *, lease_seconds: float) -> EarningRecord | None:
+    """Take a due record for one attempt. Exactly one caller wins; the others get ``None``."""
+    now = timezone.now()
+    token = uuid.uuid4().hex
+    won = EarningRecord.objects.filter(pk=record_id, status=Status.QUEUED, next_attempt_at__lte=now).update(
+        status=Status.SENDING,
+        lease_expires_at=now + timedelta(seconds=lease_seconds),
+        lease_token=token,
+        updated_at=now,
+    )
+    if not won:
+        return None
+    return EarningRecord.objects.get(pk=record_id)
+
+
+def release(record: EarningRecord, note: str) -> bool:
+    """Give back a claim without having called the platform (e.g. the account lock was lost)."""
+    return bool(
+        EarningRecord.objects.filter(pk=record.pk, status=Status.SENDING, lease_token=record.lease_token).update(
+            status=Status.QUEUED, lease_token="", lease_expires_at=None, updated_at=timezone.now()
+        )
+    )
+
+
+def start_attempt(record: EarningRecord, *, trigger: str, actor: str = "") -> EarningAttempt:
+    """Committed before the HTTP call: a crash between the two leaves this row as evidence."""
+    number = EarningAttempt.objects.filter(record=record).count() + 1
+    return EarningAttempt.objects.create(
+        record=record,
+        number=number,
+        trigger=trigger,
+        actor=actor[:150],
+        request_body=record.payload,
+        started_at=timezone.now(),
+    )
+
+
+def complete(
+    record: EarningRecord, attempt: EarningAttempt | None, result: EarnResult, *, trigger: str = Trigger.WORKER
+) -> EarningRecord:
+    """Record the platform's answer and move the record on. Returns the record as saved."""
+    now = timezone.now()
+    policy = get_settings().retry
+    fields: dict[str, Any] = {"updated_at": now, "lease_token": "", "lease_expires_at": None}
+    note = result.message
+    pause_reason = ""
+
+    if result.status == results.AWARDED:
+        to = Status.AWARDED
+        fields.update(
+            remote_id=result.remote_id[:64],
+            remote_reference=result.remote_reference[:64],
+            remote_status=result.remote_status[:32],
+            points=result.points,
+            response=result.body,
+            completed_at=now,
+            next_attempt_at=None,
+        )
+        note = "awarded" + (f" ({result.points} points)" if result.points is not None else "")
+    elif result.status == results.PENDING_ACTIVATION:
+        to = Status.PENDING_ACTIVATION
+        fields.update(remote_reference=result.remote_reference[:64], points=result.points, response=result.body,
+                      next_attempt_at=None)
+    elif result.status == results.DUPLICATE:
+        fields.update(response=result.body, next_attempt_at=None)
+        if record.outcome_unknown:
+            # Same order_number resent after an attempt whose answer we lost: the platform has it already.
+            to = Status.AWARDED
+            fields["completed_at"] = now
+            note = (
+                "awarded by an earlier attempt whose answer was lost; the platform now reports the order number "
+                "as a duplicate (platform id unknown until reconciled)"
+            )
+        else:
+            to = Status.REJECTED
+            fields["completed_at"] = now
+            note = (
+                f"the platform already has order number {record.order_number!r}, but no attempt of ours is "
+                f"unaccounted for: check the merchant dashboard ({result.message})"
+            )
+    elif result.status == results.REJECTED:
+        to = Status.REJECTED
+        fields.update(response=result.body, completed_at=now, next_attempt_at=None)
+    elif result.status in (results.UNAUTHORIZED, results.FORBIDDEN):
+        to = Status.BLOCKED
+        fields.update(response=result.body, next_attempt_at=None)
+        pause_reason = result.message
+    elif result.status == results.RATE_LIMITED:
+        to = Status.QUEUED
+        fields.update(
+            rate_limited=F("rate_limited") + 1,
+            next_attempt_at=now + timedelta(seconds=rate_limit_delay(result.retry_after)),
+        )
+        note = ""  # not a failure: no audit entry, the attempt row is the trace
+    else:  # UNAVAILABLE: transient, counts as an attempt
+        attempts = record.attempts + 1
+        unknown = record.outcome_unknown or result.outcome_unknown
+        fields.update(attempts=attempts, outcome_unknown=unknown, response=result.body)
+        if attempts >= int(policy["MAX_ATTEMPTS"]):
+            to = Status.FAILED
+            fields.update(next_attempt_at=None, completed_at=now)
+            note = f"gave up after {attempts} attempts: {result.message}"
+        else:
+            delay = retry_delay(attempts)
+            to = Status.QUEUED
+            fields["next_attempt_at"] = now + timedelta(seconds=delay)
+            note = f"attempt {attempts} failed ({result.message}); retry in {delay:.0f}s"
+
+    if to != Status.QUEUED or result.status != results.RATE_LIMITED:
+        fields["status_reason"] = note
+
+    with transaction.atomic():
+        if attempt is not None:
+            _finish_attempt(attempt, result, now)
+        moved = _move(record, Status.SENDING, to, fields, lease_token=record.lease_token)
+        if not moved and to in (Status.AWARDED, Status.PENDING_ACTIVATION) and result.status != results.DUPLICATE:
+            # Our lease was taken from us (a sweep thought this worker dead), yet the platform confirmed:
+            # its word wins over whatever state the record went back to.
+            for current in (Status.QUEUED, Status.FAILED):
+                if _move(record, current, to, fields):
+                    moved = True
+                    break
+        if not moved:
+            log.warning(
+                "earning %s/%s: result %s arrived after the record moved on; kept on attempt only",
+                record.account, record.order_number, result.status,
+            )
+            return EarningRecord.objects.get(pk=record.pk)
+        if note:
+            _event(record, Status.SENDING, to, trigger, attempt.actor if attempt else "", note)
+        if pause_reason:
+            pause_account(record.account, pause_reason)
+        saved = EarningRecord.objects.get(pk=record.pk)
+        _announce(saved)
+    return saved
+
+
+def _finish_attempt(attempt: EarningAttempt, result: EarnResult, now: datetime) -> None:
+    attempt.finished_at = now
+    attempt.duration_ms = result.duration_ms
+    attempt.http_status = result.http_status
+    attempt.outcome = result.status
+    attempt.outcome_unknown = result.outcome_unknown
+    attempt.error = "" if result.status == results.AWARDED else result.message
+    attempt.response_body = result.raw_text
+    attempt.save(
+        update_fields=[
+            "finished_at", "duration_ms", "http_status", "outcome", "outcome_unknown", "error", "response_body"
+        ]
+    )
+
+
+def _move(record: EarningRecord, from_status: str, to: str, fields: dict[str, Any], lease_token: str | None = None):
+    check(from_status, to)
+    qs = EarningRecord.objects.filter(pk=record.pk, status=from_status)
+    if lease_token is not None:
+        qs = qs.filter(lease_token=lease_token)
+    return qs.update(status=to, **fields) == 1
+
+
+def _event(record: EarningRecord, from_status: str, to: str, trigger: str, actor: str, note: str) -> None:
+    EarningEvent.objects.create(
+        record=record, from_status=from_status, to_status=to, trigger=trigger, actor=actor[:150], note=note
+    )
+
+
+def _announce(record: EarningRecord) -> None:
+    if record.status == Status.AWARDED:
+        transaction.on_commit(lambda: earning_awarded.send(sender=EarningRecord, record=record))
+    elif record.status in (Status.REJECTED, Status.BLOCKED, Status.FAILED):
+        transaction.on_commit(lambda: earning_failed.send(sender=EarningRecord, record=record))
+
+
+# -- recovery and human actions ----------------------------------------------------------------------------------
+def recover_expired_lease(record: EarningRecord, *, trigger: str = Trigger.RECONCILE) -> bool:
+    """A record left ``sending`` past its lease: its worker died mid-call. Due again, outcome unknown."""
+    now = timezone.now()
+    attempts = record.attempts + 1
+    give_up = attempts >= int(get_settings().retry["MAX_ATTEMPTS"])
+    to = Status.FAILED if give_up else Status.QUEUED
+    note = (
+        "the worker stopped during the call (lease expired); the outcome is unknown, so the same order number "
+        "is sent again" + (" — but attempts are used up" if give_up else "")
+    )
+    with transaction.atomic():
+        moved = (
+            EarningRecord.objects.filter(
+                pk=record.pk, status=Status.SENDING, lease_token=record.lease_token, lease_expires_at__lt=now
+            ).update(
+                status=to,
+                attempts=attempts,
+                outcome_unknown=True,
+                next_attempt_at=None if give_up else now,
+                completed_at=now if give_up else None,
+                lease_token="",
+                lease_expires_at=None,
+                status_reason=note,
+                updated_at=now,
+            )
+            == 1
+        )
+        if not moved:
+            return False
+        EarningAttempt.objects.filter(record=record, finished_at__isnull=True).update(
+            finished_at=now,
+            outcome="abandoned",
+            outcome_unknown=True,
+            error="the worker stopped before the answer was recorded",
+        )
+        _event(record, Status.SENDING, to, trigger, "", note)
+        if give_up:
+            _announce(EarningRecord.objects.get(pk=record.pk))
+    return True
+
+
+def requeue(record: EarningRecord, *, trigger: str, actor: str = "", note: str = "") -> bool:
+    """A human (or an account resume) sends a rejected, blocked or failed earning again, with a fresh budget.
+
+    ``outcome_unknown`` is kept: it is what lets a later "duplicate" answer count as awarded.
+    """
+    now = timezone.now()
+    if record.status not in (Status.REJECTED, Status.BLOCKED, Status.FAILED):
+        return False
+    with transaction.atomic():
+        if not _move(
+            record,
+            record.status,
+            Status.QUEUED,
+            {"attempts": 0, "next_attempt_at": now, "completed_at": None, "updated_at": now,
+             "status_reason": note or "sent again"},
+        ):
+            return False
+        _event(record, record.status, Status.QUEUED, trigger, actor, note or "sent again")
+    return True
+
+
+def pause_account(account: str, reason: str) -> None:
+    now = timezone.now()
+    state, _ = AccountState.objects.get_or_create(account=account)
+    if not state.paused:
+        AccountState.objects.filter(pk=account).update(paused=True, reason=reason, paused_at=now)
+        log.error("account %s paused: %s", account, reason)
+
+
+def is_paused(account: str) -> bool:
+    return AccountState.objects.filter(pk=account, paused=True).exists()
+
+
+def resume_account(account: str, *, actor: str = "", trigger: str = Trigger.ADMIN) -> int:
+    """Unpause and send the account's blocked earnings again. Returns how many were requeued."""
+    AccountState.objects.filter(pk=account).update(paused=False, resumed_at=timezone.now(), resumed_by=actor[:150])
+    count = 0
+    for record in EarningRecord.objects.filter(account=account, status=Status.BLOCKED).iterator():
+        count += requeue(record, trigger=trigger, actor=actor, note="account resumed")
+    return count

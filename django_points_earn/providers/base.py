@@ -1,0 +1,197 @@
+"""The provider layer's shape: one result vocabulary, one control flow, HTTP done once.
+
+A backend turns a provider-neutral :class:`~django_points_earn.adapters.EarningRequest` into the platform's body
+(``build_payload``, which may refuse with :class:`InvalidEarningRequest`), sends it (``earn``) and says what the
+answer means (an :class:`EarnResult`). It never writes to the database and never retries: retries belong to the
+queue, decided by the lifecycle from the result.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import requests
+
+from .. import __version__
+from ..adapters import EarningRequest
+from ..conf import AccountConfig, all_secret_values
+
+# The result vocabulary (DESIGN.md "Providers").
+AWARDED = "awarded"
+PENDING_ACTIVATION = "pending_activation"
+DUPLICATE = "duplicate"
+REJECTED = "rejected"
+RATE_LIMITED = "rate_limited"
+UNAVAILABLE = "unavailable"
+UNAUTHORIZED = "unauthorized"
+FORBIDDEN = "forbidden"
+RESULT_STATUSES = (AWARDED, PENDING_ACTIVATION, DUPLICATE, REJECTED, RATE_LIMITED, UNAVAILABLE, UNAUTHORIZED, FORBIDDEN)
+
+MAX_STORED_BODY = 20_000  # characters of a platform answer kept on the attempt
+
+
+class PointsEarnError(Exception):
+    """Base of the app's runtime errors (configuration errors are ``ImproperlyConfigured`` instead)."""
+
+
+class PlatformError(PointsEarnError):
+    """The platform answered something we cannot use; carries the HTTP status and the (scrubbed) body."""
+
+    def __init__(self, message: str, *, http_status: int | None = None, body: str = ""):
+        super().__init__(message)
+        self.http_status = http_status
+        self.body = body
+
+
+@dataclass
+class EarnResult:
+    status: str
+    message: str = ""
+    http_status: int | None = None
+    # True when the platform may have acted although we did not see it confirm (timeout, 5xx, cut-off body).
+    outcome_unknown: bool = False
+    remote_id: str = ""
+    remote_reference: str = ""
+    remote_status: str = ""
+    points: Decimal | None = None
+    field_errors: dict[str, list[str]] = field(default_factory=dict)
+    body: Any = None  # parsed JSON, when there was any
+    raw_text: str = ""  # the answer as received (cut to MAX_STORED_BODY)
+    retry_after: float | None = None
+    duration_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in RESULT_STATUSES:
+            raise ValueError(f"unknown result status {self.status!r}")
+
+
+@dataclass
+class LookupResult:
+    """What the platform says about an earning we already sent (``found`` False: it does not know it)."""
+
+    found: bool
+    remote_id: str = ""
+    remote_reference: str = ""
+    remote_status: str = ""
+    points: Decimal | None = None
+    body: Any = None
+    message: str = ""
+    http_status: int | None = None
+
+
+def scrub(text: str) -> str:
+    """Remove any configured secret from text that may reach a log, a record or the admin."""
+    for secret in all_secret_values():
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+def cut(text: str, limit: int = MAX_STORED_BODY) -> str:
+    return text if len(text) <= limit else text[:limit] + f"… [{len(text) - limit} more characters]"
+
+
+def to_json_number(amount: Decimal | None) -> float | None:
+    """Amounts stay Decimal until here. A 2-place Decimal round-trips exactly through float's shortest repr."""
+    return None if amount is None else float(amount)
+
+
+_sessions = threading.local()
+
+
+class BaseBackend:
+    """Template for a platform client. Subclasses fill in the hooks; the base owns HTTP and error wrapping."""
+
+    provider: ClassVar[str] = ""
+
+    def __init__(self, account: AccountConfig):
+        self.account = account
+
+    # -- hooks -------------------------------------------------------------------------------------------------
+    def build_payload(self, request: EarningRequest) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def earn(self, payload: dict[str, Any], *, request_id: str, outcome_unknown: bool = False) -> EarnResult:
+        raise NotImplementedError
+
+    def lookup(self, remote_id: str) -> LookupResult:
+        raise NotImplementedError
+
+    def auth_headers(self) -> dict[str, str]:
+        return {}
+
+    # -- HTTP --------------------------------------------------------------------------------------------------
+    def session(self) -> requests.Session:
+        """One Session per account and thread: connection reuse without sharing a Session across threads."""
+        cache = getattr(_sessions, "by_account", None)
+        if cache is None:
+            cache = _sessions.by_account = {}
+        session = cache.get(self.account.name)
+        if session is None:
+            session = requests.Session()
+            session.headers.update(
+                {
+                    "Accept": "application/json",
+                    "User-Agent": f"django-points-earn/{__version__}",
+                }
+            )
+            cache[self.account.name] = session
+        return session
+
+    def url(self, path: str) -> str:
+        return f"{self.account.base_url}/{path.lstrip('/')}"
+
+    def send(self, method: str, path: str, *, json_body: Any = None, request_id: str = "", params: Any = None):
+        """Make one HTTP call. Returns ``(response | None, exception | None, duration_ms)``; never raises."""
+        headers = {**self.auth_headers()}
+        if request_id:
+            headers["X-Request-Id"] = request_id
+        data = None
+        if json_body is not None:
+            headers["Content-Type"] = "application/json"
+            data = json.dumps(json_body, ensure_ascii=False, allow_nan=False).encode()
+        started = time.monotonic()
+        try:
+            response = self.session().request(
+                method, self.url(path), data=data, headers=headers, params=params, timeout=self.account.timeout
+            )
+            # Read the whole body now, inside the timeout, so a cut-off stream is an error here.
+            _ = response.content
+            return response, None, int((time.monotonic() - started) * 1000)
+        except requests.RequestException as exc:
+            return None, exc, int((time.monotonic() - started) * 1000)
+
+    @staticmethod
+    def parse_json(response: requests.Response) -> tuple[Any, str | None]:
+        """The JSON body, or ``(None, why not)``."""
+        text = response.text
+        if not text.strip():
+            return None, "empty body"
+        try:
+            return json.loads(text), None
+        except ValueError as exc:
+            content_type = response.headers.get("Content-Type", "unknown content type")
+            snippet = " ".join(text[:120].split())
+            return None, f"body is not JSON ({content_type}; {exc.msg} at character {exc.pos}): {snippet!r}"
+
+
+def describe_exception(exc: BaseException) -> tuple[str, bool]:
+    """A short message for a transport failure, and whether the platform may have received the request."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return f"could not connect in time: {scrub(str(exc))}", False
+    if isinstance(exc, requests.ReadTimeout):
+        return "no answer within the read timeout (the platform may have acted)", True
+    if isinstance(exc, requests.ConnectionError):
+        text = scrub(str(exc))
+        refused = "Connection refused" in text or "NewConnectionError" in text or "Name or service" in text
+        if refused:
+            return f"could not connect: {text}", False
+        return f"connection broken: {text}", True
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError | requests.exceptions.ContentDecodingError):
+        return f"answer cut off: {scrub(str(exc))}", True
+    return f"{type(exc).__name__}: {scrub(str(exc))}", True

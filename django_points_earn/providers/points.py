@@ -1,0 +1,217 @@
+"""Points (papp.sa): ``POST /v1/orders/earning`` and ``GET /v1/orders/{uuid}`` (see shared/providers/points.md)."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import requests
+
+from ..adapters import EarningRequest, InvalidEarningRequest
+from ..phones import InvalidPhone, normalize_ksa_mobile
+from .base import (
+    AWARDED,
+    DUPLICATE,
+    FORBIDDEN,
+    PENDING_ACTIVATION,
+    RATE_LIMITED,
+    REJECTED,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    BaseBackend,
+    EarnResult,
+    LookupResult,
+    PlatformError,
+    cut,
+    describe_exception,
+    scrub,
+    to_json_number,
+)
+
+
+def _points(value: Any) -> Decimal | None:
+    try:
+        return None if value is None else Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
+def _order_data(body: Any) -> dict[str, Any]:
+    """The order resource: under ``data`` per the spec, at the top level sometimes (per the PHP SDK)."""
+    if not isinstance(body, dict):
+        return {}
+    data = body.get("data")
+    return data if isinstance(data, dict) else body
+
+
+class PointsBackend(BaseBackend):
+    provider = "points"
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"x-api-key": self.account.secret("API_KEY")}
+
+    # -- request --------------------------------------------------------------------------------------------
+    def build_payload(self, request: EarningRequest) -> dict[str, Any]:
+        request.validate()
+        try:
+            phone = normalize_ksa_mobile(request.phone)
+        except InvalidPhone as exc:
+            raise InvalidEarningRequest(str(exc), field="phone") from None
+        payload: dict[str, Any] = {
+            "phone_number": phone,
+            "total_price": to_json_number(request.total),
+            "order_number": request.order_number,
+            "products": [
+                {
+                    "product_name": str(line.name)[:255],
+                    "product_price": to_json_number(line.unit_price),
+                    "quantity": line.quantity,
+                }
+                for line in request.lines
+            ],
+        }
+        if request.customer_name:
+            payload["name"] = str(request.customer_name)[:255]
+        for name in ("shipping_amount", "tax_amount", "discount_amount"):
+            value = getattr(request, name)
+            if value is not None:
+                payload[name] = to_json_number(value)
+        address = request.shipping_address
+        if address and (address.city or address.line1):
+            payload["shipping_address"] = {
+                "city": (address.city or None) and str(address.city)[:100],
+                "line1": (address.line1 or None) and str(address.line1)[:255],
+            }
+        if request.metadata:
+            payload["metadata"] = request.metadata
+        return payload
+
+    # -- earning --------------------------------------------------------------------------------------------
+    def earn(self, payload: dict[str, Any], *, request_id: str, outcome_unknown: bool = False) -> EarnResult:
+        response, exc, duration = self.send("POST", "orders/earning", json_body=payload, request_id=request_id)
+        result = self.classify_earn(response, exc)
+        result.duration_ms = duration
+        return result
+
+    def classify_earn(self, response: requests.Response | None, exc: BaseException | None) -> EarnResult:
+        if response is None:
+            message, unknown = describe_exception(exc) if exc else ("no answer", True)
+            return EarnResult(UNAVAILABLE, message=message, outcome_unknown=unknown)
+
+        code = response.status_code
+        body, not_json = self.parse_json(response)
+        raw = cut(scrub(response.text))
+        common = {"http_status": code, "body": body, "raw_text": raw}
+        message = scrub(str(body.get("message") or "")) if isinstance(body, dict) else ""
+
+        if 200 <= code < 300:
+            if not_json:
+                return EarnResult(UNAVAILABLE, f"HTTP {code} but the {not_json}", outcome_unknown=True, **common)
+            if not isinstance(body, dict):
+                return EarnResult(UNAVAILABLE, f"HTTP {code} with an unexpected body", outcome_unknown=True, **common)
+            if body.get("status") is False:
+                return EarnResult(
+                    UNAVAILABLE, f"HTTP {code} but status false: {message or 'no message'}", outcome_unknown=True,
+                    **common,
+                )
+            data = _order_data(body)
+            if data.get("pending_client_activation") is True:
+                pending = data.get("pending_earning_order") if isinstance(data.get("pending_earning_order"), dict) else {}
+                return EarnResult(
+                    PENDING_ACTIVATION,
+                    "customer has not activated their Points account yet; Points will award on activation",
+                    remote_reference=str(pending.get("id") or ""),
+                    points=_points(pending.get("total_points")),
+                    **common,
+                )
+            if data.get("uuid"):
+                return EarnResult(
+                    AWARDED,
+                    remote_id=str(data["uuid"]),
+                    remote_reference=str(data.get("reference_number") or ""),
+                    remote_status=str(data.get("order_status") or ""),
+                    points=_points(data.get("total_points")),
+                    **common,
+                )
+            return EarnResult(
+                UNAVAILABLE, f"HTTP {code} without an order uuid or a pending flag", outcome_unknown=True, **common
+            )
+
+        if code == 429:
+            return EarnResult(
+                RATE_LIMITED, message or "Points is busy with another earning call for this merchant",
+                retry_after=_retry_after(response), **common,
+            )
+        if self.is_duplicate(code, body):
+            return EarnResult(DUPLICATE, message or "order number already exists on Points", **common)
+        if code == 422:
+            errors = _field_errors(body)
+            detail = "; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()) or message or "validation failed"
+            return EarnResult(REJECTED, f"Points refused the data: {detail}", field_errors=errors, **common)
+        if code in (400, 401):
+            return EarnResult(UNAUTHORIZED, f"Points refused the API key: {message or f'HTTP {code}'}", **common)
+        if code == 403:
+            return EarnResult(FORBIDDEN, f"Points refused the merchant: {message or 'HTTP 403'}", **common)
+        if code >= 500 or code == 408:
+            detail = message or not_json or "no detail"
+            return EarnResult(UNAVAILABLE, f"Points answered HTTP {code}: {detail}", outcome_unknown=True, **common)
+        if code in (404, 405):
+            return EarnResult(
+                UNAVAILABLE, f"HTTP {code} from {self.url('orders/earning')}: check the account's BASE_URL", **common
+            )
+        return EarnResult(REJECTED, f"Points answered HTTP {code}: {message or not_json or 'no detail'}", **common)
+
+    def is_duplicate(self, code: int, body: Any) -> bool:
+        """Points does not document its duplicate answer; the status codes and words are settings."""
+        if code == 409:
+            return True
+        if code not in tuple(self.account.option("DUPLICATE_STATUS_CODES", ())):
+            return False
+        if not isinstance(body, dict):
+            return False
+        texts = [str(body.get("message") or "")]
+        errors = body.get("errors")
+        if isinstance(errors, dict):
+            texts += [str(m) for m in (errors.get("order_number") or [])]
+        haystack = " ".join(texts).lower()
+        return any(marker.lower() in haystack for marker in self.account.option("DUPLICATE_MARKERS", ()))
+
+    # -- lookup ---------------------------------------------------------------------------------------------
+    def lookup(self, remote_id: str) -> LookupResult:
+        response, exc, _ = self.send("GET", f"orders/{remote_id}")
+        if response is None:
+            raise PlatformError(describe_exception(exc)[0] if exc else "no answer")
+        body, not_json = self.parse_json(response)
+        if response.status_code == 404:
+            return LookupResult(found=False, http_status=404, message="Points does not know this order")
+        if response.status_code != 200 or not_json:
+            raise PlatformError(
+                f"GET orders/{remote_id}: HTTP {response.status_code} {not_json or ''}".strip(),
+                http_status=response.status_code,
+                body=cut(scrub(response.text)),
+            )
+        data = _order_data(body)
+        return LookupResult(
+            found=True,
+            remote_id=str(data.get("uuid") or remote_id),
+            remote_reference=str(data.get("reference_number") or ""),
+            remote_status=str(data.get("order_status") or ""),
+            points=_points(data.get("total_points")),
+            body=body,
+            http_status=200,
+        )
+
+
+def _field_errors(body: Any) -> dict[str, list[str]]:
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, dict):
+        return {}
+    return {str(k): [scrub(str(m)) for m in (v if isinstance(v, list) else [v])] for k, v in errors.items()}
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
