@@ -1,0 +1,160 @@
+"""Claim -> account lock -> provider call -> lifecycle. Used by the job, the admin and reconcile alike.
+
+A drain job owns one account at a time (a Redis lock), so at most one earning call is in flight per account across
+all workers and machines. A job that finds the lock taken returns at once instead of waiting: the holder picks up
+every due record, and re-checks after releasing the lock, so nothing committed meanwhile is left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Min
+from django.utils import timezone
+from redis.exceptions import LockError
+
+from . import lifecycle, queueing
+from .conf import get_settings
+from .models import EarningRecord, Status, Trigger
+from .phones import mask_phone
+from .providers import get_backend
+from .providers.base import UNAUTHORIZED, BaseBackend, EarnResult
+
+log = logging.getLogger("django_points_earn")
+
+
+@dataclass
+class DrainReport:
+    account: str
+    sent: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    busy: bool = False  # another job held the account
+    paused: bool = False
+    continued: bool = False  # time was up; a successor job was enqueued
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def next_due(account: str) -> int | None:
+    return (
+        EarningRecord.objects.filter(account=account, status=Status.QUEUED, next_attempt_at__lte=timezone.now())
+        .order_by("next_attempt_at", "id")
+        .values_list("id", flat=True)
+        .first()
+    )
+
+
+def seconds_until_next(account: str) -> float | None:
+    soonest = EarningRecord.objects.filter(account=account, status=Status.QUEUED).aggregate(t=Min("next_attempt_at"))[
+        "t"
+    ]
+    if soonest is None:
+        return None
+    return max(0.0, (soonest - timezone.now()).total_seconds())
+
+
+def drain_account(account_name: str, *, trigger: str = Trigger.WORKER, actor: str = "") -> DrainReport:
+    """Send every due earning of one account, one call at a time."""
+    settings = get_settings()
+    report = DrainReport(account=account_name)
+    conn = queueing.connection()
+    queueing.clear_drain_request(account_name, conn)
+    if lifecycle.is_paused(account_name):
+        report.paused = True
+        return report
+    try:
+        account = settings.account(account_name)
+        backend = get_backend(account)
+    except ImproperlyConfigured as exc:
+        _block_next(account_name, str(exc), trigger)
+        report.paused = True
+        return report
+
+    drain = settings.drain
+    deadline = time.monotonic() + float(drain["MAX_SECONDS"])
+    lock = queueing.account_lock(account, conn)
+    while True:
+        if not lock.acquire(blocking=False):
+            report.busy = True
+            return report
+        try:
+            _drain_locked(account_name, backend, lock, report, deadline, float(drain["MAX_WAIT"]), trigger, actor)
+        finally:
+            try:
+                lock.release()
+            except LockError:
+                log.warning("account %s: lock had already expired when released", account_name)
+        if report.paused:
+            return report
+        if time.monotonic() >= deadline:
+            if next_due(account_name) is not None:
+                queueing.request_drain(account_name, conn)
+                report.continued = True
+            return report
+        # A record committed while we held the lock had its own job bounce off the lock: look once more.
+        if next_due(account_name) is None:
+            return report
+
+
+def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigger, actor) -> None:
+    lease = float(get_settings().lease_seconds)
+    while time.monotonic() < deadline:
+        if lifecycle.is_paused(account_name):
+            report.paused = True
+            return
+        record_id = next_due(account_name)
+        if record_id is None:
+            wait = seconds_until_next(account_name)
+            if wait is None or wait > max_wait or time.monotonic() + wait >= deadline:
+                return
+            time.sleep(wait)  # a short backoff (429, first retry): cheaper to wait than to hand over
+            lock.reacquire()
+            continue
+        record = lifecycle.claim(record_id, lease_seconds=lease)
+        if record is None:
+            continue  # an admin action or another claimant got it first
+        try:
+            lock.reacquire()  # our lock must outlive this call; if it is gone, someone else may be sending
+        except LockError:
+            lifecycle.release(record, "account lock lost")
+            log.warning("account %s: lock lost before sending %s; handing over", account_name, record.order_number)
+            return
+        outcome = send_claimed(record, backend, trigger=trigger, actor=actor)
+        report.sent += 1
+        report.outcomes[outcome] = report.outcomes.get(outcome, 0) + 1
+        if outcome in (Status.BLOCKED,):
+            report.paused = True
+            return
+
+
+def send_claimed(record: EarningRecord, backend: BaseBackend, *, trigger: str, actor: str = "") -> str:
+    """One attempt for a record this process has claimed. Returns the record's new status."""
+    try:
+        backend.auth_headers()  # a missing credential is an account problem, found before any call
+    except ImproperlyConfigured as exc:
+        saved = lifecycle.complete(record, None, EarnResult(UNAUTHORIZED, message=str(exc)), trigger=trigger)
+        return saved.status
+    attempt = lifecycle.start_attempt(record, trigger=trigger, actor=actor)
+    result = backend.earn(record.payload, request_id=str(attempt.request_id), outcome_unknown=record.outcome_unknown)
+    saved = lifecycle.complete(record, attempt, result, trigger=trigger)
+    log.info(
+        "earning %s/%s phone=%s attempt=%s -> %s (HTTP %s, %s ms)%s",
+        record.account, record.order_number, mask_phone(record.phone), attempt.number, saved.status,
+        result.http_status, result.duration_ms, f": {result.message}" if result.message else "",
+    )
+    return saved.status
+
+
+def _block_next(account_name: str, message: str, trigger: str) -> None:
+    """The account cannot be used at all (e.g. removed from settings): block one record to show why, pause."""
+    record_id = next_due(account_name)
+    record = lifecycle.claim(record_id, lease_seconds=60) if record_id else None
+    if record is not None:
+        lifecycle.complete(record, None, EarnResult(UNAUTHORIZED, message=message), trigger=trigger)
+    else:
+        lifecycle.pause_account(account_name, message)
+    log.error("account %s cannot send: %s", account_name, message)

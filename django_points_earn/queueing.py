@@ -1,0 +1,90 @@
+"""Redis side of dispatch: the per-account lock, the "drain requested" flag and enqueueing drain jobs.
+
+Redis only ever holds hints: the database is the source of truth, and a sweep rebuilds anything Redis lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+import django_rq
+from redis import Redis
+from redis.lock import Lock
+
+from .conf import AccountConfig, get_settings
+
+log = logging.getLogger("django_points_earn")
+
+DRAIN_FLAG_TTL = 120  # seconds; a lost job's flag expires and the sweep enqueues a new one
+
+
+def _key(kind: str, account: str) -> str:
+    return f"{get_settings().redis_prefix}:{kind}:{account}"
+
+
+def connection() -> Redis:
+    return django_rq.get_connection(get_settings().queue)
+
+
+def lock_ttl(account: AccountConfig) -> float:
+    """Longer than one whole HTTP call, so the lock cannot lapse while our call is still in flight."""
+    connect, read = account.timeout
+    return connect + read + 5
+
+
+def account_lock(account: AccountConfig, conn: Redis | None = None) -> Lock:
+    return Lock(conn or connection(), _key("lock", account.name), timeout=lock_ttl(account), thread_local=False)
+
+
+def job_id(account: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9_-]", "_", account)[:60]
+    return f"points-earn-drain-{slug}-{uuid.uuid4().hex[:12]}"
+
+
+def request_drain(account: str, conn: Redis | None = None) -> bool:
+    """Make sure a drain job for ``account`` is queued. Returns True if this call enqueued one."""
+    from . import jobs
+
+    conn = conn or connection()
+    flag = _key("drain-requested", account)
+    if not conn.set(flag, "1", nx=True, ex=DRAIN_FLAG_TTL):
+        return False  # a job is already waiting in the queue; it will see our record
+    try:
+        queue = django_rq.get_queue(get_settings().queue, commit_mode="auto")
+        queue.enqueue(
+            jobs.drain_account,
+            account,
+            job_id=job_id(account),
+            job_timeout=int(get_settings().drain["MAX_SECONDS"]) + 120,
+            result_ttl=600,
+            failure_ttl=7 * 24 * 3600,
+            description=f"points-earn: drain account {account}",
+        )
+    except Exception:
+        conn.delete(flag)
+        raise
+    return True
+
+
+def clear_drain_request(account: str, conn: Redis | None = None) -> None:
+    (conn or connection()).delete(_key("drain-requested", account))
+
+
+def drain_active(account: str, conn: Redis | None = None) -> bool:
+    """A drain job is queued or running for the account (as far as Redis knows)."""
+    conn = conn or connection()
+    return bool(conn.exists(_key("drain-requested", account), _key("lock", account)))
+
+
+def request_drain_safely(account: str) -> None:
+    """For ``transaction.on_commit`` at checkout: never raises. Without Redis the record waits for a sweep."""
+    try:
+        request_drain(account)
+    except Exception as exc:
+        log.warning(
+            "could not enqueue earning work for account %s (%s: %s); the earning is saved as queued and the "
+            "next sweep (EarningWorker or points_reconcile) sends it",
+            account, type(exc).__name__, exc,
+        )

@@ -1,0 +1,162 @@
+"""The ``order_paid`` receiver: the transactional outbox. Runs inside the shop's checkout; never raises.
+
+The record is written in the shop's transaction (a rollback leaves nothing), and the drain job is enqueued only
+after commit. Bad order data becomes a ``rejected`` record with the reason, so nothing is lost and checkout goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from decimal import Decimal
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+
+from . import lifecycle
+from .adapters import EarningRequest, InvalidEarningRequest, get_adapter, to_money
+from .conf import get_settings
+from .models import EarningRecord, Status
+from .phones import InvalidPhone, mask_phone, normalize_ksa_mobile
+from .providers import get_backend
+
+log = logging.getLogger("django_points_earn")
+
+
+def on_order_paid(sender: Any, order: Any = None, **kwargs: Any) -> None:
+    """Signal receiver. Whatever happens here, the shop's checkout carries on."""
+    if order is None:
+        order = kwargs.get("instance")
+    if order is None:
+        log.error("order_paid was sent without an order (sender=%r); nothing recorded", sender)
+        return
+    try:
+        record = record_paid_order(order)
+    except Exception:
+        log.exception("could not record the earning for order %r; checkout continues", getattr(order, "pk", order))
+        return
+    if record is not None and record.status == Status.QUEUED:
+        from .queueing import request_drain_safely
+
+        account = record.account
+        transaction.on_commit(lambda: request_drain_safely(account), robust=True)
+
+
+def record_paid_order(order: Any) -> EarningRecord | None:
+    """Freeze the order's earning request as a record (queued, rejected or skipped). Idempotent per order."""
+    adapter = get_adapter()
+    settings = get_settings()
+    order_id = _safe(adapter.get_order_id, order) or ""
+    status, reason, payload = Status.QUEUED, "", None
+    try:
+        request = adapter.build_request(order)
+    except InvalidEarningRequest as exc:
+        request, status, reason = None, Status.REJECTED, str(exc)
+    except Exception as exc:  # the shop's adapter failed: keep the order visible, with the reason
+        request, status = None, Status.REJECTED
+        reason = f"the order adapter failed: {type(exc).__name__}: {exc}"
+        log.exception("order adapter failed for order %s", order_id)
+
+    if request is None:
+        account = _safe(adapter.get_account, order) or (settings.account_names or ["default"])[0]
+        order_number = str(_safe(adapter.get_order_number, order) or f"order-pk-{order_id}")
+        request = EarningRequest(account=account, order_number=order_number, phone=None, total=None, lines=[],
+                                 order_id=order_id)
+    else:
+        skip = _safe(adapter.get_skip_reason, order)
+        if skip:
+            status, reason = Status.SKIPPED, str(skip)
+        else:
+            try:
+                backend = get_backend(settings.account(request.account))
+                payload = backend.build_payload(request)
+            except InvalidEarningRequest as exc:
+                status, reason = Status.REJECTED, str(exc)
+            except ImproperlyConfigured as exc:
+                # Recorded as queued without a payload would be sent by nobody: reject with the config error.
+                status, reason = Status.REJECTED, f"configuration error: {exc}"
+            except Exception as exc:  # e.g. the adapter returned lines of the wrong type
+                status, reason = Status.REJECTED, f"could not build the request: {type(exc).__name__}: {exc}"
+                log.exception("could not build the earning request for order %s", order_id)
+
+    phone = _normalized_or_raw(request.phone)
+    record, created = lifecycle.create(
+        status=status,
+        reason=reason,
+        account=str(request.account)[:64],
+        provider=_provider_of(request.account),
+        order_number=str(request.order_number)[:100],
+        order_id=str(order_id)[:64],
+        phone=phone[:32],
+        total=_money_or_none(request.total),
+        request=_request_json(request),
+        payload=payload,
+    )
+    if created:
+        level = logging.INFO if status == Status.QUEUED else logging.WARNING
+        log.log(level, "earning %s/%s phone=%s recorded as %s%s", record.account, record.order_number,
+                mask_phone(phone), status, f": {reason}" if reason else "")
+    return record
+
+
+def _safe(fn: Any, order: Any) -> Any:
+    try:
+        return fn(order)
+    except Exception:
+        return None
+
+
+def _normalized_or_raw(phone: Any) -> str:
+    if phone is None:
+        return ""
+    try:
+        return normalize_ksa_mobile(phone)
+    except InvalidPhone:
+        return str(phone)
+
+
+def _provider_of(account: str) -> str:
+    try:
+        return get_settings().account(account).provider
+    except ImproperlyConfigured:
+        return ""
+
+
+def _money_or_none(value: Any) -> Decimal | None:
+    try:
+        return to_money(value, "total") if value is not None else None
+    except InvalidEarningRequest:
+        return None
+
+
+def _request_json(request: EarningRequest) -> dict[str, Any]:
+    """The neutral request as JSON; values that cannot be JSON (bad metadata) are kept as their repr."""
+    data = request.to_json()
+    return {k: (v if _jsonable(v) else repr(v)[:2000]) for k, v in data.items()}
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def connect_receivers() -> None:
+    """Listen to our ``order_paid`` and, if configured, to the shop's own signal."""
+    from django.utils.module_loading import import_string
+
+    from .signals import order_paid
+
+    order_paid.connect(on_order_paid, dispatch_uid="django_points_earn.order_paid")
+    try:
+        path = get_settings().order_paid_signal
+    except ImproperlyConfigured:
+        return  # reported by the system checks
+    if path:
+        try:
+            import_string(path).connect(on_order_paid, dispatch_uid="django_points_earn.shop_signal")
+        except ImportError:
+            return  # reported by the system checks (points_earn.E006)
