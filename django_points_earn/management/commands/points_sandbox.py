@@ -1,0 +1,132 @@
+"""``manage.py points_sandbox``: serve the local Points sandbox until SIGTERM or Ctrl-C.
+
+    manage.py points_sandbox --api-key shop-key=riyadh --latency-ms 200 --rate-429 0.1
+
+Then point the app's Points base URL at the printed address. The keys given here are never printed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from django_points_earn.sandbox.points import DUPLICATE_MODES, Faults, PointsSandbox
+from django_points_earn.sandbox.server import SandboxServer
+
+DEFAULT_MERCHANT = "sandbox"
+
+
+def parse_api_key(value: str) -> tuple[str, str]:
+    """``KEY=MERCHANT`` -> (key, merchant); a bare ``KEY`` (or one ending in ``=`` padding) is merchant
+    ``sandbox``. Splits on the last ``=`` so base64-style keys keep their padding."""
+    key, sep, merchant = value.rpartition("=")
+    if not sep or not key or not merchant:
+        return value, DEFAULT_MERCHANT
+    return key, merchant
+
+
+class Command(BaseCommand):
+    help = "Serve a local fake of the Points earning API (fault injection, a ledger) on a loopback port."
+    requires_system_checks: list[str] = []  # needs no database and no app configuration
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (127.0.0.1)")
+        parser.add_argument("--port", type=int, default=8765, help="port (8765; 0 picks a free one)")
+        parser.add_argument(
+            "--api-key",
+            action="append",
+            dest="api_keys",
+            metavar="KEY[=MERCHANT]",
+            help="a private key to accept, and its merchant (repeatable; default sandbox-key=sandbox)",
+        )
+        parser.add_argument(
+            "--pending-phone",
+            action="append",
+            dest="pending_phones",
+            metavar="PHONE",
+            help="a phone whose customer is not activated yet (repeatable; default 500000003)",
+        )
+        parser.add_argument(
+            "--duplicate-mode",
+            choices=DUPLICATE_MODES,
+            default="422",
+            help="what a repeated order_number gets once the lock is free (default 422)",
+        )
+        parser.add_argument("--points-per-sar", type=float, default=10)
+        parser.add_argument("--seed", type=int, help="seed for fault rolls and uuids (reproducible runs)")
+        parser.add_argument("--latency-ms", type=float, default=0)
+        parser.add_argument("--latency-jitter-ms", type=float, default=0)
+        parser.add_argument("--slow-seconds", type=float, default=12, help="how long a 'slow' call hangs (12)")
+        for kind, what in (
+            ("429", "answer 429 (lock busy) without doing anything"),
+            ("5xx", "answer 500 without doing anything"),
+            ("created-500", "create the order, then answer 500"),
+            ("slow", "create the order, then hang for --slow-seconds"),
+            ("html", "answer 502 with an HTML page"),
+            ("truncated", "create the order, then send half the JSON"),
+            ("reset", "reset the connection without doing anything"),
+        ):
+            parser.add_argument(
+                f"--rate-{kind}",
+                type=float,
+                default=0,
+                metavar="P",
+                help=f"probability per earning call to {what}",
+            )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        keys = dict(parse_api_key(v) for v in options["api_keys"] or ["sandbox-key=sandbox"])
+        try:
+            faults = Faults(
+                latency_ms=options["latency_ms"],
+                latency_jitter_ms=options["latency_jitter_ms"],
+                slow_seconds=options["slow_seconds"],
+                **{
+                    f"rate_{k}": options[f"rate_{k}"]
+                    for k in ("429", "5xx", "created_500", "slow", "html", "truncated", "reset")
+                },
+            )
+            sandbox = PointsSandbox(
+                keys,
+                pending_phones=options["pending_phones"] or ("500000003",),
+                duplicate_mode=options["duplicate_mode"],
+                points_per_sar=options["points_per_sar"],
+                seed=options["seed"],
+            )
+            sandbox.set_faults(faults)
+            server = SandboxServer(sandbox, options["host"], options["port"], verbose=options["verbosity"] >= 2)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        try:
+            server.start()
+        except OSError as exc:
+            raise CommandError(f"cannot listen on {options['host']}:{options['port']}: {exc}") from exc
+
+        if options["verbosity"] >= 2:
+            # Request lines and status codes only; headers (x-api-key) are never logged.
+            sandbox_logger = logging.getLogger("django_points_earn.sandbox")
+            sandbox_logger.setLevel(logging.INFO)
+            if not sandbox_logger.hasHandlers():  # the project's LOGGING wins when it has a say
+                handler = logging.StreamHandler(sys.stderr)
+                handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+                sandbox_logger.addHandler(handler)
+
+        stop = threading.Event()
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, lambda *_: stop.set())
+        try:
+            self.stdout.write(f"Points sandbox on {server.points_base_url} (ledger: {server.control_url}/ledger)")
+            self.stdout.flush()
+            while not stop.wait(0.5):
+                pass
+        finally:
+            server.stop()
+            for signum, previous_handler in previous.items():
+                signal.signal(signum, previous_handler)
