@@ -53,18 +53,47 @@ class EventInline(ReadOnlyInline):
 
 @admin.register(EarningRecord)
 class EarningRecordAdmin(admin.ModelAdmin):
-    list_display = ("order_number", "badge", "account", "phone_masked", "total", "points", "attempts", "created_at",
-                    "reason_short")
+    list_display = (
+        "order_number",
+        "badge",
+        "account",
+        "phone_masked",
+        "total",
+        "points",
+        "attempts",
+        "created_at",
+        "reason_short",
+    )
     list_filter = ("status", "account", "provider", "created_at")
     search_fields = ("=order_number", "=remote_id", "=remote_reference")
     show_full_result_count = False
     date_hierarchy = None
     inlines = [AttemptInline, EventInline]
     actions = ["retry_selected"]
-    readonly_fields = ("account", "provider", "order_number", "order_id", "phone_masked", "total", "badge",
-                       "status_reason", "attempts", "rate_limited", "outcome_unknown", "next_attempt_at",
-                       "lease_expires_at", "remote_id", "remote_reference", "remote_status", "points",
-                       "payload_pretty", "response_pretty", "created_at", "updated_at", "completed_at")
+    readonly_fields = (
+        "account",
+        "provider",
+        "order_number",
+        "order_id",
+        "phone_masked",
+        "total",
+        "badge",
+        "status_reason",
+        "attempts",
+        "rate_limited",
+        "outcome_unknown",
+        "next_attempt_at",
+        "lease_expires_at",
+        "remote_id",
+        "remote_reference",
+        "remote_status",
+        "points",
+        "payload_pretty",
+        "response_pretty",
+        "created_at",
+        "updated_at",
+        "completed_at",
+    )
     fields = readonly_fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -113,14 +142,16 @@ class EarningRecordAdmin(admin.ModelAdmin):
         count = 0
         accounts = set()
         for record in queryset:
-            if lifecycle.requeue(record, trigger=Trigger.ADMIN, actor=request.user.get_username(),
-                                 note="sent again from the admin"):
+            if lifecycle.requeue(
+                record, trigger=Trigger.ADMIN, actor=request.user.get_username(), note="sent again from the admin"
+            ):
                 count += 1
                 accounts.add(record.account)
         for account in accounts:
             request_drain_safely(account)
-        self.message_user(request, _("%(count)d earnings queued to be sent again.") % {"count": count},
-                          messages.SUCCESS)
+        self.message_user(
+            request, _("%(count)d earnings queued to be sent again.") % {"count": count}, messages.SUCCESS
+        )
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("django_points_earn.retry_earningrecord")
@@ -142,8 +173,11 @@ class AccountStateAdmin(admin.ModelAdmin):
         for state in queryset:
             count = lifecycle.resume_account(state.account, actor=request.user.get_username())
             request_drain_safely(state.account)
-            self.message_user(request, _("%(account)s resumed; %(count)d earnings queued again.")
-                              % {"account": state.account, "count": count}, messages.SUCCESS)
+            self.message_user(
+                request,
+                _("%(account)s resumed; %(count)d earnings queued again.") % {"account": state.account, "count": count},
+                messages.SUCCESS,
+            )
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("django_points_earn.retry_earningrecord")
@@ -158,5 +192,7 @@ def _mask_payload(payload):
 def _pretty(value) -> str:
     if value in (None, ""):
         return "—"
-    return format_html("<pre style='white-space:pre-wrap;direction:ltr'>{}</pre>",
-                       json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True))
+    return format_html(
+        "<pre style='white-space:pre-wrap;direction:ltr'>{}</pre>",
+        json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True),
+    )

@@ -19,8 +19,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     errors: list[checks.CheckMessage] = []
     raw = getattr(django_settings, "POINTS_EARN", None)
     if raw is None:
-        return [checks.Error("POINTS_EARN is not set.", hint="Add a dict with ACCOUNTS and ORDER_ADAPTER.",
-                             id="points_earn.E001")]
+        return [
+            checks.Error(
+                "POINTS_EARN is not set.", hint="Add a dict with ACCOUNTS and ORDER_ADAPTER.", id="points_earn.E001"
+            )
+        ]
     if not isinstance(raw, dict):
         return [checks.Error(f"POINTS_EARN must be a dict, not {type(raw).__name__}.", id="points_earn.E001")]
     unknown = sorted(set(raw) - set(DEFAULTS))
@@ -29,9 +32,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
 
     accounts = raw.get("ACCOUNTS")
     if not accounts or not isinstance(accounts, dict):
-        errors.append(checks.Error(f"{setting_path('ACCOUNTS')} is missing or empty.",
-                                   hint='e.g. {"main": {"PROVIDER": "points", "API_KEY": env("POINTS_API_KEY")}}',
-                                   id="points_earn.E002"))
+        errors.append(
+            checks.Error(
+                f"{setting_path('ACCOUNTS')} is missing or empty.",
+                hint='e.g. {"main": {"PROVIDER": "points", "API_KEY": env("POINTS_API_KEY")}}',
+                id="points_earn.E002",
+            )
+        )
         accounts = {}
     for name, conf in accounts.items():
         errors += _check_account(name, conf)
@@ -43,9 +50,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     queue = raw.get("QUEUE", DEFAULTS["QUEUE"])
     rq_queues = getattr(django_settings, "RQ_QUEUES", {}) or {}
     if queue not in rq_queues:
-        errors.append(checks.Error(f"{setting_path('QUEUE')} is {queue!r}, which is not in RQ_QUEUES.",
-                                   hint="Add it to RQ_QUEUES (django-rq) or name an existing queue.",
-                                   id="points_earn.E007"))
+        errors.append(
+            checks.Error(
+                f"{setting_path('QUEUE')} is {queue!r}, which is not in RQ_QUEUES.",
+                hint="Add it to RQ_QUEUES (django-rq) or name an existing queue.",
+                id="points_earn.E007",
+            )
+        )
     errors += _check_timing(raw)
     return errors
 
@@ -55,14 +66,23 @@ def _check_account(name: str, conf: Any) -> list[checks.CheckMessage]:
         return [checks.Error(f"{setting_path('ACCOUNTS', name)} must be a dict.", id="points_earn.E003")]
     provider = conf.get("PROVIDER")
     if provider not in PROVIDERS:
-        return [checks.Error(
-            f"{setting_path('ACCOUNTS', name, 'PROVIDER')} is {provider!r}; expected one of {', '.join(PROVIDERS)}.",
-            id="points_earn.E003")]
+        return [
+            checks.Error(
+                f"{setting_path('ACCOUNTS', name, 'PROVIDER')} is {provider!r}; "
+                f"expected one of {', '.join(PROVIDERS)}.",
+                id="points_earn.E003",
+            )
+        ]
     errors: list[checks.CheckMessage] = []
     for key in REQUIRED_KEYS[provider]:
         if not conf.get(key):
-            errors.append(checks.Error(f"{setting_path('ACCOUNTS', name, key)} is missing or empty.",
-                                       hint="Read it from the environment; never commit it.", id="points_earn.E004"))
+            errors.append(
+                checks.Error(
+                    f"{setting_path('ACCOUNTS', name, key)} is missing or empty.",
+                    hint="Read it from the environment; never commit it.",
+                    id="points_earn.E004",
+                )
+            )
     from .conf import get_settings
 
     try:
@@ -71,16 +91,27 @@ def _check_account(name: str, conf: Any) -> list[checks.CheckMessage]:
         errors.append(checks.Error(str(exc), id="points_earn.E003"))
         return errors
     if account.base_url.startswith("http://") and not django_settings.DEBUG:
-        errors.append(checks.Warning(
-            f"{setting_path('ACCOUNTS', name, 'BASE_URL')} uses plain http:// outside DEBUG: the API key would "
-            "travel unencrypted.", id="points_earn.W001"))
+        errors.append(
+            checks.Warning(
+                f"{setting_path('ACCOUNTS', name, 'BASE_URL')} uses plain http:// outside DEBUG: the API key would "
+                "travel unencrypted.",
+                id="points_earn.W001",
+            )
+        )
     return errors
 
 
 def _check_import(key: str, path: Any, *, required: bool, id: str) -> list[checks.CheckMessage]:
     if not path:
-        return [checks.Error(f"{setting_path(key)} is missing.", hint="The dotted path of your OrderAdapter subclass.",
-                             id=id)] if required else []
+        return (
+            [
+                checks.Error(
+                    f"{setting_path(key)} is missing.", hint="The dotted path of your OrderAdapter subclass.", id=id
+                )
+            ]
+            if required
+            else []
+        )
     try:
         obj = import_string(path)
     except ImportError as exc:
@@ -100,11 +131,17 @@ def _check_timing(raw: dict[str, Any]) -> list[checks.CheckMessage]:
     try:
         total = sum(float(t) for t in timeout) if isinstance(timeout, tuple | list) else 2 * float(timeout)
     except (TypeError, ValueError):
-        return [checks.Error(f"{setting_path('HTTP_TIMEOUT')} must be seconds or (connect, read).",
-                             id="points_earn.E008")]
+        return [
+            checks.Error(f"{setting_path('HTTP_TIMEOUT')} must be seconds or (connect, read).", id="points_earn.E008")
+        ]
     lease = raw.get("LEASE_SECONDS", DEFAULTS["LEASE_SECONDS"])
     if float(lease) <= total + 5:
-        return [checks.Error(
-            f"{setting_path('LEASE_SECONDS')} ({lease}) must exceed the HTTP timeouts ({total:g}s) by more than 5s, "
-            "or a slow call could be resent while still in flight.", id="points_earn.E008")]
+        return [
+            checks.Error(
+                f"{setting_path('LEASE_SECONDS')} ({lease}) must exceed the HTTP timeouts ({total:g}s) "
+                "by more than 5s, "
+                "or a slow call could be resent while still in flight.",
+                id="points_earn.E008",
+            )
+        ]
     return []

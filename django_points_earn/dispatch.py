@@ -143,8 +143,14 @@ def send_claimed(record: EarningRecord, backend: BaseBackend, *, trigger: str, a
     saved = lifecycle.complete(record, attempt, result, trigger=trigger)
     log.info(
         "earning %s/%s phone=%s attempt=%s -> %s (HTTP %s, %s ms)%s",
-        record.account, record.order_number, mask_phone(record.phone), attempt.number, saved.status,
-        result.http_status, result.duration_ms, f": {result.message}" if result.message else "",
+        record.account,
+        record.order_number,
+        mask_phone(record.phone),
+        attempt.number,
+        saved.status,
+        result.http_status,
+        result.duration_ms,
+        f": {result.message}" if result.message else "",
     )
     return saved.status
 

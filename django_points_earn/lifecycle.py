@@ -158,8 +158,12 @@ def complete(
         note = "awarded" + (f" ({result.points} points)" if result.points is not None else "")
     elif result.status == results.PENDING_ACTIVATION:
         to = Status.PENDING_ACTIVATION
-        fields.update(remote_reference=result.remote_reference[:64], points=result.points, response=result.body,
-                      next_attempt_at=None)
+        fields.update(
+            remote_reference=result.remote_reference[:64],
+            points=result.points,
+            response=result.body,
+            next_attempt_at=None,
+        )
     elif result.status == results.DUPLICATE:
         fields.update(response=result.body, next_attempt_at=None)
         if record.outcome_unknown:
@@ -222,7 +226,9 @@ def complete(
         if not moved:
             log.warning(
                 "earning %s/%s: result %s arrived after the record moved on; kept on attempt only",
-                record.account, record.order_number, result.status,
+                record.account,
+                record.order_number,
+                result.status,
             )
             return EarningRecord.objects.get(pk=record.pk)
         if note:
@@ -244,7 +250,13 @@ def _finish_attempt(attempt: EarningAttempt, result: EarnResult, now: datetime) 
     attempt.response_body = result.raw_text
     attempt.save(
         update_fields=[
-            "finished_at", "duration_ms", "http_status", "outcome", "outcome_unknown", "error", "response_body"
+            "finished_at",
+            "duration_ms",
+            "http_status",
+            "outcome",
+            "outcome_unknown",
+            "error",
+            "response_body",
         ]
     )
 
@@ -325,8 +337,13 @@ def requeue(record: EarningRecord, *, trigger: str, actor: str = "", note: str =
             record,
             record.status,
             Status.QUEUED,
-            {"attempts": 0, "next_attempt_at": now, "completed_at": None, "updated_at": now,
-             "status_reason": note or "sent again"},
+            {
+                "attempts": 0,
+                "next_attempt_at": now,
+                "completed_at": None,
+                "updated_at": now,
+                "status_reason": note or "sent again",
+            },
         ):
             return False
         _event(record, record.status, Status.QUEUED, trigger, actor, note or "sent again")

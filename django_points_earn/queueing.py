@@ -86,5 +86,7 @@ def request_drain_safely(account: str) -> None:
         log.warning(
             "could not enqueue earning work for account %s (%s: %s); the earning is saved as queued and the "
             "next sweep (EarningWorker or points_reconcile) sends it",
-            account, type(exc).__name__, exc,
+            account,
+            type(exc).__name__,
+            exc,
         )

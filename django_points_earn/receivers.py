@@ -61,8 +61,9 @@ def record_paid_order(order: Any) -> EarningRecord | None:
     if request is None:
         account = _safe(adapter.get_account, order) or (settings.account_names or ["default"])[0]
         order_number = str(_safe(adapter.get_order_number, order) or f"order-pk-{order_id}")
-        request = EarningRequest(account=account, order_number=order_number, phone=None, total=None, lines=[],
-                                 order_id=order_id)
+        request = EarningRequest(
+            account=account, order_number=order_number, phone=None, total=None, lines=[], order_id=order_id
+        )
     else:
         skip = _safe(adapter.get_skip_reason, order)
         if skip:
@@ -95,8 +96,15 @@ def record_paid_order(order: Any) -> EarningRecord | None:
     )
     if created:
         level = logging.INFO if status == Status.QUEUED else logging.WARNING
-        log.log(level, "earning %s/%s phone=%s recorded as %s%s", record.account, record.order_number,
-                mask_phone(phone), status, f": {reason}" if reason else "")
+        log.log(
+            level,
+            "earning %s/%s phone=%s recorded as %s%s",
+            record.account,
+            record.order_number,
+            mask_phone(phone),
+            status,
+            f": {reason}" if reason else "",
+        )
     return record
 
 

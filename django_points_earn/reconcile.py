@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from django.utils import timezone
+from redis.exceptions import LockError
+from redis.lock import Lock
 
 from . import lifecycle, queueing
+from .conf import get_settings
 from .models import AccountState, EarningRecord, Status, Trigger
 
 log = logging.getLogger("django_points_earn")
@@ -70,3 +75,19 @@ def sweep() -> SweepReport:
         report.redis_error = f"{type(exc).__name__}: {exc}"
         log.warning("sweep could not reach Redis: %s", report.redis_error)
     return report
+
+
+@contextmanager
+def exclusive_run(ttl: int = 600) -> Iterator[bool]:
+    """Only one reconcile at a time (command, admin button or periodic job); yields False to the second."""
+    lock = Lock(queueing.connection(), f"{get_settings().redis_prefix}:reconcile", timeout=ttl, thread_local=False)
+    if not lock.acquire(blocking=False):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        try:
+            lock.release()
+        except LockError:
+            pass

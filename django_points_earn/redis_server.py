@@ -71,8 +71,23 @@ def start_redis(*, port: int | None = None, prefer: str = "auto", timeout: float
     binary = shutil.which("redis-server")
     if binary and prefer in ("auto", "redis-server"):
         workdir = tempfile.mkdtemp(prefix="points-earn-redis-")
-        cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--dir", workdir, "--daemonize", "no", "--loglevel", "warning"]
+        cmd = [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ]
         kind = "redis-server"
     else:
         try:
@@ -85,7 +100,7 @@ def start_redis(*, port: int | None = None, prefer: str = "auto", timeout: float
         workdir = ""
         cmd = [sys.executable, "-m", "django_points_earn.redis_server", "--embedded", "--port", str(port)]
         kind = "embedded"
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603 (our own argv)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _ping(port):

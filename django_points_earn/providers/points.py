@@ -111,12 +111,16 @@ class PointsBackend(BaseBackend):
                 return EarnResult(UNAVAILABLE, f"HTTP {code} with an unexpected body", outcome_unknown=True, **common)
             if body.get("status") is False:
                 return EarnResult(
-                    UNAVAILABLE, f"HTTP {code} but status false: {message or 'no message'}", outcome_unknown=True,
+                    UNAVAILABLE,
+                    f"HTTP {code} but status false: {message or 'no message'}",
+                    outcome_unknown=True,
                     **common,
                 )
             data = _order_data(body)
             if data.get("pending_client_activation") is True:
-                pending = data.get("pending_earning_order") if isinstance(data.get("pending_earning_order"), dict) else {}
+                pending = (
+                    data.get("pending_earning_order") if isinstance(data.get("pending_earning_order"), dict) else {}
+                )
                 return EarnResult(
                     PENDING_ACTIVATION,
                     "customer has not activated their Points account yet; Points will award on activation",
@@ -139,8 +143,10 @@ class PointsBackend(BaseBackend):
 
         if code == 429:
             return EarnResult(
-                RATE_LIMITED, message or "Points is busy with another earning call for this merchant",
-                retry_after=_retry_after(response), **common,
+                RATE_LIMITED,
+                message or "Points is busy with another earning call for this merchant",
+                retry_after=_retry_after(response),
+                **common,
             )
         if self.is_duplicate(code, body):
             return EarnResult(DUPLICATE, message or "order number already exists on Points", **common)

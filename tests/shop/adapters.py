@@ -1,0 +1,27 @@
+from django_points_earn.adapters import Line, OrderAdapter
+
+
+class ShopAdapter(OrderAdapter):
+    def get_account(self, order):
+        return order.account
+
+    def get_order_number(self, order):
+        return order.number
+
+    def get_phone(self, order):
+        return order.phone
+
+    def get_customer_name(self, order):
+        return order.customer_name or None
+
+    def get_total(self, order):
+        return order.total
+
+    def get_shipping_amount(self, order):
+        return order.shipping or None
+
+    def get_lines(self, order):
+        return [Line(name=line.name, unit_price=line.price, quantity=line.quantity) for line in order.lines.all()]
+
+    def get_skip_reason(self, order):
+        return "customer opted out of loyalty points" if order.opted_out else None

@@ -1,0 +1,89 @@
+"""`manage.py check` names the exact key that is missing or wrong."""
+
+import copy
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from django_points_earn.checks import check_settings
+
+
+def points_earn(**changes):
+    conf = copy.deepcopy(settings.POINTS_EARN)
+    conf.update(changes)
+    return conf
+
+
+def ids(conf=None, **overrides):
+    with override_settings(POINTS_EARN=conf, **overrides) if conf is not None else override_settings(**overrides):
+        return {(m.id, m.msg) for m in check_settings()}
+
+
+def test_the_test_settings_are_clean():
+    assert check_settings() == []
+
+
+def test_missing_setting():
+    with override_settings():
+        del settings.POINTS_EARN
+        assert [m.id for m in check_settings()] == ["points_earn.E001"]
+
+
+def test_missing_accounts():
+    assert ("points_earn.E002", 'POINTS_EARN["ACCOUNTS"] is missing or empty.') in ids(points_earn(ACCOUNTS={}))
+
+
+def test_unknown_provider():
+    found = ids(points_earn(ACCOUNTS={"b": {"PROVIDER": "pointz", "API_KEY": "k"}}))
+    assert ("points_earn.E003", 'POINTS_EARN["ACCOUNTS"]["b"]["PROVIDER"] is \'pointz\'; expected one of points.') in (
+        found
+    )
+
+
+def test_missing_api_key():
+    found = ids(points_earn(ACCOUNTS={"riyadh": {"PROVIDER": "points", "API_KEY": ""}}))
+    assert ("points_earn.E004", 'POINTS_EARN["ACCOUNTS"]["riyadh"]["API_KEY"] is missing or empty.') in found
+
+
+@pytest.mark.parametrize(
+    ("path", "words"),
+    [
+        (None, 'POINTS_EARN["ORDER_ADAPTER"] is missing.'),
+        ("shop.nope.Adapter", "cannot be imported"),
+        ("tests.shop.models.Order", "is not an OrderAdapter subclass"),
+    ],
+)
+def test_bad_adapter_path(path, words):
+    found = ids(points_earn(ORDER_ADAPTER=path))
+    assert any(i == "points_earn.E005" and words in msg for i, msg in found)
+
+
+def test_bad_signal_path():
+    found = ids(points_earn(ORDER_PAID_SIGNAL="shop.signals.nope"))
+    assert any(i == "points_earn.E006" for i, _ in found)
+
+
+def test_queue_must_exist():
+    assert any(i == "points_earn.E007" for i, _ in ids(points_earn(QUEUE="loyalty")))
+
+
+def test_lease_must_outlast_the_http_call():
+    found = ids(points_earn(LEASE_SECONDS=5, HTTP_TIMEOUT=(3, 10)))
+    assert any(i == "points_earn.E008" and "must exceed the HTTP timeouts" in msg for i, msg in found)
+
+
+def test_plain_http_outside_debug_warns():
+    accounts = {"main": {"PROVIDER": "points", "API_KEY": "k", "BASE_URL": "http://points.example/api/v1"}}
+    assert any(i == "points_earn.W001" for i, _ in ids(points_earn(ACCOUNTS=accounts), DEBUG=False))
+    assert not any(i == "points_earn.W001" for i, _ in ids(points_earn(ACCOUNTS=accounts), DEBUG=True))
+
+
+def test_manage_py_check_fails_loudly():
+    with (
+        override_settings(POINTS_EARN=points_earn(ORDER_ADAPTER=None)),
+        pytest.raises(SystemCheckError, match="ORDER_ADAPTER"),
+    ):
+        call_command("check")

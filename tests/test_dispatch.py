@@ -1,0 +1,210 @@
+"""Dispatch end to end in one process: real Redis queue, real database, the sandbox behind `responses`."""
+
+import itertools
+
+import pytest
+import responses as responses_lib
+
+from django_points_earn import lifecycle
+from django_points_earn.models import AccountState, EarningAttempt, EarningRecord, Status
+from django_points_earn.reconcile import sweep
+from tests.conftest import POINTS_URL, run_worker, settle
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_paid_order_is_awarded_once_with_its_remote_ids(place_order, points_api):
+    place_order("SO-1")
+    run_worker()
+    record = EarningRecord.objects.get()
+    assert record.status == Status.AWARDED
+    order = points_api.ledger()["merchants"]["main"]["orders"]["SO-1"]
+    assert record.remote_id == order["uuid"]
+    assert record.remote_reference == order["reference_number"]
+    assert record.points == order["points"] == 370
+    assert points_api.awards("SO-1") == 1
+    attempt = record.attempt_set.get()
+    assert (attempt.number, attempt.outcome, attempt.http_status, attempt.trigger) == (1, "awarded", 200, "worker")
+    assert attempt.request_body == record.payload
+    assert attempt.finished_at is not None and attempt.duration_ms is not None
+
+
+def test_rate_limited_calls_are_retried_without_using_attempts(place_order, points_api):
+    points_api.script("429", "429", "429")
+    place_order("SO-429")
+    settle()
+    record = EarningRecord.objects.get()
+    assert record.status == Status.AWARDED
+    assert (record.attempts, record.rate_limited) == (0, 3)
+    assert list(record.attempt_set.values_list("outcome", flat=True)) == [
+        "rate_limited",
+        "rate_limited",
+        "rate_limited",
+        "awarded",
+    ]
+    assert points_api.awards("SO-429") == 1
+
+
+def test_validation_error_rejects_with_field_messages(place_order):
+    with responses_lib.RequestsMock() as rsps:
+        rsps.post(
+            f"{POINTS_URL}/orders/earning",
+            status=422,
+            json={
+                "status": False,
+                "message": "The given data was invalid.",
+                "appended_data": {},
+                "errors": {"products.0.product_name": ["The product name may not be greater than 100 characters."]},
+            },
+        )
+        place_order("SO-422")
+        run_worker()
+    record = EarningRecord.objects.get()
+    assert record.status == Status.REJECTED
+    assert "products.0.product_name: The product name may not be greater than 100 characters." in (record.status_reason)
+    assert record.event_set.get().to_status == Status.REJECTED
+
+
+@pytest.mark.parametrize("refusal", ["revoke", "forbid"])
+def test_account_refusal_blocks_the_record_and_pauses_the_account(place_order, points_api, settings, refusal):
+    if refusal == "revoke":
+        points_api.revoke(settings.POINTS_API_KEY)
+        words = "Invalid or inactive API key"
+    else:
+        points_api.forbid("main")
+        words = "Merchant is not allowed to create earning orders"
+    for n in range(3):
+        place_order(f"SO-{n}")
+    run_worker()
+    statuses = dict(EarningRecord.objects.values_list("order_number", "status"))
+    assert sorted(statuses.values()) == [Status.BLOCKED, Status.QUEUED, Status.QUEUED]  # one call, then pause
+    assert EarningAttempt.objects.count() == 1
+    state = AccountState.objects.get(account="main")
+    assert state.paused and words in state.reason
+    blocked = EarningRecord.objects.get(status=Status.BLOCKED)
+    assert words in blocked.status_reason
+
+    sweep()
+    run_worker()  # paused: nothing more is sent
+    assert EarningRecord.objects.filter(status=Status.QUEUED).count() == 2
+
+    points_api.add_merchant(settings.POINTS_API_KEY, "main")  # the merchant fixed the key / channel
+    if refusal == "forbid":
+        points_api.allow("main")
+    assert lifecycle.resume_account("main", actor="ops") == 1
+    settle()
+    assert set(EarningRecord.objects.values_list("status", flat=True)) == {Status.AWARDED}
+    assert points_api.total_awards("main") == 3
+
+
+def test_timeout_after_the_platform_created_the_order_is_resent_and_counted_once(place_order, points_api):
+    points_api.script("slow")  # the sandbox creates the order, the client sees a read timeout
+    place_order("SO-SLOW")
+    settle()
+    record = EarningRecord.objects.get()
+    assert (record.status, record.outcome_unknown, record.attempts) == (Status.AWARDED, True, 1)
+    assert "answer was lost" in record.status_reason
+    assert list(record.attempt_set.values_list("outcome", flat=True)) == ["unavailable", "duplicate"]
+    assert points_api.awards("SO-SLOW") == 1
+
+
+def test_created_then_500_is_resent_and_counted_once(place_order, points_api):
+    points_api.script("created_500")
+    place_order("SO-500")
+    settle()
+    record = EarningRecord.objects.get()
+    assert record.status == Status.AWARDED
+    assert points_api.awards("SO-500") == 1
+
+
+def test_duplicate_without_a_lost_attempt_needs_a_human(place_order, points_api, settings):
+    import requests
+
+    requests.post(
+        f"{POINTS_URL}/orders/earning",
+        headers={"x-api-key": settings.POINTS_API_KEY},
+        json={
+            "phone_number": "512345678",
+            "total_price": 1,
+            "order_number": "SO-TAKEN",
+            "products": [{"product_name": "x", "product_price": 1, "quantity": 1}],
+        },
+        timeout=5,
+    )
+    place_order("SO-TAKEN")
+    run_worker()
+    record = EarningRecord.objects.get()
+    assert record.status == Status.REJECTED
+    assert "already has order number 'SO-TAKEN'" in record.status_reason
+
+
+def test_transient_failures_back_off_then_fail_and_can_be_retried(place_order, points_api, settings):
+    points_api.script(*["500"] * 5)  # MAX_ATTEMPTS is 5 in the test settings
+    place_order("SO-FAIL")
+    settle()
+    record = EarningRecord.objects.get()
+    assert (record.status, record.attempts) == (Status.FAILED, 5)
+    assert "gave up after 5 attempts" in record.status_reason
+    times = list(record.attempt_set.order_by("number").values_list("started_at", flat=True))
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    assert all(gap >= settings.POINTS_EARN["RETRY"]["MIN_DELAY"] for gap in gaps)
+
+    assert lifecycle.requeue(record, trigger="admin", actor="support")
+    settle()
+    record.refresh_from_db()
+    assert record.status == Status.AWARDED
+    assert points_api.awards("SO-FAIL") == 1
+
+
+def test_pending_customer_is_pending_activation(place_order, points_api):
+    place_order("SO-PEND", phone="0500000003")
+    run_worker()
+    record = EarningRecord.objects.get()
+    assert record.status == Status.PENDING_ACTIVATION
+    assert record.remote_id == ""
+    assert record.points is not None
+
+
+def test_every_attempt_is_committed_before_its_call(place_order, sandbox, monkeypatch):
+    """What the platform sees in flight is already in the database as an open attempt."""
+    seen = []
+    original = sandbox.handle
+
+    def spy(method, path, headers, body):
+        seen.append(list(EarningAttempt.objects.values_list("number", "finished_at")))
+        return original(method, path, headers, body)
+
+    monkeypatch.setattr(sandbox, "handle", spy)
+    from django_points_earn.sandbox import register_responses
+
+    with responses_lib.RequestsMock() as rsps:
+        register_responses(rsps, sandbox, POINTS_URL)
+        place_order("SO-WAL")
+        run_worker()
+    assert seen == [[(1, None)]]
+    assert EarningRecord.objects.get().status == Status.AWARDED
+
+
+def test_a_claimed_record_cannot_be_claimed_twice(place_order):
+    place_order("SO-CLAIM")
+    record = EarningRecord.objects.get()
+    first = lifecycle.claim(record.pk, lease_seconds=30)
+    second = lifecycle.claim(record.pk, lease_seconds=30)
+    assert first is not None and first.status == Status.SENDING
+    assert second is None
+
+
+def test_expired_lease_is_recovered_as_unknown_outcome(place_order):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    place_order("SO-LEASE")
+    record = lifecycle.claim(EarningRecord.objects.get().pk, lease_seconds=30)
+    lifecycle.start_attempt(record, trigger="worker")
+    assert sweep().recovered_leases == 0  # lease still valid
+    EarningRecord.objects.filter(pk=record.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert sweep().recovered_leases == 1
+    record.refresh_from_db()
+    assert (record.status, record.outcome_unknown, record.attempts) == (Status.QUEUED, True, 1)
+    assert record.attempt_set.get().outcome == "abandoned"

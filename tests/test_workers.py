@@ -1,0 +1,97 @@
+"""Real worker processes against the sandbox's HTTP server: no overlap per account, and SIGKILL mid-call."""
+
+import signal
+import time
+
+import pytest
+
+from django_points_earn.models import EarningAttempt, EarningRecord, Status
+from django_points_earn.reconcile import sweep
+from tests.conftest import kill_worker, start_worker, worker_env
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def stop(*procs) -> str:
+    out = []
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            stdout, _ = proc.communicate(timeout=30)
+        except Exception:
+            proc.kill()
+            stdout, _ = proc.communicate()
+        out.append(stdout.decode(errors="replace"))
+    return "\n".join(out)
+
+
+def test_two_workers_never_overlap_calls_for_one_account(place_order, sandbox, sandbox_server):
+    import django_rq
+
+    from django_points_earn import jobs
+
+    sandbox.set_faults(latency_ms=20)
+    env = worker_env(POINTS_BASE_URL=sandbox_server.points_base_url)
+    workers = [start_worker(name=f"w{i}-{time.monotonic_ns()}", env=env) for i in range(2)]
+    try:
+        for n in range(40):
+            place_order(f"SO-{n:03d}")
+            if n % 10 == 0:  # extra drain jobs on top of the deduplicated ones: both workers contend
+                for _ in range(3):
+                    django_rq.get_queue("default").enqueue(jobs.drain_account, "main")
+        wait_for(lambda: EarningRecord.objects.filter(status=Status.AWARDED).count() == 40, 60, "40 awards")
+    finally:
+        output = stop(*workers)
+    ledger = sandbox.ledger()["merchants"]["main"]
+    assert ledger["overlaps"] == 0, output
+    assert ledger["max_concurrency"] == 1
+    assert sandbox.total_awards("main") == 40
+    assert sandbox.double_awards("main") == []
+    # both workers were really there and took part in draining the account
+    assert EarningAttempt.objects.filter(outcome="awarded").count() == 40
+
+
+def test_worker_killed_mid_call_leads_to_exactly_one_award(place_order, sandbox, sandbox_server):
+    sandbox.set_faults(latency_ms=1200)  # the call is in flight long enough to kill the worker during it
+    place_order("SO-KILL")
+    env = worker_env(POINTS_BASE_URL=sandbox_server.points_base_url, POINTS_TEST_LEASE="9")
+    worker = start_worker(name=f"victim-{time.monotonic_ns()}", env=env)
+    try:
+        wait_for(lambda: sandbox.ledger()["merchants"].get("main", {}).get("calls", 0) >= 1, 30, "the call")
+        time.sleep(0.2)
+        kill_worker(worker)
+    finally:
+        stop(worker)
+    record = EarningRecord.objects.get()
+    assert record.status == Status.SENDING  # the worker died holding it
+    assert record.attempt_set.get().finished_at is None  # evidence of the call in flight
+    wait_for(lambda: sandbox.awards("SO-KILL") == 1, 10, "the sandbox to finish the killed call")
+
+    sandbox.set_faults(latency_ms=0)
+    wait_for(
+        lambda: sweep().recovered_leases == 1, 20, "the lease to expire"
+    )  # 9 s: the shortest lease the checks allow
+    record.refresh_from_db()
+    assert (record.status, record.outcome_unknown) == (Status.QUEUED, True)
+
+    rescuer = start_worker(name=f"rescuer-{time.monotonic_ns()}", env=env)
+    try:
+        wait_for(lambda: EarningRecord.objects.get().status == Status.AWARDED, 30, "the resend")
+    except AssertionError:
+        print(stop(rescuer))
+        raise
+    stop(rescuer)
+    assert sandbox.awards("SO-KILL") == 1
+    outcomes = list(EarningRecord.objects.get().attempt_set.order_by("number").values_list("outcome", flat=True))
+    assert outcomes == ["abandoned", "duplicate"]
