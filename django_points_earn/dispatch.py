@@ -111,7 +111,9 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
             wait = seconds_until_next(account_name)
             if wait is None or wait > max_wait or time.monotonic() + wait >= deadline:
                 return
-            time.sleep(wait)  # a short backoff (429, first retry): cheaper to wait than to hand over
+            if queueing.jobs_waiting():
+                return  # other accounts' jobs are queued: free this worker, the sweep brings us back when due
+            time.sleep(wait)  # a short backoff (429, first retry) and an idle queue: cheaper to wait here
             lock.reacquire()
             continue
         record = lifecycle.claim(record_id, lease_seconds=lease)

@@ -68,6 +68,11 @@ def request_drain(account: str, conn: Redis | None = None) -> bool:
     return True
 
 
+def jobs_waiting() -> bool:
+    """Whether other jobs wait in our queue (then a drain job should not idle on its own backoff)."""
+    return django_rq.get_queue(get_settings().queue).count > 0
+
+
 def clear_drain_request(account: str, conn: Redis | None = None) -> None:
     (conn or connection()).delete(_key("drain-requested", account))
 

@@ -75,6 +75,11 @@ POINTS_EARN = {
             "API_KEY": POINTS_API_KEY,
             "BASE_URL": env("POINTS_BASE_URL", default="https://sandbox.papp.sa/api/v1"),
         },
+        "branch": {
+            "PROVIDER": "points",
+            "API_KEY": "test-branch-key-Lm3v",
+            "BASE_URL": env("POINTS_BASE_URL", default="https://sandbox.papp.sa/api/v1"),
+        },
     },
     "ORDER_ADAPTER": "tests.shop.adapters.ShopAdapter",
     "HTTP_TIMEOUT": (1.0, 2.0),

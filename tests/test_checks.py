@@ -81,6 +81,7 @@ def test_plain_http_outside_debug_warns():
     assert not any(i == "points_earn.W001" for i, _ in ids(points_earn(ACCOUNTS=accounts), DEBUG=True))
 
 
+@pytest.mark.django_db  # Django 6 also runs database checks in `check`
 def test_manage_py_check_fails_loudly():
     with (
         override_settings(POINTS_EARN=points_earn(ORDER_ADAPTER=None)),

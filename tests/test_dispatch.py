@@ -208,3 +208,57 @@ def test_expired_lease_is_recovered_as_unknown_outcome(place_order):
     record.refresh_from_db()
     assert (record.status, record.outcome_unknown, record.attempts) == (Status.QUEUED, True, 1)
     assert record.attempt_set.get().outcome == "abandoned"
+
+
+def test_each_order_goes_to_its_account_and_accounts_do_not_wait_for_each_other(place_order, sandbox, settings):
+    from django_points_earn.sandbox import register_responses
+
+    sandbox.add_merchant(settings.POINTS_EARN["ACCOUNTS"]["branch"]["API_KEY"], "branch")
+    with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        register_responses(rsps, sandbox, POINTS_URL)
+        sandbox.forbid("main")  # one account refused...
+        place_order("SO-M1", account="main")
+        place_order("SO-B1", account="branch")
+        place_order("SO-B2", account="branch")
+        run_worker()
+    # ...does not hold up the other
+    assert dict(EarningRecord.objects.values_list("order_number", "status")) == {
+        "SO-M1": Status.BLOCKED,
+        "SO-B1": Status.AWARDED,
+        "SO-B2": Status.AWARDED,
+    }
+    assert sandbox.total_awards("branch") == 2
+    assert sandbox.total_awards("main") == 0
+    assert not AccountState.objects.filter(account="branch", paused=True).exists()
+
+
+def test_output_signals_tell_the_shop(place_order, points_api):
+    from django_points_earn.signals import earning_awarded, earning_failed
+
+    heard = []
+
+    def awarded(sender, record, **kwargs):
+        heard.append(("awarded", record.order_number, record.status))
+
+    def failed(sender, record, **kwargs):
+        heard.append(("failed", record.order_number, record.status))
+
+    earning_awarded.connect(awarded)
+    earning_failed.connect(failed)
+    try:
+        points_api.revoke(settings_key())
+        place_order("SO-SIG-1")
+        run_worker()
+        points_api.add_merchant(settings_key(), "main")
+        lifecycle.resume_account("main")
+        settle()
+    finally:
+        earning_awarded.disconnect(awarded)
+        earning_failed.disconnect(failed)
+    assert heard == [("failed", "SO-SIG-1", Status.BLOCKED), ("awarded", "SO-SIG-1", Status.AWARDED)]
+
+
+def settings_key():
+    from django.conf import settings
+
+    return settings.POINTS_API_KEY

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The test command (`make test`): ruff, then the whole suite on SQLite and on PostgreSQL.
+# Redis: the suite starts its own private redis-server (or an embedded one where no binary exists).
+# PostgreSQL: POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/points_earn); pytest creates test_points_earn.
+# Extra arguments go to pytest, e.g. `make test ARGS="-k outbox"` or `bash scripts/test.sh -x`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${VENV_PY:-.venv/bin/python}
+export DJANGO_SETTINGS_MODULE=tests.settings PYTHONPATH=.
+
+echo "== ruff"
+"$PY" -m ruff check .
+
+echo "== tests on SQLite"
+env -u DATABASE_URL "$PY" -m pytest "$@"
+
+PG_URL=${POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/points_earn}
+if "$PY" - "$PG_URL" <<'PYEOF'
+import sys, psycopg, urllib.parse as u
+p = u.urlparse(sys.argv[1])
+psycopg.connect(host=p.hostname, port=p.port or 5432, user=p.username, password=p.password, dbname="postgres",
+                connect_timeout=3).close()
+PYEOF
+then
+  echo "== tests on PostgreSQL"
+  DATABASE_URL="$PG_URL" "$PY" -m pytest "$@"
+elif [ "${CI:-}" = "true" ]; then
+  echo "PostgreSQL is not reachable at $PG_URL, and CI must test it" >&2
+  exit 1
+else
+  echo "!! PostgreSQL is not reachable at $PG_URL: skipped the PostgreSQL pass (set POSTGRES_URL)" >&2
+fi
