@@ -45,6 +45,8 @@ ALLOWED: dict[str, set[str]] = {
     Status.SKIPPED: set(),
 }
 INITIAL = {Status.QUEUED, Status.REJECTED, Status.SKIPPED}
+# remote_status of an award known only from a duplicate answer (no uuid yet).
+DUPLICATE_CONFIRMED = "duplicate_confirmed"
 
 
 class TransitionError(Exception):
@@ -167,12 +169,15 @@ def complete(
     elif result.status == results.DUPLICATE:
         fields.update(response=result.body, next_attempt_at=None)
         if record.outcome_unknown:
-            # Same order_number resent after an attempt whose answer we lost: the platform has it already.
+            # Same order_number resent after an attempt whose answer we lost: the platform has it already. Points
+            # cannot be asked by order number, so whether it was credited or waits for the customer's activation
+            # is unknown until its approved webhook (or support) gives the uuid: say exactly that.
             to = Status.AWARDED
-            fields["completed_at"] = now
+            fields.update(completed_at=now, remote_status=DUPLICATE_CONFIRMED)
             note = (
-                "awarded by an earlier attempt whose answer was lost; the platform now reports the order number "
-                "as a duplicate (platform id unknown until reconciled)"
+                "the platform already holds this order number from an earlier attempt whose answer was lost: "
+                "awarded, or waiting for the customer to activate their account; the platform id is unknown until "
+                "its webhook or a lookup provides it"
             )
         else:
             to = Status.REJECTED

@@ -104,6 +104,7 @@ def test_timeout_after_the_platform_created_the_order_is_resent_and_counted_once
     record = EarningRecord.objects.get()
     assert (record.status, record.outcome_unknown, record.attempts) == (Status.AWARDED, True, 1)
     assert "answer was lost" in record.status_reason
+    assert record.remote_status == "duplicate_confirmed"  # honest: no uuid, credited or awaiting activation
     assert list(record.attempt_set.values_list("outcome", flat=True)) == ["unavailable", "duplicate"]
     assert points_api.awards("SO-SLOW") == 1
 
@@ -262,3 +263,22 @@ def settings_key():
     from django.conf import settings
 
     return settings.POINTS_API_KEY
+
+
+def test_garbled_duplicate_answer_is_resent_not_rejected(place_order):
+    import requests
+
+    url = f"{POINTS_URL}/orders/earning"
+    duplicate = {
+        "message": "The order number has already been taken.",
+        "errors": {"order_number": ["The order number has already been taken."]},
+    }
+    with responses_lib.RequestsMock() as rsps:
+        rsps.post(url, body=requests.ReadTimeout("read timed out"))
+        rsps.post(url, status=422, body='{"message": "The order number has al', content_type="application/json")
+        rsps.post(url, status=422, json=duplicate)
+        place_order("SO-GARBLED")
+        settle()
+    record = EarningRecord.objects.get()
+    assert record.status == Status.AWARDED
+    assert list(record.attempt_set.values_list("outcome", flat=True)) == ["unavailable", "unavailable", "duplicate"]

@@ -243,6 +243,9 @@ def test_duplicate_order_number_is_recognised(backend, status, body):
         (200, {"status": True, "data": {"order_status": "approved"}}, r.UNAVAILABLE, True, "without an order uuid"),
         (200, [1, 2, 3], r.UNAVAILABLE, True, "unexpected body"),
         (404, {"message": "Not Found"}, r.UNAVAILABLE, False, "check the account's BASE_URL"),
+        # a garbled refusal may be a duplicate of an awarded order: unknown, resent with the same order number
+        (422, '{"message": "The order number has already', r.UNAVAILABLE, True, "HTTP 422 but the body is not JSON"),
+        (400, "<html><body>400 Bad Request</body></html>", r.UNAVAILABLE, True, "HTTP 400 but the body is not JSON"),
         (418, {"message": "teapot"}, r.REJECTED, False, "HTTP 418: teapot"),
     ],
 )

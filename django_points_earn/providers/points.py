@@ -141,6 +141,10 @@ class PointsBackend(BaseBackend):
                 UNAVAILABLE, f"HTTP {code} without an order uuid or a pending flag", outcome_unknown=True, **common
             )
 
+        if not_json and code in (400, 409, 422):
+            # A garbled refusal could be a duplicate (already awarded) or a bad key: we cannot tell, so it is an
+            # unknown outcome and the same order number is resent, rather than blocking or rejecting on a guess.
+            return EarnResult(UNAVAILABLE, f"HTTP {code} but the {not_json}", outcome_unknown=True, **common)
         if code == 429:
             return EarnResult(
                 RATE_LIMITED,
