@@ -47,6 +47,6 @@ def mask_phone(phone: str | None) -> str:
     if not phone:
         return ""
     phone = str(phone)
-    if len(phone) <= 4:
-        return "*" * len(phone)
+    if len(phone) < 9:  # a short (malformed) number: showing 4 of its digits would show most of it
+        return "*" * max(0, len(phone) - 2) + phone[-2:] if len(phone) > 4 else "*" * len(phone)
     return phone[0] + "*" * (len(phone) - 4) + phone[-3:]

@@ -49,3 +49,4 @@ def test_mask_keeps_first_and_last_three():
     assert mask_phone("512345678") == "5*****678"
     assert mask_phone("") == ""
     assert mask_phone("123") == "***"
+    assert mask_phone("12345") == "***45"  # a short malformed number keeps only its last two digits

@@ -170,6 +170,9 @@ class _HTTPServer(ThreadingHTTPServer):
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the real platform behind its load balancer
+    # Headers and body go out in two writes; without TCP_NODELAY, Nagle plus delayed ACK adds ~40 ms per answer
+    # on a kept-alive connection, which would swamp the latency the sandbox is asked to inject.
+    disable_nagle_algorithm = True
     server_version = "PointsSandbox/1.0"
     timeout = 60  # idle keep-alive connections are closed after this
     server: _HTTPServer
