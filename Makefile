@@ -1,0 +1,54 @@
+# Developer entry points. Everything runs in .venv, made from python3 (3.11 or newer).
+#   make demo    the example shop earning points on a local Points sandbox (Redis, 2 workers, 50 orders)
+#   make admin   Django admin on http://127.0.0.1:8000/admin/ over the last demo's database (demo / demo)
+#   make test    the test suite (scripts/test.sh)
+#   make lint    ruff
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Rebuilt (pip install again) only when pyproject.toml changes.
+STAMP := $(VENV)/.installed-from-pyproject
+
+.PHONY: venv demo admin test lint
+
+venv: $(STAMP)
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null 2>&1 || { \
+		echo "error: $(PYTHON) not found. Install Python 3.11 or newer (or run: make PYTHON=/path/to/python3.11 ...)"; \
+		exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+		echo "error: $(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); this project needs 3.11 or newer."; \
+		echo "       Install it, or point make at one: make PYTHON=/path/to/python3.11 ..."; \
+		exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -e ".[test]"
+	@if command -v redis-server >/dev/null 2>&1; then \
+		echo "redis-server found on PATH: the demo and tests use it."; \
+	else \
+		echo "redis-server not on PATH: installing the embedded Redis fallback (fakeredis)."; \
+		$(PY) -m pip install -e ".[test,embedded-redis]"; \
+	fi
+	@touch $@
+
+demo: venv
+	$(PY) example_project/demo.py
+
+# The admin over the last `make demo` database. The demo's Redis, sandbox and workers are stopped by now, so
+# Redis and the Points base URL point at a closed local port and the key is a placeholder: nothing is ever
+# sent to the real Points API or queued in another project's Redis from here (retries just stay queued).
+admin: venv
+	@test -f .demo/shop.sqlite3 || { echo "No demo database yet: run 'make demo' first."; exit 1; }
+	@echo "Open http://127.0.0.1:8000/admin/ and log in as demo / demo (Ctrl-C stops the server)."
+	DEBUG=1 DATABASE_URL="sqlite:///$(CURDIR)/.demo/shop.sqlite3" REDIS_URL=redis://127.0.0.1:9/0 \
+		POINTS_API_KEY=placeholder-admin-only POINTS_BASE_URL=http://127.0.0.1:9/api/v1 \
+		$(PY) example_project/manage.py runserver 127.0.0.1:8000
+
+test: venv
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/test.sh
+
+lint: venv
+	$(VENV)/bin/ruff check .

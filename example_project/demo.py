@@ -1,0 +1,456 @@
+"""``make demo``: the example shop earning points on a local Points sandbox, end to end, with real processes.
+
+It starts a private Redis, the Points sandbox (with a few 429s and 5xx thrown in), a fresh SQLite shop
+database and two RQ workers; places and pays 50 orders; waits until every earning has settled; then checks
+against the sandbox's ledger that each awarded order was credited exactly once. Everything it started is
+stopped at the end, also on Ctrl-C or an error.
+
+Run it from the repository root: ``.venv/bin/python example_project/demo.py`` (or ``make demo``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from django_points_earn.redis_server import RunningRedis, free_port, start_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = ROOT / "example_project"
+MANAGE = PROJECT / "manage.py"
+DEMO_DIR = ROOT / ".demo"
+DB_PATH = DEMO_DIR / "shop.sqlite3"
+
+ORDERS = 50
+WORKERS = 2
+SETTLE_TIMEOUT = 180.0  # seconds for every earning to leave queued/sending
+MERCHANT = "demo-shop"
+PENDING_PHONE = "500000003"  # the sandbox's customer without an activated Points account
+SANDBOX_FAULTS = ["--rate-5xx", "0.05", "--rate-429", "0.05", "--latency-ms", "5", "--seed", "2024"]
+
+
+@dataclass
+class Child:
+    """A process the demo started, with its log file; stopped gently, then firmly."""
+
+    name: str
+    process: subprocess.Popen
+    log: IO[bytes] = field(repr=False)
+    terminated: bool = False
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def terminate(self) -> None:
+        """SIGTERM, once: an RQ worker then finishes its job first (a second one would kill the job)."""
+        if self.alive() and not self.terminated:
+            self.process.send_signal(signal.SIGTERM)
+            self.terminated = True
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.alive():
+            self.terminate()
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        # The child leads its own process group (start_new_session): this also ends an RQ work-horse.
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait()
+        self.log.close()
+
+
+@dataclass
+class Demo:
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    redis: RunningRedis | None = None
+    children: list[Child] = field(default_factory=list)
+    sandbox_url: str = ""
+
+    # -- processes -----------------------------------------------------------------------------------------
+    def spawn(self, name: str, *args: str) -> Child:
+        log = (DEMO_DIR / f"{name}.log").open("wb")
+        with INTERRUPTS.deferred():
+            process = subprocess.Popen(
+                [sys.executable, str(MANAGE), *args],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C reaches the demo only; the demo stops its children in order
+            )
+            child = Child(name, process, log)
+            self.children.append(child)
+        return child
+
+    def manage(self, *args: str, log_name: str | None = None) -> str:
+        """Run a management command to completion; its stdout is returned, its log lines go to a file."""
+        log = (DEMO_DIR / f"{log_name}.log").open("wb") if log_name else subprocess.DEVNULL
+        try:
+            done = subprocess.run(
+                [sys.executable, str(MANAGE), *args],
+                cwd=ROOT,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+        finally:
+            if log_name:
+                log.close()
+        if done.returncode != 0:
+            where = f"; see .demo/{log_name}.log" if log_name else ""
+            raise DemoError(f"manage.py {args[0]} failed (exit {done.returncode}){where}")
+        return done.stdout.decode(errors="replace")
+
+    def stop_all(self) -> None:
+        """Workers first, then the sandbox they call, then Redis; one failing stop does not spare the rest."""
+        for child in self.children:
+            if child.name.startswith("worker"):
+                child.terminate()  # all workers wind down at once
+        stops = [child.stop for child in reversed(self.children)]
+        if self.redis is not None:
+            stops.append(self.redis.stop)
+        self.children, self.redis = [], None
+        for stop in stops:
+            try:
+                stop()
+            except Exception as exc:
+                print(f"could not stop a demo process cleanly: {exc}", file=sys.stderr)
+
+    # -- steps ---------------------------------------------------------------------------------------------
+    def start_redis(self) -> None:
+        with INTERRUPTS.deferred():
+            self.redis = start_redis()
+        say(f"Redis: {self.redis.describe()}")
+
+    def start_sandbox(self, port: int, api_key: str) -> None:
+        child = self.spawn(
+            "sandbox",
+            "points_sandbox",
+            "--port",
+            str(port),
+            "--api-key",
+            f"{api_key}={MERCHANT}",
+            "--pending-phone",
+            PENDING_PHONE,
+            *SANDBOX_FAULTS,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if not child.alive():
+                raise DemoError(
+                    f"the Points sandbox exited at start (code {child.process.returncode}); see .demo/sandbox.log"
+                )
+            try:
+                self.ledger()
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise DemoError("the Points sandbox did not answer within 30s; see .demo/sandbox.log")
+        say(
+            f"Points sandbox: {self.sandbox_url}/api/v1 (5% HTTP 500, 5% HTTP 429, customer {PENDING_PHONE} "
+            "not activated)"
+        )
+
+    def prepare_database(self) -> None:
+        for path in DEMO_DIR.glob(f"{DB_PATH.name}*"):  # the database and its -wal/-shm files
+            path.unlink()
+        self.manage("migrate", "--no-input", log_name="migrate")
+        self.manage(
+            "createsuperuser",
+            "--no-input",
+            "--username",
+            "demo",
+            "--email",
+            "demo@example.com",
+            log_name="createsuperuser",
+        )
+        say(
+            f"Database: fresh SQLite at {DB_PATH.relative_to(ROOT)}, migrated; admin user demo / demo "
+            "(a local demo database only)"
+        )
+
+    def start_workers(self) -> None:
+        for n in range(1, WORKERS + 1):
+            self.spawn(
+                f"worker-{n}",
+                "rqworker",
+                "--worker-class",
+                "django_points_earn.worker.EarningWorker",
+                "default",
+            )
+        say(f"Workers: {WORKERS} x manage.py rqworker (EarningWorker); logs in .demo/worker-*.log")
+
+    def place_orders(self) -> None:
+        summary = self.manage("place_demo_orders", "--count", str(ORDERS), log_name="orders")
+        say(f"Shop: {summary.strip()}")
+
+    def wait_until_settled(self) -> None:
+        from django_points_earn.models import IN_PROGRESS, EarningRecord
+
+        started = time.monotonic()
+        last_line = ""
+        while True:
+            states = Counter(EarningRecord.objects.values_list("status", flat=True))
+            busy = sum(states[s] for s in IN_PROGRESS)
+            elapsed = time.monotonic() - started
+            line = (
+                f"    waiting for the workers: {states['queued']} queued, {states['sending']} sending, "
+                f"{sum(states.values()) - busy} settled ({elapsed:.0f}s)"
+            )
+            if line != last_line:
+                progress(line)
+                last_line = line
+            if busy == 0:
+                progress(None)
+                say(f"All {sum(states.values())} earnings settled in {elapsed:.1f}s")
+                return
+            dead = [c.name for c in self.children if c.name.startswith("worker") and not c.alive()]
+            if dead:
+                progress(None)
+                raise DemoError(f"{', '.join(dead)} stopped; see .demo/{dead[0]}.log")
+            if elapsed > SETTLE_TIMEOUT:
+                progress(None)
+                raise DemoError(
+                    f"{busy} earnings still queued or sending after {SETTLE_TIMEOUT:.0f}s; see .demo/worker-*.log"
+                )
+            time.sleep(1)
+
+    def ledger(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.sandbox_url}/__sandbox__/ledger", timeout=5) as response:  # noqa: S310
+            return json.load(response)
+
+
+class DemoError(Exception):
+    pass
+
+
+class Interrupts:
+    """Ctrl-C and SIGTERM become KeyboardInterrupt, but never between starting a process and recording it."""
+
+    def __init__(self) -> None:
+        self.deferring = False
+        self.pending = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self.handle)
+        signal.signal(signal.SIGTERM, self.handle)
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.deferring:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        if self.pending:
+            raise KeyboardInterrupt
+
+    @staticmethod
+    def ignore() -> None:
+        """For the clean-up: a second Ctrl-C must not cut it short."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+INTERRUPTS = Interrupts()
+
+
+# -- output --------------------------------------------------------------------------------------------------
+def say(text: str) -> None:
+    print(f"==> {text}", flush=True)
+
+
+_last_printed = 0.0
+
+
+def progress(line: str | None) -> None:
+    """One updating line on a terminal; elsewhere (CI, a pipe) a line every 5 seconds. ``None`` ends it."""
+    global _last_printed
+    if sys.stdout.isatty():
+        print("\r\033[K" + (line or ""), end="" if line else "\n", flush=True)
+    elif line and time.monotonic() - _last_printed >= 5:
+        print(line, flush=True)
+        _last_printed = time.monotonic()
+
+
+def report_states() -> None:
+    from django_points_earn.models import EarningRecord, Status
+
+    states = Counter(EarningRecord.objects.values_list("status", flat=True))
+    print("\n    state                 earnings")
+    for status in Status:
+        if states[status]:
+            print(f"    {status.value:<20}  {states[status]:>8}")
+    print(f"    {'total':<20}  {sum(states.values()):>8}")
+    others = EarningRecord.objects.exclude(status=Status.AWARDED).order_by("order_number")
+    if others:
+        print("\n    not awarded, and why:")
+        for record in others:
+            print(
+                f"    {record.order_number}  phone {record.masked_phone or '-':<10}  {record.status}: "
+                f"{record.status_reason[:90]}"
+            )
+    retried = EarningRecord.objects.filter(status=Status.AWARDED).exclude(attempts=0, rate_limited=0).count()
+    print(f"\n    {retried} awarded earnings needed a retry (HTTP 500) or a wait (HTTP 429) first")
+
+
+def check(ledger: dict[str, Any]) -> bool:
+    """The invariant, checked from both sides; prints PASS or FAIL with every problem found."""
+    merchant = ledger["merchants"][MERCHANT]
+    faults = ", ".join(f"{n}x {kind}" for kind, n in sorted(merchant["faults"].items())) or "none"
+    print(
+        f"\n    sandbox: {merchant['calls']} earning calls, injected faults: {faults}; "
+        f"{merchant['awards']} credits for {len(merchant['orders'])} order numbers; "
+        f"{len(merchant['pending'])} pending activation; overlapping calls: {merchant['overlaps']}"
+    )
+    problems = record_problems() + ledger_problems(merchant)
+    for problem in problems:
+        print(f"    FAIL: {problem}")
+    if problems:
+        print(f"\nFAIL: {len(problems)} problems above")
+        return False
+    awarded = sum(entry["awards"] for entry in merchant["orders"].values())
+    print(f"\nPASS: {awarded} awarded earnings, each credited exactly once by the sandbox; no order credited twice")
+    return True
+
+
+def record_problems() -> list[str]:
+    """Every paid order has exactly one earning record, and some earnings were awarded at all."""
+    from shop.models import Order
+
+    from django_points_earn.models import EarningRecord, Status
+
+    paid = set(Order.objects.filter(status=Order.Status.PAID).values_list("number", flat=True))
+    recorded = Counter(EarningRecord.objects.values_list("order_number", flat=True))
+    problems = [f"paid order {n} has no earning record" for n in sorted(paid - set(recorded))]
+    problems += [f"order {n} has {c} earning records" for n, c in sorted(recorded.items()) if c > 1]
+    if not EarningRecord.objects.filter(status=Status.AWARDED).exists():
+        problems.append("no earning was awarded at all")
+    return problems
+
+
+def ledger_problems(merchant: dict[str, Any]) -> list[str]:
+    """Each awarded record was credited exactly once by the platform; the platform credited nothing else."""
+    from django_points_earn.models import EarningRecord, Status
+
+    credited = merchant["orders"]
+    awarded = {r.order_number: r for r in EarningRecord.objects.filter(status=Status.AWARDED)}
+    problems = []
+    for number, record in sorted(awarded.items()):
+        entry = credited.get(number)
+        if entry is None:
+            problems.append(f"{number} is awarded in the shop but the sandbox never credited it")
+        elif entry["awards"] != 1:
+            problems.append(f"{number} was credited {entry['awards']} times")
+        elif record.remote_id and record.remote_id != entry["uuid"]:
+            problems.append(f"{number} has platform id {record.remote_id}, the sandbox says {entry['uuid']}")
+    for number in sorted(set(credited) - set(awarded)):
+        times = credited[number]["awards"]
+        problems.append(f"{number} was credited {times}x by the sandbox but is {_status_of(number)} in the shop")
+    pending = EarningRecord.objects.filter(status=Status.PENDING_ACTIVATION).values_list("order_number", flat=True)
+    sandbox_pending = {p["order_number"] for p in merchant["pending"]}
+    problems += [
+        f"{n} is pending activation in the shop but not in the sandbox" for n in pending if n not in sandbox_pending
+    ]
+    if merchant["overlaps"]:
+        problems.append(f"{merchant['overlaps']} earning calls overlapped for the merchant (Points answers 429)")
+    return problems
+
+
+def _status_of(order_number: str) -> str:
+    from django_points_earn.models import EarningRecord
+
+    status = EarningRecord.objects.filter(order_number=order_number).values_list("status", flat=True).first()
+    return status or "unknown"
+
+
+# -- main ----------------------------------------------------------------------------------------------------
+def configure(demo: Demo, api_key: str) -> None:
+    """The environment the shop, the workers and this process share (django-environ reads it)."""
+    demo.env = {
+        **os.environ,
+        "DEBUG": "1",
+        "DATABASE_URL": f"sqlite:///{DB_PATH}",
+        "REDIS_URL": demo.redis.url,
+        "POINTS_API_KEY": api_key,
+        "POINTS_BASE_URL": f"{demo.sandbox_url}/api/v1",
+        "POINTS_RETRY_BASE_DELAY": "1",  # retries within seconds, not minutes: it is a demo
+        "DJANGO_SUPERUSER_PASSWORD": "demo",
+        "DJANGO_SETTINGS_MODULE": "shop_site.settings",
+        "PYTHONUNBUFFERED": "1",
+    }
+    os.environ.update(demo.env)
+    sys.path.insert(0, str(PROJECT))
+    import django
+
+    django.setup()
+
+
+def run(demo: Demo) -> bool:
+    DEMO_DIR.mkdir(exist_ok=True)
+    api_key = f"sandbox-{secrets.token_urlsafe(18)}"  # throwaway, and still never printed
+    demo.start_redis()
+    port = free_port()
+    demo.sandbox_url = f"http://127.0.0.1:{port}"
+    configure(demo, api_key)
+    demo.start_sandbox(port, api_key)
+    demo.prepare_database()
+    demo.start_workers()
+    demo.place_orders()
+    demo.wait_until_settled()
+    report_states()
+    return check(demo.ledger())
+
+
+def main() -> int:
+    INTERRUPTS.install()
+    demo = Demo()
+    ok = False
+    try:
+        ok = run(demo)
+    except KeyboardInterrupt:
+        print("\ninterrupted", flush=True)
+        return 130
+    except (DemoError, RuntimeError) as exc:
+        print(f"\nFAIL: {exc}", flush=True)
+    finally:
+        INTERRUPTS.ignore()
+        try:
+            say("Stopping the workers, the sandbox and Redis")
+        except OSError:  # stdout is gone (a closed pipe): stop everything all the same
+            pass
+        demo.stop_all()
+    if ok:
+        print("\nSee it as the merchant: `make admin`, then open http://127.0.0.1:8000/admin/ as demo / demo.")
+    print("Logs of this run: .demo/*.log (workers, sandbox, orders).")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

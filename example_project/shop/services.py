@@ -1,0 +1,32 @@
+"""The shop's order operations. Payment confirmation is where loyalty points are earned."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from django_points_earn.signals import order_paid
+
+from .models import Order
+
+
+class OrderNotPayable(Exception):
+    """The order is not waiting for payment (already paid, or refunded)."""
+
+
+def mark_paid(order: Order) -> Order:
+    """Mark ``order`` paid and tell django_points_earn, in one transaction.
+
+    The earning record is written by the signal's receiver inside this transaction, so an order is never paid
+    without its earning, and a rollback leaves neither. Points are sent by a worker after the commit.
+    """
+    with transaction.atomic():
+        locked = Order.objects.select_for_update().get(pk=order.pk)
+        if locked.status != Order.Status.PENDING:
+            raise OrderNotPayable(f"order {locked.number} is {locked.status}, not pending")
+        locked.status = Order.Status.PAID
+        locked.paid_at = timezone.now()
+        locked.save(update_fields=["status", "paid_at"])
+        order_paid.send(sender=Order, order=locked)
+    order.status, order.paid_at = locked.status, locked.paid_at
+    return locked
