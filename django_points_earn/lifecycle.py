@@ -34,11 +34,13 @@ ALLOWED: dict[str, set[str]] = {
         Status.BLOCKED,
         Status.FAILED,
         Status.QUEUED,
+        Status.SKIPPED,
     },
-    Status.REJECTED: {Status.QUEUED},
-    Status.BLOCKED: {Status.QUEUED},
-    Status.FAILED: {Status.QUEUED},
-    Status.PENDING_ACTIVATION: {Status.AWARDED},
+    Status.REJECTED: {Status.QUEUED, Status.RESOLVED},
+    Status.BLOCKED: {Status.QUEUED, Status.RESOLVED},
+    Status.FAILED: {Status.QUEUED, Status.RESOLVED},
+    Status.PENDING_ACTIVATION: {Status.AWARDED, Status.RESOLVED},
+    Status.RESOLVED: set(),
     Status.AWARDED: {Status.REVERSED, Status.PARTIALLY_REVERSED},
     Status.PARTIALLY_REVERSED: {Status.REVERSED, Status.PARTIALLY_REVERSED},
     Status.REVERSED: set(),
@@ -216,6 +218,8 @@ def complete(
 
     if to != Status.QUEUED or result.status != results.RATE_LIMITED:
         fields["status_reason"] = note
+    if result.payload_update:
+        fields["payload"] = {**(record.payload or {}), **result.payload_update}
 
     with transaction.atomic():
         if attempt is not None:
@@ -374,3 +378,72 @@ def resume_account(account: str, *, actor: str = "", trigger: str = Trigger.ADMI
     for record in EarningRecord.objects.filter(account=account, status=Status.BLOCKED).iterator():
         count += requeue(record, trigger=trigger, actor=actor, note="account resumed")
     return count
+
+
+def resolve(record: EarningRecord, *, actor: str, note: str, trigger: str = Trigger.ADMIN) -> bool:
+    """A human settled it outside the app (e.g. awarded by hand in the platform's dashboard): say so, and why."""
+    if not note.strip():
+        raise ValueError("a resolution needs a note saying what was done")
+    now = timezone.now()
+    with transaction.atomic():
+        if not _move(
+            record,
+            record.status,
+            Status.RESOLVED,
+            {
+                "completed_at": now,
+                "updated_at": now,
+                "next_attempt_at": None,
+                "status_reason": f"resolved by {actor}: {note}",
+            },
+        ):
+            return False
+        _event(record, record.status, Status.RESOLVED, trigger, actor, note)
+    return True
+
+
+def correct_and_requeue(
+    record: EarningRecord, changes: dict[str, Any], *, actor: str, trigger: str = Trigger.ADMIN
+) -> EarningRecord:
+    """Fix a rejected earning's customer data (e.g. the phone), rebuild the platform body, and send it again.
+
+    Raises ``InvalidEarningRequest`` (nothing changed) when the corrected data is still not valid. The audit entry
+    says who changed which fields from what to what (phones masked).
+    """
+    from .adapters import EarningRequest
+    from .phones import mask_phone, normalize_ksa_mobile
+    from .providers import get_backend
+
+    if record.status != Status.REJECTED:
+        raise TransitionError(f"only rejected earnings can be corrected (this one is {record.status})")
+    data = {**record.request, **changes}
+    request = EarningRequest.from_json(data)
+    payload = get_backend(get_settings().account(record.account)).build_payload(request)
+    phone = normalize_ksa_mobile(request.phone) if request.phone else ""
+    shown = {k: (mask_phone(phone) if k == "phone" else v) for k, v in changes.items()}
+    before = {
+        k: (mask_phone(str(record.request.get(k) or "")) if k == "phone" else record.request.get(k)) for k in changes
+    }
+    note = "corrected " + ", ".join(f"{k}: {before[k]!r} → {shown[k]!r}" for k in changes) + "; sent again"
+    now = timezone.now()
+    phone = normalize_ksa_mobile(request.phone) if request.phone else ""
+    with transaction.atomic():
+        if not _move(
+            record,
+            Status.REJECTED,
+            Status.QUEUED,
+            {
+                "request": request.to_json(),
+                "payload": payload,
+                "phone": phone,
+                "total": request.total,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "completed_at": None,
+                "updated_at": now,
+                "status_reason": note,
+            },
+        ):
+            raise TransitionError("the earning changed meanwhile; reload and try again")
+        _event(record, Status.REJECTED, Status.QUEUED, trigger, actor, note)
+    return EarningRecord.objects.get(pk=record.pk)

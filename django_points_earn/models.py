@@ -21,6 +21,7 @@ class Status(models.TextChoices):
     REVERSED = "reversed", _("Reversed")
     PARTIALLY_REVERSED = "partially_reversed", _("Partially reversed")
     SKIPPED = "skipped", _("Skipped")
+    RESOLVED = "resolved", _("Resolved by hand")
 
 
 # A human has to act on these (fix data, fix the account, retry).
@@ -68,6 +69,9 @@ class EarningRecord(models.Model):
     remote_status = models.CharField(_("platform state"), max_length=32, blank=True)
     points = models.DecimalField(_("points"), max_digits=14, decimal_places=2, null=True, blank=True)
     response = models.JSONField(_("last platform answer"), null=True, blank=True)
+    # What a remote check (reconcile --verify-remote, the admin's "verify") last saw; drift is never "fixed".
+    remote_checked_at = models.DateTimeField(_("last checked with the platform"), null=True, blank=True)
+    drift = models.CharField(_("differs from the platform"), max_length=255, blank=True)
 
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
@@ -89,6 +93,9 @@ class EarningRecord(models.Model):
         ]
         permissions = [
             ("retry_earningrecord", _("Can retry earnings")),
+            ("verify_earningrecord", _("Can verify earnings with the platform")),
+            ("resolve_earningrecord", _("Can mark earnings resolved")),
+            ("correct_earningrecord", _("Can correct and resend rejected earnings")),
         ]
 
     def __str__(self) -> str:

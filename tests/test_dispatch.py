@@ -282,3 +282,29 @@ def test_garbled_duplicate_answer_is_resent_not_rejected(place_order):
     record = EarningRecord.objects.get()
     assert record.status == Status.AWARDED
     assert list(record.attempt_set.values_list("outcome", flat=True)) == ["unavailable", "unavailable", "duplicate"]
+
+
+def test_resolve_and_correct_are_audited(place_order, points_api):
+    place_order("SO-FIX", phone="12345")
+    record = EarningRecord.objects.get()
+    with pytest.raises(Exception, match="not a Saudi mobile"):
+        lifecycle.correct_and_requeue(record, {"phone": "0412345678"}, actor="agent")
+    record.refresh_from_db()
+    assert record.status == Status.REJECTED  # a bad correction changes nothing
+
+    record = lifecycle.correct_and_requeue(record, {"phone": "+966 55 123 4567"}, actor="agent")
+    assert (record.status, record.phone, record.payload["phone_number"]) == (Status.QUEUED, "551234567", "551234567")
+    event = record.event_set.get()
+    assert event.actor == "agent"
+    assert "phone: '***45' → '5*****567'" in event.note
+    settle()
+    assert points_api.awards("SO-FIX") == 1
+
+    place_order("SO-GONE", phone="")
+    gone = EarningRecord.objects.get(order_number="SO-GONE")
+    with pytest.raises(ValueError, match="needs a note"):
+        lifecycle.resolve(gone, actor="agent", note=" ")
+    assert lifecycle.resolve(gone, actor="agent", note="awarded by hand in the Points dashboard")
+    gone.refresh_from_db()
+    assert gone.status == Status.RESOLVED
+    assert gone.status_reason == "resolved by agent: awarded by hand in the Points dashboard"

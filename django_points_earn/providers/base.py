@@ -64,6 +64,9 @@ class EarnResult:
     raw_text: str = ""  # the answer as received (cut to MAX_STORED_BODY)
     retry_after: float | None = None
     duration_ms: int | None = None
+    # Fields the backend resolved on the way (e.g. fabric's profileId from a member lookup), to be kept on the
+    # record's payload so the next attempt does not resolve them again. The lifecycle stores them.
+    payload_update: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.status not in RESULT_STATUSES:
