@@ -447,3 +447,16 @@ def correct_and_requeue(
             raise TransitionError("the earning changed meanwhile; reload and try again")
         _event(record, Status.REJECTED, Status.QUEUED, trigger, actor, note)
     return EarningRecord.objects.get(pk=record.pk)
+
+
+def record_remote_check(
+    record: EarningRecord, *, remote_status: str, drift: str, actor: str = "", trigger: str = Trigger.RECONCILE
+) -> None:
+    """Store what a remote check saw. Drift is recorded and audited, never acted on: a human decides."""
+    now = timezone.now()
+    with transaction.atomic():
+        EarningRecord.objects.filter(pk=record.pk).update(
+            remote_checked_at=now, remote_status=remote_status[:32], drift=drift[:255], updated_at=now
+        )
+        if drift and drift != record.drift:
+            _event(record, record.status, record.status, trigger, actor, f"differs from the platform: {drift}")
