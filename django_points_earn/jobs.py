@@ -15,3 +15,19 @@ def sweep() -> dict[str, Any]:
     from .reconcile import sweep as run_sweep
 
     return run_sweep().as_dict()
+
+
+def reconcile(verify_remote: bool = False, retry_failed: bool = False, since_days: int | None = None) -> dict[str, Any]:
+    """The full reconcile as an RQ job, for rq-scheduler / cron-enqueued runs; returns the JSON report."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from . import reconcile as rec
+
+    since = timezone.now() - timedelta(days=since_days) if since_days else None
+    options = rec.Options(verify_remote=verify_remote, retry_failed=retry_failed, since=since)
+    try:
+        return rec.run(options).as_dict()
+    except rec.AlreadyRunning as exc:
+        return {"skipped": str(exc)}

@@ -292,45 +292,63 @@ def _announce(record: EarningRecord) -> None:
 
 
 # -- recovery and human actions ----------------------------------------------------------------------------------
-def recover_expired_lease(record: EarningRecord, *, trigger: str = Trigger.RECONCILE) -> bool:
-    """A record left ``sending`` past its lease: its worker died mid-call. Due again, outcome unknown."""
+def recover_expired_leases(*, account: str | None = None, batch: int = 500, trigger: str = Trigger.RECONCILE) -> int:
+    """Records left ``sending`` past their lease (their worker died mid-call): due again, outcome unknown.
+
+    One batch per call, in a handful of queries whatever its size: the rows are locked (skipped if another sweep
+    holds them), moved, their open attempts closed as abandoned and the audit entries written together.
+    Returns how many were recovered (0 when none are left).
+    """
     now = timezone.now()
-    attempts = record.attempts + 1
-    give_up = attempts >= int(get_settings().retry["MAX_ATTEMPTS"])
-    to = Status.FAILED if give_up else Status.QUEUED
+    max_attempts = int(get_settings().retry["MAX_ATTEMPTS"])
     note = (
         "the worker stopped during the call (lease expired); the outcome is unknown, so the same order number "
-        "is sent again" + (" — but attempts are used up" if give_up else "")
+        "is sent again"
     )
     with transaction.atomic():
-        moved = (
-            EarningRecord.objects.filter(
-                pk=record.pk, status=Status.SENDING, lease_token=record.lease_token, lease_expires_at__lt=now
-            ).update(
-                status=to,
-                attempts=attempts,
-                outcome_unknown=True,
-                next_attempt_at=None if give_up else now,
-                completed_at=now if give_up else None,
-                lease_token="",
-                lease_expires_at=None,
-                status_reason=note,
-                updated_at=now,
-            )
-            == 1
+        qs = EarningRecord.objects.select_for_update(skip_locked=True).filter(
+            status=Status.SENDING, lease_expires_at__lt=now
         )
-        if not moved:
-            return False
-        EarningAttempt.objects.filter(record=record, finished_at__isnull=True).update(
+        if account:
+            qs = qs.filter(account=account)
+        rows = list(qs.order_by("lease_expires_at").values_list("id", "attempts")[:batch])
+        if not rows:
+            return 0
+        give_up = [pk for pk, attempts in rows if attempts + 1 >= max_attempts]
+        retry = [pk for pk, attempts in rows if attempts + 1 < max_attempts]
+        common = {
+            "attempts": F("attempts") + 1,
+            "outcome_unknown": True,
+            "lease_token": "",
+            "lease_expires_at": None,
+            "updated_at": now,
+        }
+        moved = EarningRecord.objects.filter(pk__in=retry, status=Status.SENDING).update(
+            status=Status.QUEUED, next_attempt_at=now, status_reason=note, **common
+        )
+        moved += EarningRecord.objects.filter(pk__in=give_up, status=Status.SENDING).update(
+            status=Status.FAILED,
+            next_attempt_at=None,
+            completed_at=now,
+            status_reason=note.replace("is sent again", "was not sent again: attempts are used up"),
+            **common,
+        )
+        EarningAttempt.objects.filter(record_id__in=retry + give_up, finished_at__isnull=True).update(
             finished_at=now,
             outcome="abandoned",
             outcome_unknown=True,
             error="the worker stopped before the answer was recorded",
         )
-        _event(record, Status.SENDING, to, trigger, "", note)
-        if give_up:
-            _announce(EarningRecord.objects.get(pk=record.pk))
-    return True
+        EarningEvent.objects.bulk_create(
+            [
+                EarningEvent(record_id=pk, from_status=Status.SENDING, to_status=to, trigger=trigger, note=note)
+                for pks, to in ((retry, Status.QUEUED), (give_up, Status.FAILED))
+                for pk in pks
+            ]
+        )
+        for record in EarningRecord.objects.filter(pk__in=give_up) if give_up else ():
+            _announce(record)
+    return moved
 
 
 def requeue(record: EarningRecord, *, trigger: str, actor: str = "", note: str = "") -> bool:
@@ -449,14 +467,21 @@ def correct_and_requeue(
     return EarningRecord.objects.get(pk=record.pk)
 
 
+# -- remote checks ------------------------------------------------------------------------------------------------
 def record_remote_check(
-    record: EarningRecord, *, remote_status: str, drift: str, actor: str = "", trigger: str = Trigger.RECONCILE
+    record: EarningRecord, seen_status: str, drift: str, *, actor: str = "", trigger: str = Trigger.RECONCILE
 ) -> None:
-    """Store what a remote check saw. Drift is recorded and audited, never acted on: a human decides."""
+    """Keep what a lookup on the platform saw: when, and how it differs from our record (``""``: it agrees).
+
+    Drift is reported, never "fixed": the state stays as it is for a human to judge. A check a person asked for
+    (``actor`` given) is also written to the audit trail, as a note on the unchanged state.
+    """
     now = timezone.now()
     with transaction.atomic():
-        EarningRecord.objects.filter(pk=record.pk).update(
-            remote_checked_at=now, remote_status=remote_status[:32], drift=drift[:255], updated_at=now
-        )
-        if drift and drift != record.drift:
-            _event(record, record.status, record.status, trigger, actor, f"differs from the platform: {drift}")
+        EarningRecord.objects.filter(pk=record.pk).update(remote_checked_at=now, drift=drift[:255])
+        if actor:
+            seen = seen_status or "unknown"
+            note = f"checked with the platform: {seen}" + (f"; differs: {drift}" if drift else "; agrees")
+            _event(record, record.status, record.status, trigger, actor, note)
+    record.remote_checked_at = now
+    record.drift = drift[:255]

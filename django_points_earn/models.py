@@ -90,6 +90,13 @@ class EarningRecord(models.Model):
             models.Index(fields=["created_at"], name="points_earn_created"),
             models.Index(fields=["remote_id"], name="points_earn_remote_id"),
             models.Index(fields=["phone"], name="points_earn_phone"),
+            # The admin at a million rows: search (order number, platform reference), a state filter in the
+            # list's order (newest first) and the oldest queued, the hourly award chart, and drifted earnings.
+            models.Index(fields=["order_number"], name="points_earn_order_number"),
+            models.Index(fields=["remote_reference"], name="points_earn_remote_ref"),
+            models.Index(fields=["status", "id"], name="points_earn_status_id"),
+            models.Index(fields=["completed_at"], name="points_earn_completed"),
+            models.Index(fields=["status"], condition=~models.Q(drift=""), name="points_earn_drifted"),
         ]
         permissions = [
             ("retry_earningrecord", _("Can retry earnings")),
@@ -158,6 +165,16 @@ class EarningEvent(models.Model):
         return f"{self.from_status or '∅'} → {self.to_status}"
 
 
+class ReconciliationDashboard(EarningRecord):
+    """No table of its own: gives the admin's reconciliation dashboard its place in the app index."""
+
+    class Meta:
+        proxy = True
+        verbose_name = _("reconciliation dashboard")
+        verbose_name_plural = _("reconciliation dashboard")
+        default_permissions = ()
+
+
 class AccountState(models.Model):
     """An account's pause switch: set when the platform refuses the account (bad key, merchant not allowed)."""
 
@@ -171,6 +188,7 @@ class AccountState(models.Model):
     class Meta:
         verbose_name = _("account")
         verbose_name_plural = _("accounts")
+        permissions = [("resume_accountstate", _("Can resume paused accounts"))]
 
     def __str__(self) -> str:
         return f"{self.account} ({'paused' if self.paused else 'active'})"

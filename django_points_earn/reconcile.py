@@ -1,23 +1,33 @@
-"""Sweeps that bring the database and Redis back into agreement. Used by the worker tick, the command and admin."""
+"""Sweeps that bring the database, Redis and the platforms back into agreement.
+
+Used by the worker tick (:func:`sweep`: the two cheap steps, every few seconds), by ``manage.py points_reconcile``
+and the admin's "run reconcile now" (:func:`run`: every step, with counts). Every step streams in batches, so
+memory and the number of queries grow with the work found, not with the size of the table.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
+from django.db.models import Count, Q
 from django.utils import timezone
 from redis.exceptions import LockError
 from redis.lock import Lock
 
 from . import lifecycle, queueing
 from .conf import get_settings
-from .models import AccountState, EarningRecord, Status, Trigger
+from .models import NEEDS_ATTENTION, AccountState, EarningRecord, Status, Trigger
+from .phones import mask_phone
 
 log = logging.getLogger("django_points_earn")
 
 BATCH = 500
+Progress = Callable[[str, int], None]  # (step, items done so far)
 
 
 @dataclass
@@ -30,40 +40,81 @@ class SweepReport:
         return self.__dict__.copy()
 
 
-def recover_expired_leases(*, limit: int | None = None, dry_run: bool = False) -> int:
+@dataclass
+class Options:
+    account: str | None = None
+    dry_run: bool = False
+    verify_remote: bool = False
+    retry_failed: bool = False
+    since: datetime | None = None  # backfill and remote verification look this far back
+    limit: int | None = None  # at most this many items per step
+    stale_after: timedelta = timedelta(minutes=30)  # queued and overdue this long = stuck (needs a human)
+    pending_after: timedelta = timedelta(days=7)  # pending_activation this old = needs a human
+    attention_list: int = 50
+    trigger: str = Trigger.RECONCILE
+    actor: str = ""
+
+
+@dataclass
+class Report:
+    dry_run: bool = False
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    by_state: list[dict[str, Any]] = field(default_factory=list)
+    needs_attention_total: int = 0
+    needs_attention: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "steps": self.steps,
+            "by_state": self.by_state,
+            "needs_attention_total": self.needs_attention_total,
+            "needs_attention": self.needs_attention,
+        }
+
+
+# -- the cheap sweep (worker tick, cron) -------------------------------------------------------------------------
+def recover_expired_leases(
+    *, account: str | None = None, limit: int | None = None, dry_run: bool = False, progress: Progress | None = None
+) -> int:
     """Records ``sending`` past their lease (their worker was killed): due again, outcome unknown."""
+    if dry_run:
+        qs = EarningRecord.objects.filter(status=Status.SENDING, lease_expires_at__lt=timezone.now())
+        count = (qs.filter(account=account) if account else qs).count()
+        return min(count, limit) if limit is not None else count
     count = 0
-    qs = EarningRecord.objects.filter(status=Status.SENDING, lease_expires_at__lt=timezone.now()).order_by("id")
-    for record in qs.iterator(chunk_size=BATCH):
-        if limit is not None and count >= limit:
+    while limit is None or count < limit:
+        size = BATCH if limit is None else min(BATCH, limit - count)
+        moved = lifecycle.recover_expired_leases(account=account, batch=size)
+        if not moved:
             break
-        if dry_run or lifecycle.recover_expired_lease(record, trigger=Trigger.RECONCILE):
-            count += 1
-    if count and not dry_run:
+        count += moved
+        if progress:
+            progress("expired leases", count)
+    if count:
         log.warning("recovered %d earnings whose worker stopped mid-call", count)
     return count
 
 
-def accounts_with_due_work() -> list[str]:
+def accounts_with_due_work(account: str | None = None) -> list[str]:
     paused = AccountState.objects.filter(paused=True).values_list("account", flat=True)
-    return list(
-        EarningRecord.objects.filter(status=Status.QUEUED, next_attempt_at__lte=timezone.now())
-        .exclude(account__in=paused)
-        .values_list("account", flat=True)
-        .distinct()
-        .order_by()
+    qs = EarningRecord.objects.filter(status=Status.QUEUED, next_attempt_at__lte=timezone.now()).exclude(
+        account__in=paused
     )
+    if account:
+        qs = qs.filter(account=account)
+    return list(qs.values_list("account", flat=True).distinct().order_by())
 
 
-def enqueue_due(*, dry_run: bool = False) -> list[str]:
+def enqueue_due(*, account: str | None = None, dry_run: bool = False) -> list[str]:
     """Accounts with due records and no drain job queued or running get one (lost jobs, retries come due)."""
     requested = []
     conn = queueing.connection()
-    for account in accounts_with_due_work():
-        if queueing.drain_active(account, conn):
+    for name in accounts_with_due_work(account):
+        if queueing.drain_active(name, conn):
             continue
-        if dry_run or queueing.request_drain(account, conn):
-            requested.append(account)
+        if dry_run or queueing.request_drain(name, conn):
+            requested.append(name)
     return requested
 
 
@@ -77,8 +128,203 @@ def sweep() -> SweepReport:
     return report
 
 
+# -- the full run ------------------------------------------------------------------------------------------------
+def run(options: Options, progress: Progress | None = None) -> Report:
+    """Every step, in order, each reported with counts. Raises :class:`AlreadyRunning` if another run holds on."""
+    with exclusive_run() as got_it:
+        if not got_it:
+            raise AlreadyRunning("another points_reconcile is running; this one stops")
+        report = Report(dry_run=options.dry_run)
+        report.steps["missed_orders"] = backfill_missed_orders(options, progress)
+        recovered = recover_expired_leases(
+            account=options.account, limit=options.limit, dry_run=options.dry_run, progress=progress
+        )
+        report.steps["expired_leases"] = {"recovered": recovered}
+        if options.retry_failed:
+            report.steps["retry_failed"] = {"requeued": requeue_failed(options, progress)}
+        report.steps["lost_jobs"] = {"accounts_enqueued": enqueue_due(account=options.account, dry_run=options.dry_run)}
+        report.steps["pending_customers"] = pending_customers(options)
+        if options.verify_remote:
+            report.steps["remote_verification"] = verify_remote(options, progress)
+        _summarise(report, options)
+    return report
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def backfill_missed_orders(options: Options, progress: Progress | None = None) -> dict[str, Any]:
+    """Paid orders the signal never saw (e.g. a queryset ``update()``) get their record now.
+
+    Only when the shop's adapter offers ``paid_orders_since`` and a ``since`` date is given.
+    """
+    from .adapters import get_adapter
+    from .receivers import record_paid_order
+
+    if options.since is None:
+        return {"skipped": "no --since given"}
+    adapter = get_adapter()
+    try:
+        orders = iter(adapter.paid_orders_since(options.since))
+    except NotImplementedError:
+        return {"skipped": "the order adapter does not implement paid_orders_since()"}
+    found: list[str] = []
+    created = checked = 0
+    for batch in _batches(orders, BATCH):
+        keys = {}
+        for order in batch:
+            try:
+                account, number = adapter.get_account(order), str(adapter.get_order_number(order)).strip()
+            except Exception as exc:  # one bad order must not stop the others
+                log.warning("backfill: could not read order %r: %s", getattr(order, "pk", order), exc)
+                continue
+            if options.account and account != options.account:
+                continue
+            keys[(account, number)] = order
+        checked += len(batch)
+        existing = set(
+            EarningRecord.objects.filter(
+                order_number__in=[n for _, n in keys], account__in={a for a, _ in keys}
+            ).values_list("account", "order_number")
+        )
+        for key, order in keys.items():
+            if key in existing:
+                continue
+            if options.limit is not None and len(found) >= options.limit:
+                break
+            found.append(f"{key[0]}/{key[1]}")
+            if not options.dry_run:
+                record = record_paid_order(order)
+                if record is not None and record.status == Status.QUEUED:
+                    created += 1
+                    queueing.request_drain_safely(record.account)
+        if progress:
+            progress("missed orders", checked)
+    if found and not options.dry_run:
+        log.warning("backfilled %d paid orders that had no earning", len(found))
+    return {
+        "checked": checked,
+        "missing": len(found),
+        "recorded": 0 if options.dry_run else len(found),
+        "queued": created,
+        "orders": found[:200],
+    }
+
+
+def requeue_failed(options: Options, progress: Progress | None = None) -> int:
+    qs = EarningRecord.objects.filter(status=Status.FAILED)
+    if options.account:
+        qs = qs.filter(account=options.account)
+    count = 0
+    accounts = set()
+    for record in qs.order_by("id").iterator(chunk_size=BATCH):
+        if options.limit is not None and count >= options.limit:
+            break
+        if options.dry_run or lifecycle.requeue(
+            record, trigger=options.trigger, actor=options.actor, note="retried by points_reconcile --retry-failed"
+        ):
+            count += 1
+            accounts.add(record.account)
+            if progress:
+                progress("retry failed", count)
+    for account in accounts if not options.dry_run else ():
+        queueing.request_drain_safely(account)
+    return count
+
+
+def pending_customers(options: Options) -> dict[str, Any]:
+    """Points has no lookup for a pending earning (no uuid): its approved webhook settles it. Old ones need a human."""
+    qs = EarningRecord.objects.filter(status=Status.PENDING_ACTIVATION)
+    if options.account:
+        qs = qs.filter(account=options.account)
+    old = qs.filter(updated_at__lt=timezone.now() - options.pending_after)
+    return {"pending": qs.count(), "older_than_limit": old.count()}
+
+
+def verify_remote(options: Options, progress: Progress | None = None) -> dict[str, Any]:
+    """Ask the platform about awarded earnings, one account at a time, under the account's lock; record drift."""
+    from .verify import verify_record
+
+    since = options.since or timezone.now() - timedelta(days=7)
+    qs = EarningRecord.objects.filter(status=Status.AWARDED, completed_at__gte=since).exclude(remote_id="")
+    if options.account:
+        qs = qs.filter(account=options.account)
+    counts = {"checked": 0, "agree": 0, "drift": 0, "errors": 0, "unconfirmed": 0, "drifted": []}
+    counts["unconfirmed"] = (
+        EarningRecord.objects.filter(status=Status.AWARDED, completed_at__gte=since, remote_id="")
+        .filter(Q(account=options.account) if options.account else Q())
+        .count()
+    )
+    if options.dry_run:
+        counts["would_check"] = qs.count()
+        return counts
+    for record in qs.order_by("account", "id").iterator(chunk_size=BATCH):
+        if options.limit is not None and counts["checked"] >= options.limit:
+            break
+        outcome = verify_record(record, actor=options.actor or "reconcile", trigger=options.trigger, wait=True)
+        counts["checked"] += 1
+        if outcome.error:
+            counts["errors"] += 1
+        elif outcome.drift:
+            counts["drift"] += 1
+            counts["drifted"].append(f"{record.account}/{record.order_number}: {outcome.drift}")
+        else:
+            counts["agree"] += 1
+        if progress:
+            progress("remote verification", counts["checked"])
+    counts["drifted"] = counts["drifted"][:200]
+    return counts
+
+
+def attention_queryset(options: Options | None = None):
+    """What needs a human: rejected, blocked, failed, stuck (queued and overdue), old pending, drifted."""
+    options = options or Options()
+    now = timezone.now()
+    q = (
+        Q(status__in=NEEDS_ATTENTION)
+        | Q(status=Status.QUEUED, next_attempt_at__lt=now - options.stale_after)
+        | Q(status=Status.PENDING_ACTIVATION, updated_at__lt=now - options.pending_after)
+        | Q(status=Status.AWARDED) & ~Q(drift="")
+    )
+    qs = EarningRecord.objects.filter(q)
+    if options.account:
+        qs = qs.filter(account=options.account)
+    return qs
+
+
+def _summarise(report: Report, options: Options) -> None:
+    qs = EarningRecord.objects.all()
+    if options.account:
+        qs = qs.filter(account=options.account)
+    report.by_state = list(qs.values("account", "status").annotate(n=Count("id")).order_by("account", "status"))
+    attention = attention_queryset(options)
+    report.needs_attention_total = attention.count()
+    report.needs_attention = [
+        {
+            "account": r.account,
+            "order_number": r.order_number,
+            "status": r.status,
+            "phone": mask_phone(r.phone),
+            "reason": (r.drift or r.status_reason)[:200],
+        }
+        for r in attention.order_by("-updated_at")[: options.attention_list]
+    ]
+
+
+def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 @contextmanager
-def exclusive_run(ttl: int = 600) -> Iterator[bool]:
+def exclusive_run(ttl: int = 3600) -> Iterator[bool]:
     """Only one reconcile at a time (command, admin button or periodic job); yields False to the second."""
     lock = Lock(queueing.connection(), f"{get_settings().redis_prefix}:reconcile", timeout=ttl, thread_local=False)
     if not lock.acquire(blocking=False):

@@ -25,3 +25,8 @@ class ShopAdapter(OrderAdapter):
 
     def get_skip_reason(self, order):
         return "customer opted out of loyalty points" if order.opted_out else None
+
+    def paid_orders_since(self, since):
+        from tests.shop.models import Order
+
+        return Order.objects.filter(paid=True).prefetch_related("lines").iterator(chunk_size=500)
