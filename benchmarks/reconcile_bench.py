@@ -160,7 +160,7 @@ def main() -> None:
         ("accounts enqueued", ", ".join(report["steps"]["lost_jobs"]["accounts_enqueued"]), ""),
         ("time", f"{elapsed:.2f} s", "target < 60 s"),
         ("peak Python memory", f"{peak / 2**20:.1f} MB", "target < 200 MB (tracemalloc)"),
-        ("RSS growth", f"{rss_growth / 2**20:.1f} MB", ""),
+        ("max RSS growth", f"{rss_growth / 2**20:.1f} MB", "over the fill's peak (ru_maxrss)"),
         ("queries", f"{queries:,}", f"{queries / max(1, batches):.1f} per batch of 500 repaired rows"),
         ("fill (COPY)", f"{fill_s:.1f} s", "not part of the measurement"),
     ]
