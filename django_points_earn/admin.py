@@ -1,160 +1,159 @@
-"""Merchant-facing admin: every earning, its attempts and its history; read-only except the explicit actions."""
+"""Merchant-facing admin: every earning, its attempts and its history; read-only except the explicit actions.
+
+The building blocks live in :mod:`django_points_earn.admin_tools`; this module wires them into Django admin.
+"""
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.utils.html import format_html
-from django.utils.translation import gettext_lazy as _
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
-from . import lifecycle
-from .models import AccountState, EarningAttempt, EarningEvent, EarningRecord, Status, Trigger
+from .admin_tools import actions as admin_actions
+from .admin_tools import display, earning_page, operations
+from .admin_tools.dashboard import DashboardAdmin
+from .admin_tools.filters import AccountFilter, NeedsAttentionFilter, PlatformFilter
+from .admin_tools.paginator import CappedCountPaginator, limit_for_page
+from .models import AccountState, EarningRecord, ReconciliationDashboard
 from .phones import InvalidPhone, mask_phone, normalize_ksa_mobile
-
-BADGE_COLOURS = {
-    Status.QUEUED: "#6c757d",
-    Status.SENDING: "#0d6efd",
-    Status.AWARDED: "#198754",
-    Status.PENDING_ACTIVATION: "#6f42c1",
-    Status.REJECTED: "#dc3545",
-    Status.BLOCKED: "#b02a37",
-    Status.FAILED: "#fd7e14",
-    Status.REVERSED: "#495057",
-    Status.PARTIALLY_REVERSED: "#495057",
-    Status.SKIPPED: "#adb5bd",
-}
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-
-class AttemptInline(ReadOnlyInline):
-    model = EarningAttempt
-    fields = ("number", "started_at", "trigger", "actor", "http_status", "outcome", "duration_ms", "error")
-    readonly_fields = fields
-
-
-class EventInline(ReadOnlyInline):
-    model = EarningEvent
-    fields = ("at", "from_status", "to_status", "trigger", "actor", "note")
-    readonly_fields = fields
 
 
 @admin.register(EarningRecord)
 class EarningRecordAdmin(admin.ModelAdmin):
     list_display = (
-        "order_number",
-        "badge",
+        "state_badge",
         "account",
+        "order_number",
         "phone_masked",
         "total",
         "points",
         "attempts",
-        "created_at",
-        "reason_short",
+        "age",
+        "last_error",
     )
-    list_filter = ("status", "account", "provider", "created_at")
-    search_fields = ("=order_number", "=remote_id", "=remote_reference")
-    show_full_result_count = False
-    date_hierarchy = None
-    inlines = [AttemptInline, EventInline]
-    actions = ["retry_selected"]
-    readonly_fields = (
-        "account",
-        "provider",
-        "order_number",
-        "order_id",
-        "phone_masked",
-        "total",
-        "badge",
-        "status_reason",
-        "attempts",
-        "rate_limited",
-        "outcome_unknown",
-        "next_attempt_at",
-        "lease_expires_at",
-        "remote_id",
-        "remote_reference",
-        "remote_status",
-        "points",
-        "payload_pretty",
-        "response_pretty",
-        "created_at",
-        "updated_at",
-        "completed_at",
+    list_display_links = ("order_number",)
+    list_filter = ("status", NeedsAttentionFilter, AccountFilter, PlatformFilter, "created_at")
+    search_fields = ("=order_number",)  # the real search is get_search_results: exact, indexed, phone-aware
+    search_help_text = gettext_lazy(
+        "Order number, Points uuid or reference number, fabric transaction code, or a phone number in any form."
     )
-    fields = readonly_fields
+    ordering = ("-id",)
+    list_per_page = 50
+    show_full_result_count = False  # no COUNT(*) of the whole table on every page load
+    show_facets = admin.ShowFacets.NEVER  # facet counts are one GROUP BY per filter per page load
+    actions = [admin_actions.bulk_action(spec) for spec in admin_actions.SPECS.values()]
 
+    # -- read only ---------------------------------------------------------------------------------------------
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # records change only through the actions below
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def get_search_results(self, request, queryset, search_term):
-        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        try:  # a phone typed in any form finds the normalised one
-            phone = normalize_ksa_mobile(search_term)
+    # One method per custom permission, as ``@admin.action(permissions=[...])`` expects.
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return admin_actions.SPECS["retry"].allowed(request)
+
+    def has_verify_permission(self, request: HttpRequest) -> bool:
+        return admin_actions.SPECS["verify"].allowed(request)
+
+    def has_resolve_permission(self, request: HttpRequest) -> bool:
+        return admin_actions.SPECS["resolve"].allowed(request)
+
+    def has_correct_permission(self, request: HttpRequest) -> bool:
+        return admin_actions.SPECS["correct"].allowed(request)
+
+    # -- the list ----------------------------------------------------------------------------------------------
+    def get_paginator(self, request: HttpRequest, queryset: QuerySet, per_page: int, **kwargs: Any):
+        limit = limit_for_page(request.GET.get("p", 1), per_page)
+        return CappedCountPaginator(queryset, per_page, limit=limit, **kwargs)
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
+        """Exact matches on indexed columns only (no ``LIKE '%…%'`` over a million rows)."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        q = Q(order_number=term) | Q(remote_id=term) | Q(remote_reference=term)
+        try:
+            q |= Q(phone=normalize_ksa_mobile(term))
         except InvalidPhone:
-            return queryset, may_have_duplicates
-        return queryset | self.model.objects.filter(phone=phone), may_have_duplicates
+            pass
+        return queryset.filter(q), False
 
-    @admin.display(description=_("state"), ordering="status")
-    def badge(self, obj: EarningRecord) -> str:
-        return format_html(
-            '<span style="background:{};color:#fff;padding:2px 8px;border-radius:10px;white-space:nowrap">{}</span>',
-            BADGE_COLOURS.get(obj.status, "#6c757d"),
-            obj.get_status_display(),
-        )
+    @admin.display(description=gettext_lazy("state"), ordering="status")
+    def state_badge(self, obj: EarningRecord) -> str:
+        return display.badge(obj)
 
-    @admin.display(description=_("phone"))
+    @admin.display(description=gettext_lazy("phone"))
     def phone_masked(self, obj: EarningRecord) -> str:
         return mask_phone(obj.phone)
 
-    @admin.display(description=_("reason"))
-    def reason_short(self, obj: EarningRecord) -> str:
-        text = obj.status_reason.splitlines()[0] if obj.status_reason else ""
-        return text[:120] + ("…" if len(text) > 120 else "")
+    @admin.display(description=gettext_lazy("age"), ordering="created_at")
+    def age(self, obj: EarningRecord) -> str:
+        return display.age(obj.created_at)
 
-    @admin.display(description=_("request payload"))
-    def payload_pretty(self, obj: EarningRecord) -> str:
-        return _pretty(_mask_payload(obj.payload))
+    @admin.display(description=gettext_lazy("reason / last error"))
+    def last_error(self, obj: EarningRecord) -> str:
+        return display.last_error(obj)
 
-    @admin.display(description=_("last platform answer"))
-    def response_pretty(self, obj: EarningRecord) -> str:
-        return _pretty(obj.response)
+    # -- the earning page and its buttons ------------------------------------------------------------------------
+    def get_urls(self) -> list:
+        info = self.opts.app_label, self.opts.model_name
+        wrap = self.admin_site.admin_view
+        custom = [
+            path(
+                f"<path:object_id>/{name}/",
+                wrap(self.object_action_view),
+                {"action": name},
+                name="{}_{}_{}".format(*info, name),
+            )
+            for name in admin_actions.SPECS
+        ]
+        return custom + super().get_urls()
 
-    @admin.action(description=_("Send again now"), permissions=["retry"])
-    def retry_selected(self, request: HttpRequest, queryset: QuerySet[EarningRecord]) -> None:
-        from .queueing import request_drain_safely
+    def _admin_context(self, request: HttpRequest) -> dict[str, Any]:
+        return {**self.admin_site.each_context(request), "opts": self.opts}
 
-        count = 0
-        accounts = set()
-        for record in queryset:
-            if lifecycle.requeue(
-                record, trigger=Trigger.ADMIN, actor=request.user.get_username(), note="sent again from the admin"
-            ):
-                count += 1
-                accounts.add(record.account)
-        for account in accounts:
-            request_drain_safely(account)
-        self.message_user(
-            request, _("%(count)d earnings queued to be sent again.") % {"count": count}, messages.SUCCESS
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        record = self.get_object(request, unquote(object_id))
+        if record is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_permission(request, record):
+            raise PermissionDenied
+        context = {
+            **self._admin_context(request),
+            **earning_page.context(request, record),
+            "title": _("Earning %(order)s") % {"order": record.order_number},
+            "original": record,
+            "dashboard_url": reverse("admin:django_points_earn_reconciliationdashboard_changelist"),
+        }
+        return TemplateResponse(request, "admin/django_points_earn/earningrecord/earning.html", context)
+
+    def object_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        spec = admin_actions.SPECS[action]
+        if not spec.allowed(request):
+            return admin_actions.refused(request, self._admin_context(request), spec)
+        record = self.get_object(request, unquote(object_id))
+        if record is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        page = reverse("admin:django_points_earn_earningrecord_change", args=[record.pk])
+        response = admin_actions.confirm_or_run(
+            request, spec, [record], admin_context=self._admin_context(request), hidden=[], back_url=page
         )
-
-    def has_retry_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("django_points_earn.retry_earningrecord")
+        return response or HttpResponseRedirect(page)
 
 
 @admin.register(AccountState)
@@ -166,33 +165,25 @@ class AccountStateAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.action(description=_("Resume (send the blocked earnings again)"), permissions=["retry"])
-    def resume_selected(self, request: HttpRequest, queryset: QuerySet[AccountState]) -> None:
-        from .queueing import request_drain_safely
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
-        for state in queryset:
-            count = lifecycle.resume_account(state.account, actor=request.user.get_username())
-            request_drain_safely(state.account)
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description=gettext_lazy("Resume (send the blocked earnings again)"), permissions=["resume"])
+    def resume_selected(self, request: HttpRequest, queryset: QuerySet[AccountState]) -> None:
+        for state in queryset.filter(paused=True):
+            count = operations.resume(state.account, actor=request.user.get_username())
             self.message_user(
                 request,
-                _("%(account)s resumed; %(count)d earnings queued again.") % {"account": state.account, "count": count},
+                _("Account %(account)s resumed; earnings queued again: %(count)d.")
+                % {"account": state.account, "count": count},
                 messages.SUCCESS,
             )
 
-    def has_retry_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("django_points_earn.retry_earningrecord")
+    def has_resume_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("django_points_earn.resume_accountstate")
 
 
-def _mask_payload(payload):
-    if isinstance(payload, dict) and payload.get("phone_number"):
-        return {**payload, "phone_number": mask_phone(str(payload["phone_number"]))}
-    return payload
-
-
-def _pretty(value) -> str:
-    if value in (None, ""):
-        return "—"
-    return format_html(
-        "<pre style='white-space:pre-wrap;direction:ltr'>{}</pre>",
-        json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True),
-    )
+admin.site.register(ReconciliationDashboard, DashboardAdmin)

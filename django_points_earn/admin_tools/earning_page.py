@@ -1,0 +1,120 @@
+"""The read-only earning page: what was sent, what came back, every attempt and every state change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.translation import gettext as _
+
+from ..models import EarningAttempt, EarningEvent, EarningRecord
+from ..phones import mask_phone
+from ..providers.base import scrub
+from .actions import SPECS
+from .display import badge, pretty_json, pretty_text
+from .filters import PLATFORM_NAMES
+
+TIMELINE_LIMIT = 100  # the newest attempts and state changes shown; a 429 storm can leave hundreds
+
+
+def _field(record: EarningRecord, name: str, value: Any = None) -> tuple[str, Any]:
+    label = str(EarningRecord._meta.get_field(name).verbose_name)
+    return label[:1].upper() + label[1:], getattr(record, name) if value is None else value
+
+
+def summary(record: EarningRecord) -> list[tuple[str, Any]]:
+    return [
+        _field(record, "account"),
+        _field(record, "provider", PLATFORM_NAMES.get(record.provider, record.provider)),
+        _field(record, "order_number"),
+        _field(record, "order_id"),
+        _field(record, "phone", mask_phone(record.phone) or "—"),
+        _field(record, "total"),
+        _field(record, "points"),
+        _field(record, "attempts"),
+        _field(record, "rate_limited"),
+        _field(record, "outcome_unknown", _("yes") if record.outcome_unknown else _("no")),
+        _field(record, "next_attempt_at"),
+        _field(record, "lease_expires_at"),
+        _field(record, "created_at"),
+        _field(record, "updated_at"),
+        _field(record, "completed_at"),
+    ]
+
+
+def remote(record: EarningRecord) -> list[tuple[str, Any]]:
+    return [
+        _field(record, "remote_id"),
+        _field(record, "remote_reference"),
+        _field(record, "remote_status"),
+        _field(record, "remote_checked_at"),
+        _field(record, "drift"),
+    ]
+
+
+def timeline(record: EarningRecord) -> tuple[list[dict[str, Any]], int]:
+    """The newest attempts, oldest first, each with its body and answer ready to show; and how many are hidden."""
+    attempts = list(EarningAttempt.objects.filter(record=record).order_by("-number")[: TIMELINE_LIMIT + 1])
+    hidden = 0
+    if len(attempts) > TIMELINE_LIMIT:
+        hidden = EarningAttempt.objects.filter(record=record).count() - TIMELINE_LIMIT
+        attempts = attempts[:TIMELINE_LIMIT]
+    rows = [
+        {
+            "attempt": a,
+            "error": scrub(a.error),
+            "sent": pretty_json(a.request_body),
+            "answer": pretty_text(a.response_body),
+        }
+        for a in reversed(attempts)
+    ]
+    return rows, hidden
+
+
+def history(record: EarningRecord) -> list[dict[str, Any]]:
+    events = list(EarningEvent.objects.filter(record=record).order_by("-at", "-id")[:TIMELINE_LIMIT])
+    labels = dict(type(record)._meta.get_field("status").choices)
+    return [
+        {
+            "event": e,
+            "from": labels.get(e.from_status, e.from_status or "—"),
+            "to": labels.get(e.to_status, e.to_status),
+            "note": scrub(e.note),
+        }
+        for e in reversed(events)
+    ]
+
+
+def buttons(request: HttpRequest, record: EarningRecord) -> list[dict[str, str]]:
+    """The actions this staff member may take on this earning in its current state."""
+    found = []
+    for spec in SPECS.values():
+        if not spec.allowed(request):
+            continue
+        if spec.name == "verify" and not record.remote_id:
+            continue
+        if spec.states and record.status not in spec.states:
+            continue
+        url = reverse(f"admin:django_points_earn_earningrecord_{spec.name}", args=[record.pk])
+        found.append({"name": spec.name, "title": str(spec.title), "url": url})
+    return found
+
+
+def context(request: HttpRequest, record: EarningRecord) -> dict[str, Any]:
+    attempts, hidden_attempts = timeline(record)
+    return {
+        "record": record,
+        "badge": badge(record),
+        "summary": summary(record),
+        "remote": remote(record),
+        "reason": scrub(record.status_reason),
+        "order_json": pretty_json(record.request),
+        "payload_json": pretty_json(record.payload),
+        "response_json": pretty_json(record.response),
+        "attempts": attempts,
+        "hidden_attempts": hidden_attempts,
+        "events": history(record),
+        "buttons": buttons(request, record),
+        "read_only": not any(spec.allowed(request) for spec in SPECS.values()),
+    }

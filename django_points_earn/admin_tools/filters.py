@@ -1,0 +1,78 @@
+"""List filters whose choices cost no query (accounts and platforms come from settings), and "needs attention"."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib import admin
+from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .. import reconcile
+from ..conf import get_settings
+from ..models import Status
+
+PLATFORM_NAMES = {"points": "Points", "fabric": "fabric Loyalty"}  # product names: not translated
+ATTENTION = "yes"
+STUCK = "stuck"
+
+
+def stuck_q() -> Q:
+    """Queued and overdue longer than reconcile's limit, or ``sending`` past its lease (its worker died)."""
+    now = timezone.now()
+    stale_after: timedelta = reconcile.Options().stale_after
+    return Q(status=Status.QUEUED, next_attempt_at__lt=now - stale_after) | Q(
+        status=Status.SENDING, lease_expires_at__lt=now
+    )
+
+
+class NeedsAttentionFilter(admin.SimpleListFilter):
+    title = _("needs attention")
+    parameter_name = "attention"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [
+            (ATTENTION, _("Needs attention (rejected, blocked, failed, stuck, drifted)")),
+            (STUCK, _("Stuck (overdue or abandoned mid-call)")),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
+        if self.value() == ATTENTION:
+            return queryset & reconcile.attention_queryset()
+        if self.value() == STUCK:
+            return queryset.filter(stuck_q())
+        return queryset
+
+
+class AccountFilter(admin.SimpleListFilter):
+    title = _("account")
+    parameter_name = "account"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        names = list(get_settings().account_names)
+        if self.value() and self.value() not in names:  # an account since removed from settings
+            names.append(self.value())
+        return [(name, name) for name in names]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
+        return queryset.filter(account=self.value()) if self.value() else queryset
+
+
+class PlatformFilter(admin.SimpleListFilter):
+    title = _("platform")
+    parameter_name = "platform"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        providers = set()
+        for name in get_settings().account_names:
+            try:
+                providers.add(get_settings().account(name).provider)
+            except ImproperlyConfigured:
+                continue
+        return [(p, PLATFORM_NAMES.get(p, p)) for p in sorted(providers)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
+        return queryset.filter(provider=self.value()) if self.value() else queryset

@@ -1,0 +1,56 @@
+"""The few inputs an action asks for on its confirmation page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from ..phones import InvalidPhone, normalize_ksa_mobile
+
+
+class ResolveForm(forms.Form):
+    note = forms.CharField(
+        label=_("What was done"),
+        help_text=_("Kept in the earning's history with your name, e.g. “awarded by hand in the Points dashboard”."),
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        max_length=1000,
+    )
+
+    def clean_note(self) -> str:
+        note = self.cleaned_data["note"].strip()
+        if not note:
+            raise forms.ValidationError(_("Say what was done."))
+        return note
+
+
+class CorrectForm(forms.Form):
+    phone = forms.CharField(
+        label=_("Customer's mobile number"),
+        help_text=_("Any Saudi form: 05XXXXXXXX, 5XXXXXXXX, +9665XXXXXXXX."),
+        required=False,
+        max_length=32,
+        widget=forms.TextInput(attrs={"dir": "ltr", "autocomplete": "off", "inputmode": "tel"}),
+    )
+    customer_name = forms.CharField(label=_("Customer's name"), required=False, max_length=255)
+
+    def clean_phone(self) -> str:
+        phone = self.cleaned_data["phone"].strip()
+        if not phone:
+            return ""
+        try:
+            return normalize_ksa_mobile(phone)
+        except InvalidPhone:
+            raise forms.ValidationError(
+                _("This is not a Saudi mobile number (e.g. 05XXXXXXXX or +9665XXXXXXXX).")
+            ) from None
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if not self.errors and not data.get("phone") and not (data.get("customer_name") or "").strip():
+            raise forms.ValidationError(_("Enter the corrected phone number or name."))
+        return data
+
+    def changes(self) -> dict[str, str]:
+        return {k: v.strip() for k, v in self.cleaned_data.items() if v and v.strip()}

@@ -1,0 +1,138 @@
+"""What each admin action does, independent of how it was asked for (bulk from the list, or a button on the page).
+
+Every change goes through the lifecycle's conditional updates, so a double-click, a second tab or a second agent
+acting on the same earning at the same moment changes it once and sends it once; the others are told it changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.utils.translation import gettext as _
+
+from .. import lifecycle, queueing, verify
+from ..models import AccountState, EarningRecord, Status, Trigger
+
+RETRYABLE = (Status.REJECTED, Status.BLOCKED, Status.FAILED)
+RESOLVABLE = tuple(s for s, targets in lifecycle.ALLOWED.items() if Status.RESOLVED in targets)
+CORRECTABLE = (Status.REJECTED,)
+CORRECTABLE_FIELDS = ("phone", "customer_name")
+# Lookups are HTTP calls made while the agent waits: a bulk verify handles at most this many.
+MAX_VERIFY = 20
+
+
+@dataclass
+class Report:
+    """What an action did: the records it changed, and why it left the others alone."""
+
+    done: list[EarningRecord] = field(default_factory=list)
+    refused: list[tuple[EarningRecord, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def refuse(self, record: EarningRecord, why: str) -> None:
+        self.refused.append((record, why))
+
+
+def changed_meanwhile() -> str:
+    return _("it changed meanwhile (another agent or a worker got there first); reload to see its state")
+
+
+def eligible(records: Iterable[EarningRecord], states: tuple[str, ...]) -> tuple[list, list]:
+    ok, not_ok = [], []
+    for record in records:
+        (ok if record.status in states else not_ok).append(record)
+    return ok, not_ok
+
+
+def retry(records: Iterable[EarningRecord], *, actor: str) -> Report:
+    report = Report()
+    ready, others = eligible(records, RETRYABLE)
+    for record in others:
+        report.refuse(record, _("only rejected, blocked or failed earnings can be sent again"))
+    for record in ready:
+        if lifecycle.requeue(record, trigger=Trigger.ADMIN, actor=actor, note=f"sent again from the admin by {actor}"):
+            report.done.append(record)
+        else:
+            report.refuse(record, changed_meanwhile())
+    accounts = sorted({r.account for r in report.done})
+    paused = set(AccountState.objects.filter(account__in=accounts, paused=True).values_list("account", flat=True))
+    for account in accounts:
+        if account in paused:
+            report.notes.append(
+                _("Account %(account)s is paused: its earnings wait until it is resumed on the dashboard.")
+                % {"account": account}
+            )
+        else:
+            queueing.request_drain_safely(account)
+    return report
+
+
+def verify_with_platform(records: Iterable[EarningRecord], *, actor: str) -> Report:
+    report = Report()
+    for n, record in enumerate(records):
+        if n >= MAX_VERIFY:
+            report.refuse(record, _("not checked: at most %(n)d earnings are checked at once") % {"n": MAX_VERIFY})
+            continue
+        outcome = verify.verify_record(record, actor=actor, trigger=Trigger.ADMIN)
+        if outcome.kind == verify.CHECKED:
+            report.done.append(record)
+            if outcome.drift:
+                report.notes.append(
+                    _("%(order)s differs from the platform: %(drift)s")
+                    % {"order": record.order_number, "drift": outcome.drift}
+                )
+            else:
+                report.notes.append(
+                    _("%(order)s agrees with the platform (%(seen)s).")
+                    % {"order": record.order_number, "seen": outcome.seen_status}
+                )
+        elif outcome.kind == verify.BUSY:
+            report.refuse(record, _("the account is busy with another call; try again in a moment"))
+        elif outcome.kind == verify.NO_REMOTE_ID:
+            report.refuse(record, _("no platform id to look up yet (the platform has not confirmed one)"))
+        else:
+            report.refuse(record, _("the platform could not be asked: %(error)s") % {"error": outcome.message})
+    return report
+
+
+def resolve(records: Iterable[EarningRecord], *, actor: str, note: str) -> Report:
+    report = Report()
+    ready, others = eligible(records, RESOLVABLE)
+    for record in others:
+        report.refuse(record, _("only earnings waiting for a human can be marked resolved"))
+    for record in ready:
+        if lifecycle.resolve(record, actor=actor, note=note):
+            report.done.append(record)
+        else:
+            report.refuse(record, changed_meanwhile())
+    return report
+
+
+def correct(record: EarningRecord, changes: dict[str, Any], *, actor: str) -> Report:
+    """Fix a rejected earning's customer data and send it again. Raises ``InvalidEarningRequest`` when the
+    corrected data is still not valid (nothing is changed then)."""
+    report = Report()
+    changes = {k: v for k, v in changes.items() if k in CORRECTABLE_FIELDS and v not in (None, "")}
+    if record.status not in CORRECTABLE:
+        report.refuse(record, _("only rejected earnings can be corrected"))
+        return report
+    if not changes:
+        report.refuse(record, _("nothing was changed"))
+        return report
+    try:
+        lifecycle.correct_and_requeue(record, changes, actor=actor)
+    except lifecycle.TransitionError:
+        report.refuse(record, changed_meanwhile())
+        return report
+    report.done.append(record)
+    queueing.request_drain_safely(record.account)
+    return report
+
+
+def resume(account: str, *, actor: str) -> int:
+    """Unpause the account, send its blocked earnings again, and wake a worker for it."""
+    count = lifecycle.resume_account(account, actor=actor)
+    queueing.request_drain_safely(account)
+    return count
