@@ -105,7 +105,10 @@ class EarningRecordAdmin(admin.ModelAdmin):
 
     @admin.display(description=gettext_lazy("reason / last error"))
     def last_error(self, obj: EarningRecord) -> str:
-        return display.last_error(obj)
+        return display.last_error_cell(obj)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        return super().changelist_view(request, {"title": _("Earnings"), **(extra_context or {})})
 
     # -- the earning page and its buttons ------------------------------------------------------------------------
     def get_urls(self) -> list:

@@ -55,6 +55,14 @@ def last_error(record: EarningRecord) -> str:
     return one_line(scrub(record.drift or record.status_reason))
 
 
+def last_error_cell(record: EarningRecord) -> SafeString | str:
+    """:func:`last_error` on one line of the list; the whole first line in the tooltip."""
+    text = last_error(record)
+    if not text:
+        return ""
+    return format_html('<span class="pe-oneline" title="{}">{}</span>', text, text)
+
+
 def age(moment: datetime | None, now: datetime | None = None) -> str:
     if moment is None:
         return "—"

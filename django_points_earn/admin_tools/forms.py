@@ -16,13 +16,8 @@ class ResolveForm(forms.Form):
         help_text=_("Kept in the earning's history with your name, e.g. “awarded by hand in the Points dashboard”."),
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
         max_length=1000,
+        error_messages={"required": _("Say what was done.")},
     )
-
-    def clean_note(self) -> str:
-        note = self.cleaned_data["note"].strip()
-        if not note:
-            raise forms.ValidationError(_("Say what was done."))
-        return note
 
 
 class CorrectForm(forms.Form):
