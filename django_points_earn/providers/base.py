@@ -9,6 +9,7 @@ queue, decided by the lifecycle from the result.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ FORBIDDEN = "forbidden"
 RESULT_STATUSES = (AWARDED, PENDING_ACTIVATION, DUPLICATE, REJECTED, RATE_LIMITED, UNAVAILABLE, UNAUTHORIZED, FORBIDDEN)
 
 MAX_STORED_BODY = 20_000  # characters of a platform answer kept on the attempt
+MAX_BODY_BYTES = 5 * 2**20  # an answer larger than this is not an answer we can use
 
 
 class PointsEarnError(Exception):
@@ -161,10 +163,17 @@ class BaseBackend:
         started = time.monotonic()
         try:
             response = self.session().request(
-                method, self.url(path), data=data, headers=headers, params=params, timeout=self.account.timeout
+                method,
+                self.url(path),
+                data=data,
+                headers=headers,
+                params=params,
+                timeout=self.account.timeout,
+                stream=True,
             )
-            # Read the whole body now, inside the timeout, so a cut-off stream is an error here.
-            _ = response.content
+            # Read the whole body now, bounded in time and size: a server that trickles bytes forever would
+            # otherwise never hit the per-read timeout, and hold the account lock past its lease.
+            _read_bounded(response, deadline=started + sum(self.account.timeout))
             return response, None, int((time.monotonic() - started) * 1000)
         except requests.RequestException as exc:
             return None, exc, int((time.monotonic() - started) * 1000)
@@ -183,8 +192,59 @@ class BaseBackend:
             return None, f"body is not JSON ({content_type}; {exc.msg} at character {exc.pos}): {snippet!r}"
 
 
+class AnswerTooSlow(requests.exceptions.ReadTimeout):
+    """The answer kept coming, a little at a time, past the whole-call deadline."""
+
+
+class AnswerTooLarge(requests.exceptions.ContentDecodingError):
+    """The answer was larger than MAX_BODY_BYTES."""
+
+
+def _read_bounded(response: requests.Response, *, deadline: float) -> None:
+    """Read the body, at most MAX_BODY_BYTES, and only until ``deadline``.
+
+    A blocking read of a trickling body returns only when a whole chunk has arrived, so the deadline is enforced by
+    a timer that shuts the socket down from outside; the blocked read then fails and is reported as too slow.
+    """
+    expired = threading.Event()
+
+    def abort() -> None:
+        expired.set()
+        connection = getattr(response.raw, "connection", None)
+        sock = getattr(connection, "sock", None)
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()), abort)
+    timer.daemon = True
+    timer.start()
+    chunks, size = [], 0
+    try:
+        for chunk in response.iter_content(chunk_size=65536):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise AnswerTooLarge(f"answer larger than {MAX_BODY_BYTES // 2**20} MB; stopped reading")
+    except requests.RequestException:
+        if expired.is_set():
+            raise AnswerTooSlow("the answer was still arriving after the whole-call timeout; stopped reading") from None
+        raise
+    finally:
+        timer.cancel()
+        response.close()
+    if expired.is_set():
+        raise AnswerTooSlow("the answer was still arriving after the whole-call timeout; stopped reading")
+    response._content = b"".join(chunks)  # what .content/.text/.json() read from now on
+    response._content_consumed = True
+
+
 def describe_exception(exc: BaseException) -> tuple[str, bool]:
     """A short message for a transport failure, and whether the platform may have received the request."""
+    if isinstance(exc, AnswerTooSlow | AnswerTooLarge):
+        return str(exc) + " (the platform may have acted)", True
     if isinstance(exc, requests.ConnectTimeout):
         return f"could not connect in time: {scrub(str(exc))}", False
     if isinstance(exc, requests.ReadTimeout):
