@@ -66,6 +66,7 @@ class DashboardAdmin(admin.ModelAdmin):
             attention=attention,
             oldest_queued_age=age(data.oldest_queued, data.now) if data.oldest_queued else "",
             awarded_24h=sum(n for _, n in data.hourly),
+            attention_limit=stats.ATTENTION_COUNT_LIMIT,
             chart=hourly_bars(
                 data.hourly, rtl=translation.get_language_bidi(), title=_("Earnings awarded per hour, last 24 hours")
             ),
