@@ -108,6 +108,8 @@ def test_retry_from_the_list_confirms_then_sends_once(admin_client, place_order,
     assert failed.status == Status.AWARDED
     assert points_api.awards("SO-FAIL") == 1 and points_api.awards("SO-OK") == 1
     assert failed.attempt_set.latest("number").outcome == "awarded"
+    timeline = admin_client.get(page(failed)).content.decode().split('id="pe-attempts"')[1]
+    assert timeline.count("sent again by admin") == 1  # only the attempt that followed the agent's retry
 
 
 def test_retry_button_on_the_earning_page(admin_client, place_order, points_api):

@@ -174,7 +174,9 @@ def test_agent_filters_failed_earnings_retries_one_and_sees_it_awarded(
 
     wait_for(awarded_on_the_page, 30, "the worker to award the retried earning")
     assert tab.locator("#pe-attempts tr.pe-attempt").count() == 6  # five failures, then the award
-    assert tab.locator("#pe-attempts tr.pe-attempt").last.get_attribute("data-outcome") == "awarded"
+    last = tab.locator("#pe-attempts tr.pe-attempt").last
+    assert last.get_attribute("data-outcome") == "awarded"
+    assert "sent again by agent" in last.inner_text()  # the worker's call, at the agent's request
     history = tab.locator("#pe-history").inner_text()
     assert "agent" in history and "sent again from the admin by agent" in history
     tab.screenshot(path=str(shots / "earning-page.png"), full_page=True)

@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
-from ..models import EarningAttempt, EarningEvent, EarningRecord
+from ..models import EarningAttempt, EarningEvent, EarningRecord, Status, Trigger
 from ..phones import mask_phone
 from ..providers.base import scrub
 from .actions import SPECS
@@ -53,28 +53,44 @@ def remote(record: EarningRecord) -> list[tuple[str, Any]]:
     ]
 
 
-def timeline(record: EarningRecord) -> tuple[list[dict[str, Any]], int]:
+def requested_by(attempts: list[EarningAttempt], events: list[EarningEvent]) -> dict[int, str]:
+    """Who asked for each attempt a worker made after a person (or reconcile) sent the earning again: the worker
+    makes the call, but the timeline should say it followed e.g. an agent's retry. Attempt id -> who."""
+    requeues = [e for e in events if e.to_status == Status.QUEUED and e.trigger in (Trigger.ADMIN, Trigger.RECONCILE)]
+    found, previous = {}, None
+    for attempt in attempts:
+        asked = [e for e in requeues if (previous is None or e.at > previous) and e.at <= attempt.started_at]
+        if asked:
+            e = asked[-1]
+            found[attempt.pk] = e.actor or e.get_trigger_display()
+        previous = attempt.started_at
+    return found
+
+
+def timeline(record: EarningRecord, events: list[EarningEvent]) -> tuple[list[dict[str, Any]], int]:
     """The newest attempts, oldest first, each with its body and answer ready to show; and how many are hidden."""
     attempts = list(EarningAttempt.objects.filter(record=record).order_by("-number")[: TIMELINE_LIMIT + 1])
     hidden = 0
     if len(attempts) > TIMELINE_LIMIT:
         hidden = EarningAttempt.objects.filter(record=record).count() - TIMELINE_LIMIT
         attempts = attempts[:TIMELINE_LIMIT]
+    attempts.reverse()
+    asked = requested_by(attempts, events)
     rows = [
         {
             "attempt": a,
+            "requested_by": asked.get(a.pk, ""),
             "error": scrub(a.error),
             "sent": pretty_json(a.request_body),
             "answer": pretty_text(a.response_body),
         }
-        for a in reversed(attempts)
+        for a in attempts
     ]
     return rows, hidden
 
 
-def history(record: EarningRecord) -> list[dict[str, Any]]:
-    events = list(EarningEvent.objects.filter(record=record).order_by("-at", "-id")[:TIMELINE_LIMIT])
-    labels = dict(type(record)._meta.get_field("status").choices)
+def history(events: list[EarningEvent]) -> list[dict[str, Any]]:
+    labels = dict(EarningRecord._meta.get_field("status").choices)
     return [
         {
             "event": e,
@@ -82,7 +98,7 @@ def history(record: EarningRecord) -> list[dict[str, Any]]:
             "to": labels.get(e.to_status, e.to_status),
             "note": scrub(e.note),
         }
-        for e in reversed(events)
+        for e in events
     ]
 
 
@@ -102,7 +118,9 @@ def buttons(request: HttpRequest, record: EarningRecord) -> list[dict[str, str]]
 
 
 def context(request: HttpRequest, record: EarningRecord) -> dict[str, Any]:
-    attempts, hidden_attempts = timeline(record)
+    events = list(EarningEvent.objects.filter(record=record).order_by("-at", "-id")[:TIMELINE_LIMIT])
+    events.reverse()
+    attempts, hidden_attempts = timeline(record, events)
     return {
         "record": record,
         "badge": badge(record),
@@ -114,7 +132,7 @@ def context(request: HttpRequest, record: EarningRecord) -> dict[str, Any]:
         "response_json": pretty_json(record.response),
         "attempts": attempts,
         "hidden_attempts": hidden_attempts,
-        "events": history(record),
+        "events": history(events),
         "buttons": buttons(request, record),
         "read_only": not any(spec.allowed(request) for spec in SPECS.values()),
     }
