@@ -16,12 +16,12 @@ from django.db.models import Min
 from django.utils import timezone
 from redis.exceptions import LockError
 
-from . import lifecycle, queueing
+from . import lifecycle, queueing, reversals
 from .conf import get_settings
-from .models import EarningRecord, Status, Trigger
+from .models import EarningRecord, Reversal, Status, Trigger
 from .phones import mask_phone
 from .providers import get_backend
-from .providers.base import UNAUTHORIZED, BaseBackend, EarnResult
+from .providers.base import REJECTED, UNAUTHORIZED, UNAVAILABLE, BaseBackend, EarnResult, PlatformError
 
 log = logging.getLogger("django_points_earn")
 
@@ -91,12 +91,12 @@ def drain_account(account_name: str, *, trigger: str = Trigger.WORKER, actor: st
         if report.paused:
             return report
         if time.monotonic() >= deadline:
-            if next_due(account_name) is not None:
+            if has_due(account_name):
                 queueing.request_drain(account_name, conn)
                 report.continued = True
             return report
         # A record committed while we held the lock had its own job bounce off the lock: look once more.
-        if next_due(account_name) is None:
+        if not has_due(account_name):
             return report
 
 
@@ -107,6 +107,12 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
             report.paused = True
             return
         record_id = next_due(account_name)
+        if record_id is None and (reversal_id := reversals.next_due(account_name)) is not None:
+            reversal = reversals.claim(reversal_id, lease_seconds=lease)
+            if reversal is not None:
+                outcome = send_reversal(reversal, backend, trigger=trigger, actor=actor)
+                report.outcomes[f"reversal_{outcome}"] = report.outcomes.get(f"reversal_{outcome}", 0) + 1
+            continue
         if record_id is None:
             wait = seconds_until_next(account_name)
             if wait is None or wait > max_wait or time.monotonic() + wait >= deadline:
@@ -152,6 +158,45 @@ def send_claimed(record: EarningRecord, backend: BaseBackend, *, trigger: str, a
         saved.status,
         result.http_status,
         result.duration_ms,
+        f": {result.message}" if result.message else "",
+    )
+    return saved.status
+
+
+def has_due(account: str) -> bool:
+    return next_due(account) is not None or reversals.next_due(account) is not None
+
+
+def send_reversal(reversal: Reversal, backend: BaseBackend, *, trigger: str, actor: str = "") -> str:
+    """One refund call for a claimed reversal: read the order first (once), then ask the platform to refund."""
+    record = reversal.record
+    if not hasattr(backend, "reverse"):
+        result = EarnResult(REJECTED, f"taking points back is not supported on {backend.provider} yet")
+        return reversals.complete(reversal, None, result, trigger=trigger).status
+    body = backend.refund_body(reversal.amount, f"{reversal.reason} [refund {reversal.refund_id}]".strip())
+    if reversal.remote_before is None:
+        try:
+            reversals.remember_remote_before(reversal, backend.snapshot(record.remote_id))
+        except PlatformError as exc:
+            result = EarnResult(UNAVAILABLE, f"could not read the order before refunding it: {exc}")
+            return reversals.complete(reversal, None, result, trigger=trigger).status
+    attempt = reversals.start_attempt(reversal, body, trigger=trigger, actor=actor)
+    result = backend.reverse(
+        record.remote_id,
+        body,
+        request_id=str(attempt.request_id),
+        before=reversal.remote_before,
+        outcome_unknown=reversal.outcome_unknown,
+    )
+    saved = reversals.complete(reversal, attempt, result, trigger=trigger)
+    log.info(
+        "refund %s of %s/%s attempt=%s -> %s (HTTP %s)%s",
+        reversal.refund_id,
+        record.account,
+        record.order_number,
+        attempt.number,
+        saved.status,
+        result.http_status,
         f": {result.message}" if result.message else "",
     )
     return saved.status

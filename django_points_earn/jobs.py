@@ -31,3 +31,9 @@ def reconcile(verify_remote: bool = False, retry_failed: bool = False, since_day
         return rec.run(options).as_dict()
     except rec.AlreadyRunning as exc:
         return {"skipped": str(exc)}
+
+
+def process_webhook(delivery_id: int) -> str:
+    from .webhooks import process
+
+    return process(delivery_id)

@@ -26,7 +26,7 @@ from .signals import earning_awarded, earning_failed
 log = logging.getLogger("django_points_earn")
 
 ALLOWED: dict[str, set[str]] = {
-    Status.QUEUED: {Status.SENDING, Status.REJECTED},
+    Status.QUEUED: {Status.SENDING, Status.REJECTED, Status.CANCELLED},
     Status.SENDING: {
         Status.AWARDED,
         Status.PENDING_ACTIVATION,
@@ -36,11 +36,12 @@ ALLOWED: dict[str, set[str]] = {
         Status.QUEUED,
         Status.SKIPPED,
     },
-    Status.REJECTED: {Status.QUEUED, Status.RESOLVED},
-    Status.BLOCKED: {Status.QUEUED, Status.RESOLVED},
-    Status.FAILED: {Status.QUEUED, Status.RESOLVED},
+    Status.REJECTED: {Status.QUEUED, Status.RESOLVED, Status.CANCELLED},
+    Status.BLOCKED: {Status.QUEUED, Status.RESOLVED, Status.CANCELLED},
+    Status.FAILED: {Status.QUEUED, Status.RESOLVED, Status.CANCELLED},
     Status.PENDING_ACTIVATION: {Status.AWARDED, Status.RESOLVED},
     Status.RESOLVED: set(),
+    Status.CANCELLED: set(),
     Status.AWARDED: {Status.REVERSED, Status.PARTIALLY_REVERSED},
     Status.PARTIALLY_REVERSED: {Status.REVERSED, Status.PARTIALLY_REVERSED},
     Status.REVERSED: set(),
@@ -223,7 +224,7 @@ def complete(
 
     with transaction.atomic():
         if attempt is not None:
-            _finish_attempt(attempt, result, now)
+            finish_attempt(attempt, result, now)
         moved = _move(record, Status.SENDING, to, fields, lease_token=record.lease_token)
         if not moved and to in (Status.AWARDED, Status.PENDING_ACTIVATION) and result.status != results.DUPLICATE:
             # Our lease was taken from us (a sweep thought this worker dead), yet the platform confirmed:
@@ -246,10 +247,25 @@ def complete(
             pause_account(record.account, pause_reason)
         saved = EarningRecord.objects.get(pk=record.pk)
         _announce(saved)
+        _release_reversals(saved)
     return saved
 
 
-def _finish_attempt(attempt: EarningAttempt, result: EarnResult, now: datetime) -> None:
+def _release_reversals(record: EarningRecord) -> None:
+    from .reversals import release_waiting
+
+    if release_waiting(record):
+        from .queueing import request_drain_safely
+
+        account = record.account
+        transaction.on_commit(lambda: request_drain_safely(account))
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+def finish_attempt(attempt: EarningAttempt, result: EarnResult, now: datetime) -> None:
     attempt.finished_at = now
     attempt.duration_ms = result.duration_ms
     attempt.http_status = result.http_status
@@ -485,3 +501,86 @@ def record_remote_check(
             _event(record, record.status, record.status, trigger, actor, note)
     record.remote_checked_at = now
     record.drift = drift[:255]
+
+
+# -- refunds and platform news -------------------------------------------------------------------------------------
+def cancel_unsent(record: EarningRecord, *, note: str, trigger: str = Trigger.CHECKOUT, actor: str = "") -> bool:
+    """A full refund before the earning was ever awarded: it will never be sent."""
+    now = timezone.now()
+    with transaction.atomic():
+        current = EarningRecord.objects.filter(pk=record.pk).values_list("status", flat=True).first()
+        if current not in (Status.QUEUED, Status.REJECTED, Status.FAILED, Status.BLOCKED):
+            return False
+        if not _move(
+            record,
+            current,
+            Status.CANCELLED,
+            {"completed_at": now, "next_attempt_at": None, "updated_at": now, "status_reason": note},
+        ):
+            return False
+        _event(record, current, Status.CANCELLED, trigger, actor, note)
+    record.status = Status.CANCELLED
+    return True
+
+
+def apply_reversal(
+    record: EarningRecord, *, note: str, trigger: str = Trigger.WORKER, actor: str = "", fully: bool | None = None
+) -> str:
+    """Points were taken back: the earning becomes partially or fully reversed, from the reversals' sum."""
+    from decimal import Decimal
+
+    from .models import Reversal, ReversalStatus
+
+    now = timezone.now()
+    done = Reversal.objects.filter(record_id=record.pk, status=ReversalStatus.REVERSED)
+    if fully is None:
+        total = record.total or Decimal("0")
+        amounts = list(done.values_list("amount", flat=True))
+        fully = any(a is None for a in amounts) or sum((a for a in amounts if a is not None), Decimal("0")) >= total
+    to = Status.REVERSED if fully else Status.PARTIALLY_REVERSED
+    with transaction.atomic():
+        current = EarningRecord.objects.filter(pk=record.pk).values_list("status", flat=True).first()
+        if current == to == Status.REVERSED or current not in (Status.AWARDED, Status.PARTIALLY_REVERSED):
+            return current or ""
+        _move(
+            record, current, to, {"updated_at": now, "status_reason": note, **({"completed_at": now} if fully else {})}
+        )
+        _event(record, current, to, trigger, actor, note)
+    return to
+
+
+def confirm_award(
+    record: EarningRecord,
+    *,
+    remote_id: str,
+    remote_reference: str = "",
+    points: Any = None,
+    note: str,
+    trigger: str = Trigger.WORKER,
+) -> bool:
+    """The platform told us (approved webhook) the id of an earning we only knew as pending or as a duplicate."""
+    now = timezone.now()
+    fields = {
+        "remote_id": remote_id[:64],
+        "remote_reference": remote_reference[:64],
+        "remote_status": "approved",
+        "updated_at": now,
+        "completed_at": now,
+        "status_reason": note,
+    }
+    if points is not None:
+        fields["points"] = points
+    with transaction.atomic():
+        if record.status == Status.PENDING_ACTIVATION:
+            moved = _move(record, Status.PENDING_ACTIVATION, Status.AWARDED, fields)
+        elif record.status == Status.AWARDED and not record.remote_id:
+            moved = EarningRecord.objects.filter(pk=record.pk, status=Status.AWARDED, remote_id="").update(**fields)
+        else:
+            return False
+        if not moved:
+            return False
+        _event(record, record.status, Status.AWARDED, trigger, "", note)
+        saved = EarningRecord.objects.get(pk=record.pk)
+        _announce(saved)
+        _release_reversals(saved)
+    return True

@@ -22,6 +22,7 @@ class Status(models.TextChoices):
     PARTIALLY_REVERSED = "partially_reversed", _("Partially reversed")
     SKIPPED = "skipped", _("Skipped")
     RESOLVED = "resolved", _("Resolved by hand")
+    CANCELLED = "cancelled", _("Cancelled before sending")
 
 
 # A human has to act on these (fix data, fix the account, retry).
@@ -121,6 +122,15 @@ class EarningAttempt(models.Model):
     """One call to the platform, written (committed) before the call and completed after it."""
 
     record = models.ForeignKey(EarningRecord, on_delete=models.CASCADE, related_name="attempt_set")
+    # Set when the call took points back (a refund) rather than awarding them.
+    reversal = models.ForeignKey(
+        "Reversal",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="attempt_set",
+        verbose_name=_("reversal"),
+    )
     number = models.PositiveIntegerField(_("number"))
     trigger = models.CharField(_("triggered by"), max_length=16, choices=Trigger.choices, default=Trigger.WORKER)
     actor = models.CharField(_("who"), max_length=150, blank=True)
@@ -192,3 +202,88 @@ class AccountState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account} ({'paused' if self.paused else 'active'})"
+
+
+class ReversalStatus(models.TextChoices):
+    WAITING = "waiting", _("Waiting for the earning")
+    QUEUED = "queued", _("Queued")
+    SENDING = "sending", _("Sending")
+    REVERSED = "reversed", _("Points taken back")
+    REJECTED = "rejected", _("Rejected")
+    FAILED = "failed", _("Failed")
+    CANCELLED = "cancelled", _("Nothing to take back")
+
+
+class Reversal(models.Model):
+    """One refund event of a paid order: the outbox row that takes (some of) its points back.
+
+    ``refund_id`` is the shop's refund reference: a refund that arrives twice is one reversal. ``amount`` None
+    means the whole remaining amount. ``source`` says whether the shop asked (``shop``) or the platform told us
+    about a refund made in its own dashboard (``platform``).
+    """
+
+    record = models.ForeignKey(
+        EarningRecord, on_delete=models.CASCADE, related_name="reversal_set", verbose_name=_("earning")
+    )
+    refund_id = models.CharField(_("refund reference"), max_length=100)
+    source = models.CharField(_("source"), max_length=16, default="shop")
+    amount = models.DecimalField(
+        _("amount"),
+        max_digits=14,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text=_("Empty: the whole remaining amount."),
+    )
+    reason = models.CharField(_("reason"), max_length=400, blank=True)
+    status = models.CharField(_("state"), max_length=16, choices=ReversalStatus.choices, default=ReversalStatus.WAITING)
+    status_reason = models.TextField(_("why"), blank=True)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    outcome_unknown = models.BooleanField(_("an earlier outcome is unknown"), default=False)
+    next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    lease_token = models.CharField(max_length=32, blank=True, editable=False)
+    # What the platform showed just before our first call: a later lookup that differs means our call landed.
+    remote_before = models.JSONField(null=True, blank=True, editable=False)
+    points = models.DecimalField(_("points taken back"), max_digits=14, decimal_places=2, null=True, blank=True)
+    remote_reference = models.CharField(_("platform reference"), max_length=100, blank=True)
+    response = models.JSONField(_("last platform answer"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("reversal")
+        verbose_name_plural = _("reversals")
+        constraints = [
+            models.UniqueConstraint(fields=["record", "refund_id"], name="points_earn_one_reversal_per_refund"),
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="points_earn_reversal_due")]
+        permissions = [("reverse_earningrecord", _("Can take points back (refunds)"))]
+
+    def __str__(self) -> str:
+        return f"{self.record.order_number} refund {self.refund_id} ({self.status})"
+
+
+class WebhookDelivery(models.Model):
+    """Every webhook delivery that passed the secret check, stored before it is processed (in a job)."""
+
+    account = models.CharField(_("account"), max_length=64)
+    event = models.CharField(_("event"), max_length=64)
+    order_uuid = models.CharField(_("platform id"), max_length=64, blank=True)
+    order_number = models.CharField(_("order number"), max_length=100, blank=True)
+    # Redeliveries share it; two different partial refunds of one order do not (see the Points contract, 8.5).
+    dedupe_key = models.CharField(max_length=64, unique=True)
+    payload = models.JSONField(_("payload"))
+    received_at = models.DateTimeField(_("received"), auto_now_add=True)
+    redeliveries = models.PositiveIntegerField(_("redeliveries"), default=0)
+    processed_at = models.DateTimeField(_("processed"), null=True, blank=True)
+    result = models.TextField(_("result"), blank=True)
+
+    class Meta:
+        verbose_name = _("webhook delivery")
+        verbose_name_plural = _("webhook deliveries")
+        indexes = [models.Index(fields=["processed_at"], name="points_earn_webhook_todo")]
+
+    def __str__(self) -> str:
+        return f"{self.event} {self.order_number or self.order_uuid}"

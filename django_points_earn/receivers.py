@@ -156,9 +156,10 @@ def connect_receivers() -> None:
     """Listen to our ``order_paid`` and, if configured, to the shop's own signal."""
     from django.utils.module_loading import import_string
 
-    from .signals import order_paid
+    from .signals import order_paid, order_refunded
 
     order_paid.connect(on_order_paid, dispatch_uid="django_points_earn.order_paid")
+    order_refunded.connect(on_order_refunded, dispatch_uid="django_points_earn.order_refunded")
     try:
         path = get_settings().order_paid_signal
     except ImproperlyConfigured:
@@ -168,3 +169,40 @@ def connect_receivers() -> None:
             import_string(path).connect(on_order_paid, dispatch_uid="django_points_earn.shop_signal")
         except ImportError:
             return  # reported by the system checks (points_earn.E006)
+
+
+def on_order_refunded(
+    sender: Any, order: Any = None, amount: Any = None, reason: str = "", refund_id: str | None = None, **kwargs: Any
+) -> None:
+    """``order_refunded``: record the reversal in the shop's transaction; a job sends it after commit. Never raises."""
+    try:
+        reversal = record_refund(order, amount=amount, reason=reason, refund_id=refund_id)
+    except Exception:
+        log.exception(
+            "could not record the refund of order %r; the refund itself continues", getattr(order, "pk", order)
+        )
+        return
+    if reversal is not None and reversal.status == "queued":
+        from .queueing import request_drain_safely
+
+        account = reversal.record.account
+        transaction.on_commit(lambda: request_drain_safely(account), robust=True)
+
+
+def record_refund(order: Any, *, amount: Any = None, reason: str = "", refund_id: str | None = None):
+    """Find the order's earning and record a reversal for this refund (idempotent per ``refund_id``).
+
+    Without a ``refund_id``, a full refund is keyed ``full`` and a partial one by its amount and reason, so a
+    repeated signal stays one reversal; pass the shop's own refund id to tell two equal partial refunds apart.
+    """
+    from .reversals import create
+
+    adapter = get_adapter()
+    account, number = adapter.get_account(order), str(adapter.get_order_number(order) or "").strip()
+    record = EarningRecord.objects.filter(account=account, order_number=number).first()
+    if record is None:
+        log.warning("refund of %s/%s: the order has no earning; nothing to take back", account, number)
+        return None
+    key = refund_id or ("full" if amount is None else f"{amount}:{reason}"[:100])
+    reversal, _ = create(record, refund_id=str(key), amount=amount, reason=reason or "")
+    return reversal

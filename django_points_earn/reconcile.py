@@ -103,7 +103,11 @@ def accounts_with_due_work(account: str | None = None) -> list[str]:
     )
     if account:
         qs = qs.filter(account=account)
-    return list(qs.values_list("account", flat=True).distinct().order_by())
+    from .reversals import accounts_with_due_work as with_due_reversals
+
+    names = set(qs.values_list("account", flat=True).distinct().order_by())
+    names |= {a for a in with_due_reversals() if not account or a == account}
+    return sorted(names - set(paused))
 
 
 def enqueue_due(*, account: str | None = None, dry_run: bool = False) -> list[str]:
@@ -119,7 +123,12 @@ def enqueue_due(*, account: str | None = None, dry_run: bool = False) -> list[st
 
 
 def sweep() -> SweepReport:
-    report = SweepReport(recovered_leases=recover_expired_leases())
+    from .reversals import recover_expired_leases as recover_reversals
+
+    from .webhooks import process_pending
+
+    report = SweepReport(recovered_leases=recover_expired_leases() + recover_reversals())
+    process_pending()
     try:
         report.drains_requested = enqueue_due()
     except Exception as exc:  # Redis down: the records are safe in the database; the next sweep tries again

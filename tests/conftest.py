@@ -102,12 +102,14 @@ def run_worker(burst: bool = True) -> None:
 
 def settle(max_rounds: int = 50) -> None:
     """Sweep and work until nothing is queued or sending (retries come due quickly in the test settings)."""
-    from django_points_earn.models import EarningRecord, Status
+    from django_points_earn.models import EarningRecord, Reversal, Status
     from django_points_earn.reconcile import sweep
 
     for _ in range(max_rounds):
         run_worker()
-        if not EarningRecord.objects.filter(status__in=[Status.QUEUED, Status.SENDING]).exists():
+        if not EarningRecord.objects.filter(status__in=[Status.QUEUED, Status.SENDING]).exists() and not (
+            Reversal.objects.filter(status__in=["queued", "sending"]).exists()
+        ):
             return
         time.sleep(0.1)
         sweep()

@@ -69,11 +69,13 @@ REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/15")
 RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300}}
 
 POINTS_API_KEY = "test-points-key-7Qx9"
+POINTS_WEBHOOK_SECRET = "test-webhook-secret-Qp2k"  # noqa: S105
 POINTS_EARN = {
     "ACCOUNTS": {
         "main": {
             "PROVIDER": "points",
             "API_KEY": POINTS_API_KEY,
+            "WEBHOOK_SECRET": POINTS_WEBHOOK_SECRET,
             "BASE_URL": env("POINTS_BASE_URL", default="https://sandbox.papp.sa/api/v1"),
         },
         "branch": {

@@ -186,6 +186,76 @@ class PointsBackend(BaseBackend):
         haystack = " ".join(texts).lower()
         return any(marker.lower() in haystack for marker in self.account.option("DUPLICATE_MARKERS", ()))
 
+    # -- refunds --------------------------------------------------------------------------------------------
+    def refund_body(self, amount: Decimal | None, reason: str) -> dict[str, Any]:
+        """``{}``-style full refund (the remaining amount) or ``{amount, reason}`` for a part."""
+        body: dict[str, Any] = {"reason": reason[:500]} if reason else {}
+        if amount is not None:
+            body["amount"] = to_json_number(amount)
+        return body
+
+    def snapshot(self, remote_id: str) -> dict[str, Any]:
+        """What the platform shows for the order now; compared after a refund call whose answer was lost."""
+        seen = self.lookup(remote_id)
+        data = _order_data(seen.body)
+        return {"found": seen.found, "order_status": seen.remote_status, "updated_at": data.get("updated_at")}
+
+    def reverse(
+        self,
+        remote_id: str,
+        body: dict[str, Any],
+        *,
+        request_id: str,
+        before: dict[str, Any] | None,
+        outcome_unknown: bool = False,
+    ) -> EarnResult:
+        """``POST /orders/{uuid}/refund``. After a lost answer, look first: a refund is never sent twice."""
+        if outcome_unknown and before is not None:
+            try:
+                now = self.snapshot(remote_id)
+            except PlatformError as exc:
+                return EarnResult(
+                    UNAVAILABLE, f"could not check whether the refund landed: {exc}", outcome_unknown=True
+                )
+            if now != before:
+                return EarnResult(
+                    AWARDED,
+                    f"the earlier refund call had landed (order now {now['order_status']})",
+                    remote_status=str(now["order_status"] or ""),
+                )
+        response, exc, duration = self.send("POST", f"orders/{remote_id}/refund", json_body=body, request_id=request_id)
+        result = self.classify_refund(response, exc)
+        result.duration_ms = duration
+        return result
+
+    def classify_refund(self, response: requests.Response | None, exc: BaseException | None) -> EarnResult:
+        if response is None:
+            message, unknown = describe_exception(exc) if exc else ("no answer", True)
+            return EarnResult(UNAVAILABLE, message=message, outcome_unknown=unknown)
+        code = response.status_code
+        body, not_json = self.parse_json(response)
+        common = {"http_status": code, "body": body, "raw_text": cut(scrub(response.text))}
+        message = scrub(str(body.get("message") or "")) if isinstance(body, dict) else ""
+        if 200 <= code < 300 and not not_json:
+            data = _order_data(body)
+            return EarnResult(
+                AWARDED,
+                f"refunded (order now {data.get('order_status')})",
+                remote_status=str(data.get("order_status") or ""),
+                **common,
+            )
+        if not_json or code >= 500 or code == 408:
+            return EarnResult(
+                UNAVAILABLE, f"Points answered HTTP {code}: {message or not_json}", outcome_unknown=True, **common
+            )
+        if code == 429:
+            return EarnResult(RATE_LIMITED, message or "busy", retry_after=_retry_after(response), **common)
+        if code == 400 and "api key" in message.lower():
+            return EarnResult(UNAUTHORIZED, f"Points refused the API key: {message}", **common)
+        if code == 403:
+            return EarnResult(FORBIDDEN, f"Points refused the merchant: {message}", **common)
+        return EarnResult(REJECTED, f"Points refused the refund (HTTP {code}): {message or 'no detail'}", **common)
+
     # -- lookup ---------------------------------------------------------------------------------------------
     def lookup(self, remote_id: str) -> LookupResult:
         response, exc, _ = self.send("GET", f"orders/{remote_id}")

@@ -1,0 +1,293 @@
+"""Refunds: the only writer of ``Reversal.status``, and the rules for when points can be taken back.
+
+A reversal is an outbox row like an earning: written in the shop's transaction, sent by the account's drain job
+under the account lock, with its attempts on the earning's timeline. Its first state depends on the earning's:
+
+- not sent yet, full refund        -> the earning is cancelled and nothing is ever sent;
+- in flight, pending activation, or awarded without a platform id -> ``waiting`` (released when that changes);
+- awarded                          -> ``queued``;
+- nothing was or will be awarded   -> ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q, Sum
+from django.utils import timezone
+
+from . import lifecycle
+from .adapters import InvalidEarningRequest, to_money
+from .conf import get_settings
+from .models import EarningAttempt, EarningRecord, Reversal, ReversalStatus, Status, Trigger
+from .providers import base as results
+from .providers.base import EarnResult
+
+log = logging.getLogger("django_points_earn")
+R = ReversalStatus
+
+NOT_SENT = (Status.QUEUED, Status.REJECTED, Status.FAILED, Status.BLOCKED)
+NOTHING_TO_TAKE = (Status.SKIPPED, Status.RESOLVED, Status.CANCELLED, Status.REVERSED)
+
+
+def reserved_amount(record: EarningRecord, *, exclude: int | None = None) -> Decimal:
+    """What earlier reversals of this earning already take back (a full one takes everything)."""
+    live = record.reversal_set.exclude(status__in=[R.CANCELLED, R.REJECTED])
+    if exclude:
+        live = live.exclude(pk=exclude)
+    if live.filter(amount__isnull=True).exists():
+        return record.total or Decimal("0")
+    return live.aggregate(s=Sum("amount"))["s"] or Decimal("0")
+
+
+def create(
+    record: EarningRecord, *, refund_id: str, amount: Any, reason: str, source: str = "shop"
+) -> tuple[Reversal, bool]:
+    """Record a refund of ``record`` (inside the caller's transaction). A repeated ``refund_id`` finds the first."""
+    existing = Reversal.objects.filter(record=record, refund_id=refund_id).first()
+    if existing:
+        return existing, False
+    status, why = _first_state(record, amount)
+    if status == R.REJECTED:
+        money = None
+    else:
+        money = None if amount is None else to_money(amount, "refund amount")
+    try:
+        with transaction.atomic():
+            reversal = Reversal.objects.create(
+                record=record,
+                refund_id=refund_id[:100],
+                source=source,
+                amount=money,
+                reason=(reason or "")[:400],
+                status=status,
+                status_reason=why,
+                next_attempt_at=timezone.now() if status == R.QUEUED else None,
+                completed_at=timezone.now() if status in (R.CANCELLED, R.REJECTED) else None,
+            )
+            if status == R.CANCELLED and record.status in NOT_SENT and amount is None:
+                lifecycle.cancel_unsent(record, note=f"refunded before it was sent (refund {refund_id})")
+    except IntegrityError:
+        return Reversal.objects.get(record=record, refund_id=refund_id), False
+    log.info("refund %s of %s/%s recorded as %s: %s", refund_id, record.account, record.order_number, status, why)
+    return reversal, True
+
+
+def _first_state(record: EarningRecord, amount: Any) -> tuple[str, str]:
+    if amount is not None:
+        try:
+            money = to_money(amount, "refund amount")
+        except InvalidEarningRequest as exc:
+            return R.REJECTED, str(exc)
+        if money <= 0:
+            return R.REJECTED, f"refund amount must be positive, not {money}"
+        remaining = (record.total or Decimal("0")) - reserved_amount(record)
+        if money > remaining:
+            return R.REJECTED, f"refund of {money} exceeds what is left to take back ({remaining})"
+    elif record.total is not None and reserved_amount(record) >= record.total:
+        return R.REJECTED, "everything earned has already been taken back"
+    if record.status in NOT_SENT:
+        if amount is None:
+            return R.CANCELLED, "the earning had not been sent: it is cancelled and nothing is sent"
+        return R.WAITING, "waits until the earning is awarded, then takes back its share"
+    if record.status == Status.SENDING:
+        return R.WAITING, "the earning is being sent right now: waits for its outcome"
+    if record.status == Status.PENDING_ACTIVATION:
+        return R.WAITING, (
+            "the customer has not activated their Points account, so the platform has no id for this earning yet: "
+            "waits for the approved webhook (or reconcile) to give it"
+        )
+    if record.status in (Status.AWARDED, Status.PARTIALLY_REVERSED):
+        if not record.remote_id:
+            return R.WAITING, "the platform id of this earning is unknown: waits for the webhook that gives it"
+        return R.QUEUED, ""
+    return R.CANCELLED, f"nothing to take back: the earning is {record.status}"
+
+
+def release_waiting(record: EarningRecord) -> int:
+    """The earning moved on: queue (or cancel) the reversals that waited for it. Returns how many were queued."""
+    waiting = list(Reversal.objects.filter(record=record, status=R.WAITING))
+    if not waiting:
+        return 0
+    now = timezone.now()
+    queued = 0
+    for reversal in waiting:
+        if record.status in (Status.AWARDED, Status.PARTIALLY_REVERSED) and record.remote_id:
+            queued += _move(reversal, R.WAITING, R.QUEUED, next_attempt_at=now, status_reason="")
+        elif record.status in NOTHING_TO_TAKE:
+            _move(
+                reversal,
+                R.WAITING,
+                R.CANCELLED,
+                completed_at=now,
+                status_reason=f"nothing to take back: the earning is {record.status}",
+            )
+        elif record.status in (Status.REJECTED, Status.FAILED) and reversal.amount is None:
+            # A fully refunded order must not be awarded by a later retry of its earning.
+            if lifecycle.cancel_unsent(
+                record, note=f"refunded while it could not be sent (refund {reversal.refund_id})"
+            ):
+                _move(
+                    reversal,
+                    R.WAITING,
+                    R.CANCELLED,
+                    completed_at=now,
+                    status_reason="the earning was never awarded; it is cancelled, nothing is sent",
+                )
+    return queued
+
+
+# -- the worker's path -----------------------------------------------------------------------------------------
+def claim(reversal_id: int, *, lease_seconds: float) -> Reversal | None:
+    now = timezone.now()
+    token = lifecycle.new_token()
+    won = Reversal.objects.filter(pk=reversal_id, status=R.QUEUED, next_attempt_at__lte=now).update(
+        status=R.SENDING, lease_expires_at=now + timedelta(seconds=lease_seconds), lease_token=token, updated_at=now
+    )
+    return Reversal.objects.select_related("record").get(pk=reversal_id) if won else None
+
+
+def start_attempt(reversal: Reversal, body: dict[str, Any], *, trigger: str, actor: str = "") -> EarningAttempt:
+    number = EarningAttempt.objects.filter(record_id=reversal.record_id).count() + 1
+    return EarningAttempt.objects.create(
+        record_id=reversal.record_id,
+        reversal=reversal,
+        number=number,
+        trigger=trigger,
+        actor=actor[:150],
+        request_body=body,
+        started_at=timezone.now(),
+    )
+
+
+def remember_remote_before(reversal: Reversal, snapshot: dict[str, Any]) -> None:
+    Reversal.objects.filter(pk=reversal.pk).update(remote_before=snapshot)
+    reversal.remote_before = snapshot
+
+
+def complete(
+    reversal: Reversal, attempt: EarningAttempt | None, result: EarnResult, *, trigger: str = Trigger.WORKER
+) -> Reversal:
+    """Record the platform's answer to a refund call and move the reversal (and its earning) on."""
+    now = timezone.now()
+    policy = get_settings().retry
+    fields: dict[str, Any] = {
+        "lease_token": "",
+        "lease_expires_at": None,
+        "updated_at": now,
+        "response": result.body if result.body is not None else None,
+    }
+    if result.status == results.AWARDED:  # the platform confirmed the points were taken back
+        to, fields["completed_at"], fields["status_reason"] = R.REVERSED, now, result.message
+        if result.remote_reference:
+            fields["remote_reference"] = result.remote_reference[:100]
+        if result.points is not None:
+            fields["points"] = result.points
+    elif result.status == results.RATE_LIMITED:
+        to = R.QUEUED
+        fields["next_attempt_at"] = now + timedelta(seconds=lifecycle.rate_limit_delay(result.retry_after))
+    elif result.status == results.UNAVAILABLE:
+        attempts = reversal.attempts + 1
+        fields.update(attempts=attempts, outcome_unknown=reversal.outcome_unknown or result.outcome_unknown)
+        if attempts >= int(policy["MAX_ATTEMPTS"]):
+            to, fields["completed_at"] = R.FAILED, now
+            fields["status_reason"] = f"gave up after {attempts} attempts: {result.message}"
+        else:
+            to = R.QUEUED
+            fields["next_attempt_at"] = now + timedelta(seconds=lifecycle.retry_delay(attempts))
+            fields["status_reason"] = f"attempt {attempts} failed ({result.message}); will retry"
+    else:  # rejected, duplicate, unauthorized, forbidden: a human decides
+        to, fields["completed_at"], fields["status_reason"] = R.REJECTED, now, result.message
+        if result.status in (results.UNAUTHORIZED, results.FORBIDDEN):
+            lifecycle.pause_account(reversal.record.account, result.message)
+    with transaction.atomic():
+        if attempt is not None:
+            lifecycle.finish_attempt(attempt, result, now)
+        if not _move(reversal, R.SENDING, to, claimed_by=reversal.lease_token, **fields):
+            return Reversal.objects.get(pk=reversal.pk)
+        if to == R.REVERSED:
+            lifecycle.apply_reversal(
+                reversal.record, note=f"refund {reversal.refund_id}: points taken back", trigger=trigger
+            )
+    return Reversal.objects.select_related("record").get(pk=reversal.pk)
+
+
+def recover_expired_leases() -> int:
+    """A reversal left ``sending`` by a killed worker: due again, outcome unknown (looked up before a resend)."""
+    return Reversal.objects.filter(status=R.SENDING, lease_expires_at__lt=timezone.now()).update(
+        status=R.QUEUED,
+        outcome_unknown=True,
+        attempts=F("attempts") + 1,
+        next_attempt_at=timezone.now(),
+        lease_token="",
+        lease_expires_at=None,
+        status_reason="the worker stopped during the call; checked first",
+    )
+
+
+def requeue(reversal: Reversal, *, actor: str, note: str = "") -> bool:
+    if reversal.status not in (R.FAILED, R.REJECTED):
+        return False
+    return _move(
+        reversal,
+        reversal.status,
+        R.QUEUED,
+        attempts=0,
+        next_attempt_at=timezone.now(),
+        completed_at=None,
+        status_reason=note or f"sent again by {actor}",
+    )
+
+
+def record_platform_refund(
+    record: EarningRecord, *, key: str, amount: Decimal | None, points: Decimal | None, reason: str, remote_status: str
+) -> bool:
+    """A refund made on the platform itself (its dashboard) that we did not send: keep it on the record."""
+    reversal, created = create(record, refund_id=key, amount=None, reason=reason, source="platform")
+    if not created:
+        return False
+    now = timezone.now()
+    Reversal.objects.filter(pk=reversal.pk).update(
+        status=R.REVERSED,
+        amount=amount,
+        points=points,
+        completed_at=now,
+        next_attempt_at=None,
+        status_reason=f"refunded on the platform ({remote_status})",
+    )
+    lifecycle.apply_reversal(
+        record,
+        note=f"refunded on the platform ({remote_status})",
+        trigger=Trigger.WORKER,
+        fully=remote_status in ("fully_refunded", "cancelled"),
+    )
+    return True
+
+
+def _move(reversal: Reversal, from_status: str, to: str, *, claimed_by: str | None = None, **fields: Any) -> bool:
+    qs = Reversal.objects.filter(pk=reversal.pk, status=from_status)
+    if claimed_by is not None:
+        qs = qs.filter(lease_token=claimed_by)
+    return qs.update(status=to, **fields) == 1
+
+
+def next_due(account: str) -> int | None:
+    return (
+        Reversal.objects.filter(record__account=account, status=R.QUEUED, next_attempt_at__lte=timezone.now())
+        .order_by("next_attempt_at", "id")
+        .values_list("id", flat=True)
+        .first()
+    )
+
+
+def accounts_with_due_work() -> list[str]:
+    return list(
+        Reversal.objects.filter(Q(status=R.QUEUED, next_attempt_at__lte=timezone.now()))
+        .values_list("record__account", flat=True)
+        .distinct()
+        .order_by()
+    )

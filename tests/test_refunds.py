@@ -1,0 +1,170 @@
+"""Refunds take points back: full and partial, at every timing, never twice (Points; the sandbox is the platform)."""
+
+import json
+from decimal import Decimal
+
+import pytest
+import requests
+import responses as responses_lib
+from django.conf import settings
+
+from django_points_earn import dispatch, lifecycle
+from django_points_earn.conf import get_settings
+from django_points_earn.models import EarningRecord, Reversal, ReversalStatus, Status
+from django_points_earn.providers import get_backend
+from django_points_earn.sandbox import register_responses
+from django_points_earn.signals import order_refunded
+from tests.conftest import POINTS_URL, run_worker, settle
+from tests.shop.models import Order
+
+pytestmark = pytest.mark.django_db(transaction=True)
+R = ReversalStatus
+
+
+def refund(order, amount=None, reason="customer returned it", refund_id=None):
+    order_refunded.send(sender=Order, order=order, amount=amount, reason=reason, refund_id=refund_id)
+
+
+def deliver(client, sandbox, since=0, *, secret=None):
+    """Send the sandbox's webhook events to our endpoint, as Points would."""
+    last = since
+    for event in sandbox.events_since(since):
+        response = client.post(
+            "/loyalty/webhooks/points/main/",
+            data=json.dumps(event["payload"]),
+            content_type="application/json",
+            headers={"X-Webhook-Secret": secret or settings.POINTS_WEBHOOK_SECRET, "X-Webhook-Event": event["event"]},
+        )
+        assert response.status_code == 200, response.content
+        last = event["seq"]
+    run_worker()  # the processing jobs
+    return last
+
+
+def ledger_order(sandbox, number):
+    return sandbox.ledger()["merchants"]["main"]["orders"][number]
+
+
+def test_full_refund_takes_every_point_back(place_order, points_api, client):
+    order = place_order("SO-FULL", lines=[("Abaya", "115.00", 1)])
+    settle()
+    refund(order, refund_id="RMA-1")
+    settle()
+    record = EarningRecord.objects.get()
+    reversal = record.reversal_set.get()
+    assert (record.status, reversal.status) == (Status.REVERSED, R.REVERSED)
+    remote = ledger_order(points_api, "SO-FULL")
+    assert remote["status"] == "fully_refunded"
+    assert remote["refunded_points"] == remote["points"] == 1150
+    deliver(client, points_api)
+    reversal.refresh_from_db()
+    assert reversal.points == 1150  # as the platform computed it, from its refunded webhook
+    assert list(record.attempt_set.values_list("outcome", flat=True)) == ["awarded", "awarded"]
+    assert record.attempt_set.filter(reversal=reversal).count() == 1
+
+
+def test_partial_refunds_add_up_and_never_exceed_what_was_earned(place_order, points_api, client):
+    order = place_order("SO-PART", lines=[("Dates", "50.00", 2)])  # 100 SAR -> 1000 points
+    settle()
+    refund(order, Decimal("30"), refund_id="R-1")
+    settle()
+    record = EarningRecord.objects.get()
+    assert record.status == Status.PARTIALLY_REVERSED
+    refund(order, Decimal("30"), refund_id="R-1")  # the same refund again: one reversal
+    refund(order, Decimal("80"), refund_id="R-2")  # more than the 70 left
+    refund(order, Decimal("70"), refund_id="R-3")
+    settle()
+    record.refresh_from_db()
+    by_id = {r.refund_id: r for r in record.reversal_set.all()}
+    assert set(by_id) == {"R-1", "R-2", "R-3"}
+    assert by_id["R-2"].status == R.REJECTED
+    assert "exceeds what is left to take back (70.00)" in by_id["R-2"].status_reason
+    assert (by_id["R-1"].status, by_id["R-3"].status) == (R.REVERSED, R.REVERSED)
+    assert record.status == Status.REVERSED
+    deliver(client, points_api)
+    by_id = {r.refund_id: r for r in record.reversal_set.all()}
+    assert (by_id["R-1"].points, by_id["R-3"].points) == (300, 700)  # the sandbox's proportional shares
+    assert ledger_order(points_api, "SO-PART")["refunded_points"] == 1000
+
+
+def test_refund_before_the_earning_was_sent_sends_nothing(place_order, points_api, clean_redis):
+    order = place_order("SO-EARLY")
+    refund(order)  # before any worker ran
+    settle()
+    record = EarningRecord.objects.get()
+    assert record.status == Status.CANCELLED
+    assert record.reversal_set.get().status == R.CANCELLED
+    assert points_api.ledger()["merchants"]["main"]["calls"] == 0
+
+
+def test_refund_while_the_earning_is_in_flight_waits_then_reverses(place_order, points_api):
+    order = place_order("SO-FLIGHT")
+    record = lifecycle.claim(EarningRecord.objects.get().pk, lease_seconds=30)  # a worker has it, mid-call
+    refund(order, refund_id="R-F")
+    reversal = Reversal.objects.get()
+    assert reversal.status == R.WAITING
+    assert "being sent right now" in reversal.status_reason
+    dispatch.send_claimed(record, get_backend(get_settings().account("main")), trigger="worker")  # call returns
+    reversal.refresh_from_db()
+    assert reversal.status == R.QUEUED
+    settle()
+    assert EarningRecord.objects.get().status == Status.REVERSED
+    assert ledger_order(points_api, "SO-FLIGHT")["status"] == "fully_refunded"
+
+
+def test_refund_of_a_pending_earning_waits_for_its_uuid(place_order, points_api, client):
+    order = place_order("SO-PEND", phone="0500000003")
+    settle()
+    refund(order, refund_id="R-P")
+    reversal = Reversal.objects.get()
+    assert reversal.status == R.WAITING
+    assert "has not activated their Points account" in reversal.status_reason
+    settle()
+    assert Reversal.objects.get().status == R.WAITING  # nothing can be sent yet
+
+    points_api.activate("0500000003")  # the customer activates; Points sends `approved`
+    deliver(client, points_api)
+    record = EarningRecord.objects.get()
+    assert (record.status, bool(record.remote_id)) == (Status.REVERSED, True)
+    assert Reversal.objects.get().status == R.REVERSED
+    assert ledger_order(points_api, "SO-PEND")["status"] == "fully_refunded"
+
+
+def test_refund_retried_after_a_timeout_that_had_succeeded_is_sent_once(place_order, sandbox):
+    refund_calls = []
+
+    def flaky_refund(request):
+        answer = sandbox.handle(
+            "POST", request.path_url.split("/api/v1", 1)[1], dict(request.headers), request.body or b""
+        )
+        refund_calls.append(answer.status)
+        if len(refund_calls) == 1:
+            raise requests.ReadTimeout("read timed out")  # the platform refunded; we never heard
+        return answer.status, answer.headers, answer.body
+
+    with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.add_callback(responses_lib.POST, _refund_url_regex(), callback=flaky_refund)
+        register_responses(rsps, sandbox, POINTS_URL)
+        order = place_order("SO-LOST")
+        settle()
+        refund(order, Decimal("10"), refund_id="R-L")
+        settle()
+    reversal = Reversal.objects.get()
+    assert reversal.status == R.REVERSED
+    assert "had landed" in reversal.status_reason
+    assert refund_calls == [200]  # one refund call reached the platform; the retry only looked
+    assert ledger_order(sandbox, "SO-LOST")["refunded_amount"] == 10.0
+    assert EarningRecord.objects.get().status == Status.PARTIALLY_REVERSED
+
+
+def _refund_url_regex():
+    import re
+
+    return re.compile(re.escape(POINTS_URL) + r"/orders/[^/]+/refund$")
+
+
+def test_refund_of_an_order_without_earning_is_logged_not_raised(place_order, caplog):
+    order = Order.objects.create(number="SO-NONE", phone="0512345678", paid=True)
+    refund(order)
+    assert "the order has no earning" in caplog.text
+    assert not Reversal.objects.exists()
