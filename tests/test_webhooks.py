@@ -157,3 +157,76 @@ def test_delivery_stored_while_redis_is_down_is_processed_by_the_sweep(client, p
     WebhookDelivery.objects.update(received_at=timezone.now() - timedelta(minutes=1))
     sweep()
     assert EarningRecord.objects.get().status == Status.AWARDED
+
+
+def test_register_webhook_keeps_the_secret_off_the_screen(points_api, tmp_path):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    secret_file = tmp_path / "points_webhook_secret"
+    out = StringIO()
+    call_command(
+        "points_webhook_register",
+        "--account",
+        "main",
+        "--url",
+        "https://shop.example/loyalty/webhooks/points/main/",
+        "--secret-file",
+        str(secret_file),
+        stdout=out,
+    )
+    secret = secret_file.read_text()
+    assert len(secret) == 60
+    assert oct(secret_file.stat().st_mode & 0o777) == "0o600"
+    assert secret not in out.getvalue() and "Registered webhook" in out.getvalue()
+    listed = StringIO()
+    call_command("points_webhook_register", "--account", "main", "--list", stdout=listed)
+    assert "https://shop.example/loyalty/webhooks/points/main/" in listed.getvalue()
+    assert secret not in listed.getvalue()
+
+
+def test_sandbox_delivers_duplicated_and_reordered_with_its_secret(client, place_order, points_api, settings):
+    """The whole loop: register with the sandbox, use its secret, receive its webhooks shuffled and twice."""
+    from django_points_earn.conf import clear_cache
+    from django_points_earn.providers import get_backend
+    from django_points_earn.sandbox.webhook_sender import WebhookSender
+
+    hook = get_backend(settings_account()).register_webhook("tests", "http://testserver" + URL)
+    accounts = {**settings.POINTS_EARN["ACCOUNTS"]}
+    accounts["main"] = {**accounts["main"], "WEBHOOK_SECRET": hook["secret"]}
+    settings.POINTS_EARN = {**settings.POINTS_EARN, "ACCOUNTS": accounts}
+    clear_cache()
+
+    def via_test_client(url, body, headers):
+        return client.post(
+            url.removeprefix("http://testserver"),
+            data=body,
+            content_type="application/json",
+            headers={k: v for k, v in headers.items() if k != "Content-Type"},
+        ).status_code
+
+    place_order("SO-W1", phone="0500000003", lines=[("Kahwa", "60.00", 1)])
+    place_order("SO-W2", lines=[("Dates", "100.00", 1)])
+    settle()
+    points_api.activate("0500000003")
+    w2 = EarningRecord.objects.get(order_number="SO-W2")
+    dashboard_refund(w2, 30)
+    dashboard_refund(w2, 20)
+    deliveries = WebhookSender(points_api, transport=via_test_client, seed=3).deliver(duplicate=True, reorder=True)
+    # approved (SO-W2 on award), approved (SO-W1 on activation), two refunds: each delivered twice
+    assert len(deliveries) == 8 and {d.status for d in deliveries} == {200}
+    run_worker()
+    assert WebhookDelivery.objects.count() == 4
+    assert sum(WebhookDelivery.objects.values_list("redeliveries", flat=True)) == 4
+    w1 = EarningRecord.objects.get(order_number="SO-W1")
+    assert (w1.status, bool(w1.remote_id)) == (Status.AWARDED, True)
+    w2.refresh_from_db()
+    assert w2.status == Status.PARTIALLY_REVERSED
+    assert sorted(w2.reversal_set.values_list("points", flat=True)) == [200, 300]
+
+
+def settings_account():
+    from django_points_earn.conf import get_settings
+
+    return get_settings().account("main")

@@ -256,6 +256,33 @@ class PointsBackend(BaseBackend):
             return EarnResult(FORBIDDEN, f"Points refused the merchant: {message}", **common)
         return EarnResult(REJECTED, f"Points refused the refund (HTTP {code}): {message or 'no detail'}", **common)
 
+    # -- webhook registration -------------------------------------------------------------------------------
+    def register_webhook(self, name: str, url: str) -> dict[str, Any]:
+        """``POST /webhooks``: returns the webhook resource, secret included (the caller keeps it safe)."""
+        response, exc, _ = self.send("POST", "webhooks", json_body={"name": name, "url": url})
+        if response is None:
+            raise PlatformError(describe_exception(exc)[0] if exc else "no answer")
+        body, not_json = self.parse_json(response)
+        data = _order_data(body)
+        if response.status_code != 200 or not_json or not data.get("secret"):
+            message = body.get("message") if isinstance(body, dict) else not_json
+            raise PlatformError(
+                f"Points refused the webhook (HTTP {response.status_code}): {scrub(str(message))}",
+                http_status=response.status_code,
+            )
+        return data
+
+    def list_webhooks(self) -> list[dict[str, Any]]:
+        """``GET /webhooks``, without the secrets."""
+        response, exc, _ = self.send("GET", "webhooks")
+        if response is None or response.status_code != 200:
+            raise PlatformError(
+                f"could not list webhooks: {describe_exception(exc)[0] if exc else response.status_code}"
+            )
+        body, _ = self.parse_json(response)
+        items = body.get("data") if isinstance(body, dict) else body
+        return [{k: v for k, v in w.items() if k != "secret"} for w in (items or []) if isinstance(w, dict)]
+
     # -- lookup ---------------------------------------------------------------------------------------------
     def lookup(self, remote_id: str) -> LookupResult:
         response, exc, _ = self.send("GET", f"orders/{remote_id}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import secrets
 import threading
 import time
 import uuid
@@ -167,6 +168,8 @@ class _Merchant:
         self.max_concurrency = 0
         self.responses: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
+        # Registered webhook endpoints (POST /v1/webhooks): each receives every event of the merchant.
+        self.webhooks: list[dict[str, Any]] = getattr(self, "webhooks", [])
 
 
 @dataclass
@@ -466,6 +469,47 @@ class PointsSandbox:
             return _validation_error({"order_number": [TAKEN]})
         return _error(int(mode), DUPLICATE)
 
+    def _register_webhook(
+        self, m: _Merchant, params: dict[str, str], body: bytes, simulate_slow: bool
+    ) -> SandboxResponse:
+        """``POST /v1/webhooks {name, url}``: 400 when the URL is already registered for this merchant."""
+        data, bad = _parse_body(body)
+        if bad is not None:
+            return bad
+        errors: dict[str, list[str]] = {}
+        name = _optional_string(data, "name", 255, errors)
+        url = _optional_string(data, "url", 500, errors)
+        for field_name, value in (("name", name), ("url", url)):
+            if not value and field_name not in errors:
+                errors[field_name] = [f"The {field_name} field is required."]
+        if errors:
+            return _validation_error(errors)
+        with self._state:
+            if any(w["url"] == url for w in m.webhooks):
+                return _error(400, "This URL is already registered for this merchant")
+            now = _iso(_now())
+            hook = {
+                "uuid": str(uuid.uuid4()),
+                "name": name,
+                "url": url,
+                "secret": secrets.token_urlsafe(45)[:60],
+                "created_at": now,
+                "updated_at": now,
+                "delivered_seq": len(self.events),
+            }
+            m.webhooks.append(hook)
+            return _ok({k: v for k, v in hook.items() if k != "delivered_seq"})
+
+    def _list_webhooks(self, m: _Merchant, params: dict[str, str], body: bytes, simulate_slow: bool) -> SandboxResponse:
+        with self._state:
+            hooks = [{k: v for k, v in w.items() if k != "delivered_seq"} for w in m.webhooks]
+        return _ok(hooks)
+
+    def webhook_endpoints(self, merchant: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """(merchant name, endpoint) pairs, for the sender."""
+        with self._state:
+            return [(m.name, w) for m in self._merchants.values() if merchant in (None, m.name) for w in m.webhooks]
+
     def _get_order(self, m: _Merchant, params: dict[str, str], body: bytes, simulate_slow: bool) -> SandboxResponse:
         with self._state:
             order = self._find(m, params["uuid"])
@@ -712,6 +756,8 @@ _ROUTES: list[tuple[str, re.Pattern[str], _Route]] = [
     ("GET", re.compile(r"/orders/(?P<uuid>[^/]+)"), PointsSandbox._get_order),
     ("POST", re.compile(r"/orders/(?P<uuid>[^/]+)/refund"), PointsSandbox._refund),
     ("POST", re.compile(r"/orders/(?P<uuid>[^/]+)/cancel"), PointsSandbox._cancel),
+    ("POST", re.compile(r"/webhooks"), PointsSandbox._register_webhook),
+    ("GET", re.compile(r"/webhooks"), PointsSandbox._list_webhooks),
 ]
 
 
