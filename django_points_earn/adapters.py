@@ -51,11 +51,18 @@ def to_money(value: Any, what: str) -> Decimal:
 
 @dataclass
 class Line:
+    """One order line. ``unit_price`` is one unit before discounts and without tax (as the order's ``tax_amount``
+    is added on top). ``tax`` and ``discount`` are optional amounts for the whole line; when they are given they
+    are part of the order's ``tax_amount`` and ``discount_amount``, not on top of them (fabric sends them per item).
+    """
+
     name: str
     unit_price: Decimal
     quantity: int
     sku: str | None = None
     category: str | None = None
+    tax: Decimal | None = None
+    discount: Decimal | None = None
 
 
 @dataclass
@@ -110,6 +117,13 @@ class EarningRequest:
                 line.quantity = int(qty)
             if line.quantity < 1:
                 raise InvalidEarningRequest(f"line {i + 1} quantity is {line.quantity}; at least 1", field=f"lines.{i}")
+            for name in ("tax", "discount"):
+                value = getattr(line, name)
+                if value is not None:
+                    value = to_money(value, f"line {i + 1} {name}")
+                    if value < 0:
+                        raise InvalidEarningRequest(f"line {i + 1} {name} is negative ({value})", field=f"lines.{i}")
+                    setattr(line, name, value)
         for name in ("shipping_amount", "tax_amount", "discount_amount"):
             value = getattr(self, name)
             if value is not None:

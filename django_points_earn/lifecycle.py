@@ -192,6 +192,11 @@ def complete(
     elif result.status == results.REJECTED:
         to = Status.REJECTED
         fields.update(response=result.body, completed_at=now, next_attempt_at=None)
+    elif result.status == results.SKIPPED:
+        # Found out at send time that the order earns nothing (e.g. the customer is no fabric member and the
+        # account says to skip them): final, like a skip decided at checkout; nothing was awarded.
+        to = Status.SKIPPED
+        fields.update(response=result.body, completed_at=now, next_attempt_at=None)
     elif result.status in (results.UNAUTHORIZED, results.FORBIDDEN):
         to = Status.BLOCKED
         fields.update(response=result.body, next_attempt_at=None)

@@ -32,7 +32,15 @@ def test_paid_order_is_recorded_with_the_frozen_payload(place_order):
         "name": "Sara",
     }
     assert record.request["lines"] == [
-        {"name": "Cappuccino", "unit_price": "18.50", "quantity": 2, "sku": None, "category": None}
+        {
+            "name": "Cappuccino",
+            "unit_price": "18.50",
+            "quantity": 2,
+            "sku": None,
+            "category": None,
+            "tax": None,
+            "discount": None,
+        }
     ]
 
 

@@ -12,6 +12,7 @@ import json
 import socket
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -31,7 +32,20 @@ RATE_LIMITED = "rate_limited"
 UNAVAILABLE = "unavailable"
 UNAUTHORIZED = "unauthorized"
 FORBIDDEN = "forbidden"
-RESULT_STATUSES = (AWARDED, PENDING_ACTIVATION, DUPLICATE, REJECTED, RATE_LIMITED, UNAVAILABLE, UNAUTHORIZED, FORBIDDEN)
+# Not eligible after all, found out only at send time (e.g. fabric: the customer is no member, and the account says
+# that means "skip"). The lifecycle records it as ``skipped``.
+SKIPPED = "skipped"
+RESULT_STATUSES = (
+    AWARDED,
+    PENDING_ACTIVATION,
+    DUPLICATE,
+    REJECTED,
+    RATE_LIMITED,
+    UNAVAILABLE,
+    UNAUTHORIZED,
+    FORBIDDEN,
+    SKIPPED,
+)
 
 MAX_STORED_BODY = 20_000  # characters of a platform answer kept on the attempt
 MAX_BODY_BYTES = 5 * 2**20  # an answer larger than this is not an answer we can use
@@ -89,9 +103,25 @@ class LookupResult:
     http_status: int | None = None
 
 
+# Secrets that exist only at run time (fabric's bearer tokens): scrubbed like the configured ones. Bounded, since
+# a long-running worker fetches a new token every few minutes.
+_runtime_secrets: deque[str] = deque(maxlen=64)
+_runtime_lock = threading.Lock()
+
+
+def remember_secret(value: str) -> None:
+    """Scrub ``value`` (e.g. an access token) from every text that goes through :func:`scrub` from now on."""
+    if value and len(value) >= 8:
+        with _runtime_lock:
+            if value not in _runtime_secrets:
+                _runtime_secrets.append(value)
+
+
 def scrub(text: str) -> str:
-    """Remove any configured secret from text that may reach a log, a record or the admin."""
-    for secret in all_secret_values():
+    """Remove any configured secret or live token from text that may reach a log, a record or the admin."""
+    with _runtime_lock:
+        runtime = list(_runtime_secrets)
+    for secret in [*all_secret_values(), *runtime]:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
     return text
@@ -151,9 +181,22 @@ class BaseBackend:
     def url(self, path: str) -> str:
         return f"{self.account.base_url}/{path.lstrip('/')}"
 
-    def send(self, method: str, path: str, *, json_body: Any = None, request_id: str = "", params: Any = None):
-        """Make one HTTP call. Returns ``(response | None, exception | None, duration_ms)``; never raises."""
-        headers = {**self.auth_headers()}
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        request_id: str = "",
+        params: Any = None,
+        headers: dict[str, str] | None = None,
+    ):
+        """Make one HTTP call. Returns ``(response | None, exception | None, duration_ms)``; never raises.
+
+        ``headers`` are added to :meth:`auth_headers` (fabric passes its bearer token per call, so that it can
+        refresh it on a 401 and send again).
+        """
+        headers = {**self.auth_headers(), **(headers or {})}
         if request_id:
             headers["X-Request-Id"] = request_id
         data = None
