@@ -1,24 +1,28 @@
 """A faithful local fake of the loyalty platforms, for demos, staging and tests (DESIGN.md, "The sandbox").
 
-``PointsSandbox`` is the platform itself (state, validation, faults, ledger); ``SandboxServer``/``serve``
-put it on a loopback HTTP port; ``register_responses`` plugs it into ``responses`` for in-process tests.
+``PointsSandbox`` and ``FabricSandbox`` are the platforms themselves (state, validation, faults, ledger);
+``SandboxServer``/``serve`` put them on a loopback HTTP port; ``register_responses`` and
+``register_fabric_responses`` plug them into ``responses`` for in-process tests.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from .fabric import FabricSandbox
 from .points import DUPLICATE_MODES, FAULT_KINDS, Faults, PointsSandbox, SandboxResponse, raising_timeouts
 from .server import SandboxServer, serve
 
 __all__ = [
     "DUPLICATE_MODES",
     "FAULT_KINDS",
+    "FabricSandbox",
     "Faults",
     "PointsSandbox",
     "SandboxResponse",
     "SandboxServer",
     "raising_timeouts",
+    "register_fabric_responses",
     "register_responses",
     "serve",
 ]
@@ -26,8 +30,8 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # ``responses`` is a test dependency: import it only when someone asks for the responses transport.
-    if name == "register_responses":
-        from .responses_mock import register_responses
+    if name in ("register_responses", "register_fabric_responses"):
+        from . import responses_mock
 
-        return register_responses
+        return getattr(responses_mock, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,9 +1,10 @@
-"""The sandbox inside ``responses``: fast in-process tests that still talk to a stateful Points.
+"""The sandboxes inside ``responses``: fast in-process tests that still talk to a stateful platform.
 
     with responses.RequestsMock() as rsps:
         sandbox = PointsSandbox()
         register_responses(rsps, sandbox)
         requests.post("https://sandbox.papp.sa/api/v1/orders/earning", json=..., headers=...)
+        register_fabric_responses(rsps, FabricSandbox())  # fabric's API and token endpoint, on one mock
 
 Latency really sleeps (so concurrent callers overlap for real); a ``slow`` fault raises ``ReadTimeout``
 at once after the work is done, and ``reset`` raises ``ConnectionError`` with nothing done.
@@ -12,15 +13,20 @@ at once after the work is done, and ``reset`` raises ``ConnectionError`` with no
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 import responses
 
-from .points import PointsSandbox, raising_timeouts
+from .fabric import FabricSandbox
+from .points import PointsSandbox, SandboxResponse, raising_timeouts
 
 DEFAULT_BASE_URL = "https://sandbox.papp.sa/api/v1"
+# Reserved .test names: a request that escapes the mock can never reach a real fabric tenant.
+DEFAULT_FABRIC_BASE_URL = "https://loyalty.fabric.test/api"
+DEFAULT_FABRIC_TOKEN_URL = "https://login.fabric.test/oauth2/default/v1/token"  # noqa: S105 - a URL
 
 
 class _SandboxCallback(responses.CallbackResponse):
@@ -40,9 +46,32 @@ def register_responses(
     rsps: responses.RequestsMock, sandbox: PointsSandbox, base_url: str = DEFAULT_BASE_URL
 ) -> responses.BaseResponse:
     """Route every request under ``base_url`` (any method) to ``sandbox.handle``; returns the registration."""
+    return _register(rsps, base_url, sandbox.handle, "points")
+
+
+def register_fabric_responses(
+    rsps: responses.RequestsMock,
+    sandbox: FabricSandbox,
+    base_url: str = DEFAULT_FABRIC_BASE_URL,
+    token_url: str = DEFAULT_FABRIC_TOKEN_URL,
+) -> tuple[responses.BaseResponse, responses.BaseResponse]:
+    """Route ``base_url`` to the fabric sandbox's API and ``token_url`` to its token endpoint."""
+    api = _register(rsps, base_url, sandbox.handle_api, "fabric")
+    token = _register(rsps, token_url, sandbox.handle_token, "fabric", exact=True)
+    return api, token
+
+
+def _register(
+    rsps: responses.RequestsMock,
+    base_url: str,
+    handle: Callable[..., SandboxResponse],
+    name: str,
+    *,
+    exact: bool = False,
+) -> responses.BaseResponse:
     base_url = base_url.rstrip("/")
     base_path = urlsplit(base_url).path
-    pattern = re.compile(re.escape(base_url) + r"(?:[/?].*)?$")
+    pattern = re.compile(re.escape(base_url) + (r"(?:\?.*)?$" if exact else r"(?:[/?].*)?$"))
 
     def callback(request: requests.PreparedRequest) -> tuple[int, dict[str, str], Any]:
         parts = urlsplit(str(request.url))
@@ -51,15 +80,15 @@ def register_responses(
             path += "?" + parts.query
         body = request.body if isinstance(request.body, bytes | str) else None
         with raising_timeouts():
-            answer = sandbox.handle(request.method or "GET", path, dict(request.headers), body)
+            answer = handle(request.method or "GET", path, dict(request.headers), body)
         if answer.fault == "timeout":
-            return 0, {}, requests.exceptions.ReadTimeout("Read timed out. (points sandbox: slow fault)")
+            return 0, {}, requests.exceptions.ReadTimeout(f"Read timed out. ({name} sandbox: slow fault)")
         if answer.fault == "reset":
             return (
                 0,
                 {},
                 requests.exceptions.ConnectionError(
-                    "Connection aborted: connection reset by peer (points sandbox: reset fault)"
+                    f"Connection aborted: connection reset by peer ({name} sandbox: reset fault)"
                 ),
             )
         return answer.status, answer.headers, answer.body

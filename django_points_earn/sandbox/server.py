@@ -1,8 +1,8 @@
 """The sandbox over real HTTP: a threaded server on a loopback address, in a background thread.
 
-Platforms are mounted under path prefixes (Points under ``/api/v1``, its test controls under
-``/__sandbox__``), so another platform can join later under its own prefix:
-``server.mount("/fabric/api", fabric.handle)``.
+Platforms are mounted under path prefixes: Points under ``/api/v1`` (its test controls under ``/__sandbox__``),
+fabric under ``/fabric`` (API at ``/fabric/api``, token endpoint at ``/fabric/oauth2/default/v1/token``, test
+controls under ``/__sandbox__/fabric``). ``server.mount(prefix, handler)`` adds others.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 import socket
 import socketserver
 import struct
@@ -19,12 +20,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from .fabric import API_PREFIX as FABRIC_API
+from .fabric import TOKEN_PATH as FABRIC_TOKEN_PATH
+from .fabric import FabricSandbox
 from .points import PointsSandbox, SandboxResponse
 
 logger = logging.getLogger(__name__)
 
 POINTS_PREFIX = "/api/v1"
 CONTROL_PREFIX = "/__sandbox__"
+FABRIC_PREFIX = "/fabric"
+FABRIC_CONTROL_PREFIX = "/__sandbox__/fabric"
 
 # (method, path relative to the mount, headers, body) -> response
 Handler = Callable[[str, str, Mapping[str, str], bytes], SandboxResponse]
@@ -47,18 +53,26 @@ def check_loopback(host: str) -> str:
 
 
 class SandboxServer:
-    """A threaded HTTP server for a sandbox, in a background thread; also a context manager::
+    """A threaded HTTP server for the sandboxes, in a background thread; also a context manager::
 
-        with SandboxServer(PointsSandbox()) as server:
+        with SandboxServer(PointsSandbox(), fabric=FabricSandbox()) as server:
             requests.post(server.points_base_url + "/orders/earning", ...)
+            requests.post(server.fabric_token_url, ...)
 
-    ``port=0`` picks a free port; read it back from :attr:`url` once started.
+    ``port=0`` picks a free port; read it back from :attr:`url` once started. Either platform may be left out.
     """
 
     def __init__(
-        self, sandbox: PointsSandbox, host: str = "127.0.0.1", port: int = 0, *, verbose: bool = False
+        self,
+        sandbox: PointsSandbox | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        verbose: bool = False,
+        fabric: FabricSandbox | None = None,
     ) -> None:
         self.sandbox = sandbox
+        self.fabric = fabric
         self.host = check_loopback(host)
         self.port = port
         self.verbose = verbose
@@ -66,8 +80,12 @@ class SandboxServer:
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         # Looked up per request, so a test may wrap sandbox.handle after the server started.
-        self.mount(POINTS_PREFIX, lambda *request: self.sandbox.handle(*request))
-        self.mount(CONTROL_PREFIX, lambda *request: self.sandbox.control(*request))
+        if sandbox is not None:
+            self.mount(POINTS_PREFIX, lambda *request: self.sandbox.handle(*request))
+            self.mount(CONTROL_PREFIX, lambda *request: self.sandbox.control(*request))
+        if fabric is not None:
+            self.mount(FABRIC_PREFIX, lambda *request: self.fabric.handle(*request))
+            self.mount(FABRIC_CONTROL_PREFIX, lambda *request: self.fabric.control(*request))
 
     def mount(self, prefix: str, handler: Handler) -> None:
         """Route every path under ``prefix`` to ``handler`` (the path it sees is relative to the prefix)."""
@@ -88,6 +106,18 @@ class SandboxServer:
     @property
     def control_url(self) -> str:
         return self.url + CONTROL_PREFIX
+
+    @property
+    def fabric_base_url(self) -> str:
+        return self.url + FABRIC_PREFIX + FABRIC_API
+
+    @property
+    def fabric_token_url(self) -> str:
+        return self.url + FABRIC_PREFIX + FABRIC_TOKEN_PATH
+
+    @property
+    def fabric_control_url(self) -> str:
+        return self.url + FABRIC_CONTROL_PREFIX
 
     def start(self) -> SandboxServer:
         if self._httpd is None:
@@ -230,11 +260,23 @@ class _RequestHandler(BaseHTTPRequestHandler):
         return self.server_version
 
     def log_message(self, format: str, *args: Any) -> None:
-        # Only the request line and status, and only when asked: never headers (x-api-key), never bodies.
+        # Only the request line (without its query: fabric's member lookup carries a phone there) and status,
+        # and only when asked: never headers (x-api-key, bearer tokens, Basic credentials), never bodies.
         if self.server.app.verbose:
+            args = tuple(_QUERY.sub("?…", a) if isinstance(a, str) else a for a in args)
             logger.info("sandbox: " + format, *args)
 
 
-def serve(sandbox: PointsSandbox, host: str = "127.0.0.1", port: int = 0, *, verbose: bool = False) -> SandboxServer:
-    """Start a :class:`SandboxServer` for ``sandbox`` and return it (call ``.stop()`` when done)."""
-    return SandboxServer(sandbox, host, port, verbose=verbose).start()
+_QUERY = re.compile(r"\?[^ ]*")
+
+
+def serve(
+    sandbox: PointsSandbox | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    verbose: bool = False,
+    fabric: FabricSandbox | None = None,
+) -> SandboxServer:
+    """Start a :class:`SandboxServer` for the sandboxes and return it (call ``.stop()`` when done)."""
+    return SandboxServer(sandbox, host, port, verbose=verbose, fabric=fabric).start()

@@ -1,8 +1,10 @@
-"""``manage.py points_sandbox``: serve the local Points sandbox until SIGTERM or Ctrl-C.
+"""``manage.py points_sandbox``: serve the local Points and fabric sandboxes until SIGTERM or Ctrl-C.
 
-    manage.py points_sandbox --api-key shop-key=riyadh --latency-ms 200 --rate-429 0.1
+    manage.py points_sandbox --api-key shop-key=riyadh --latency-ms 200 --rate-429 0.1 \
+        --fabric-client-id shop --fabric-client-secret s3cret --fabric-member 966512345678
 
-Then point the app's Points base URL at the printed address. The keys given here are never printed.
+Then point the app's Points base URL, and a fabric account's BASE_URL and TOKEN_URL, at the printed addresses.
+The keys and secrets given here are never printed.
 """
 
 from __future__ import annotations
@@ -15,10 +17,21 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from django_points_earn.sandbox import fabric as fabric_sandbox
+from django_points_earn.sandbox.fabric import FabricSandbox
 from django_points_earn.sandbox.points import DUPLICATE_MODES, Faults, PointsSandbox
 from django_points_earn.sandbox.server import SandboxServer
 
 DEFAULT_MERCHANT = "sandbox"
+FAULTS = (
+    ("429", "answer 429 without doing anything"),
+    ("5xx", "answer 500 without doing anything"),
+    ("created-500", "record the earning, then answer 500"),
+    ("slow", "record the earning, then hang for --slow-seconds"),
+    ("html", "answer 502 with an HTML page"),
+    ("truncated", "record the earning, then send half the JSON"),
+    ("reset", "reset the connection without doing anything"),
+)
 
 
 def parse_api_key(value: str) -> tuple[str, str]:
@@ -62,35 +75,43 @@ class Command(BaseCommand):
         parser.add_argument("--latency-ms", type=float, default=0)
         parser.add_argument("--latency-jitter-ms", type=float, default=0)
         parser.add_argument("--slow-seconds", type=float, default=12, help="how long a 'slow' call hangs (12)")
-        for kind, what in (
-            ("429", "answer 429 (lock busy) without doing anything"),
-            ("5xx", "answer 500 without doing anything"),
-            ("created-500", "create the order, then answer 500"),
-            ("slow", "create the order, then hang for --slow-seconds"),
-            ("html", "answer 502 with an HTML page"),
-            ("truncated", "create the order, then send half the JSON"),
-            ("reset", "reset the connection without doing anything"),
-        ):
+        for kind, what in FAULTS:
             parser.add_argument(
-                f"--rate-{kind}",
-                type=float,
-                default=0,
-                metavar="P",
-                help=f"probability per earning call to {what}",
+                f"--rate-{kind}", type=float, default=0, metavar="P", help=f"probability per Points call to {what}"
+            )
+        self.add_fabric_arguments(parser)
+
+    def add_fabric_arguments(self, parser: CommandParser) -> None:
+        fabric = parser.add_argument_group("fabric Loyalty (served under /fabric)")
+        fabric.add_argument("--fabric-client-id", default="sandbox-client", help="client id to accept")
+        fabric.add_argument(
+            "--fabric-client-secret", default="sandbox-secret", help="its client secret (never printed)"
+        )
+        fabric.add_argument("--fabric-merchant", default=DEFAULT_MERCHANT, help="the program's name in the ledger")
+        fabric.add_argument(
+            "--fabric-member",
+            action="append",
+            dest="fabric_members",
+            metavar="PHONE[=PROFILEID]",
+            help="enrol a member with this phone, digits only as fabric stores it (repeatable)",
+        )
+        fabric.add_argument("--fabric-token-lifetime", type=float, default=600, help="expires_in of tokens (600)")
+        fabric.add_argument("--fabric-grant-style", choices=fabric_sandbox.GRANT_STYLES, default="basic")
+        fabric.add_argument("--fabric-validation-status", type=int, choices=(400, 422), default=422)
+        fabric.add_argument("--fabric-duplicate-mode", choices=fabric_sandbox.DUPLICATE_MODES, default="400")
+        fabric.add_argument(
+            "--fabric-discount-value-as", choices=fabric_sandbox.DISCOUNT_VALUE_MODES, default="integer"
+        )
+        fabric.add_argument("--fabric-partial-reversals", action="store_true")
+        fabric.add_argument("--fabric-latency-ms", type=float, default=0)
+        for kind, what in FAULTS:
+            fabric.add_argument(
+                f"--fabric-rate-{kind}", type=float, default=0, metavar="P", help=f"probability per earn call to {what}"
             )
 
     def handle(self, *args: Any, **options: Any) -> None:
         keys = dict(parse_api_key(v) for v in options["api_keys"] or ["sandbox-key=sandbox"])
         try:
-            faults = Faults(
-                latency_ms=options["latency_ms"],
-                latency_jitter_ms=options["latency_jitter_ms"],
-                slow_seconds=options["slow_seconds"],
-                **{
-                    f"rate_{k}": options[f"rate_{k}"]
-                    for k in ("429", "5xx", "created_500", "slow", "html", "truncated", "reset")
-                },
-            )
             sandbox = PointsSandbox(
                 keys,
                 pending_phones=options["pending_phones"] or ("500000003",),
@@ -98,8 +119,11 @@ class Command(BaseCommand):
                 points_per_sar=options["points_per_sar"],
                 seed=options["seed"],
             )
-            sandbox.set_faults(faults)
-            server = SandboxServer(sandbox, options["host"], options["port"], verbose=options["verbosity"] >= 2)
+            sandbox.set_faults(self.faults(options, "", options["latency_ms"]))
+            fabric = self.fabric(options)
+            server = SandboxServer(
+                sandbox, options["host"], options["port"], verbose=options["verbosity"] >= 2, fabric=fabric
+            )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         try:
@@ -123,6 +147,10 @@ class Command(BaseCommand):
                 previous[signum] = signal.signal(signum, lambda *_: stop.set())
         try:
             self.stdout.write(f"Points sandbox on {server.points_base_url} (ledger: {server.control_url}/ledger)")
+            self.stdout.write(
+                f"fabric sandbox on {server.fabric_base_url} (token URL: {server.fabric_token_url}; "
+                f"ledger: {server.fabric_control_url}/ledger)"
+            )
             self.stdout.flush()
             while not stop.wait(0.5):
                 pass
@@ -130,3 +158,33 @@ class Command(BaseCommand):
             server.stop()
             for signum, previous_handler in previous.items():
                 signal.signal(signum, previous_handler)
+
+    @staticmethod
+    def faults(options: dict[str, Any], prefix: str, latency_ms: float) -> Faults:
+        return Faults(
+            latency_ms=latency_ms,
+            latency_jitter_ms=options["latency_jitter_ms"],
+            slow_seconds=options["slow_seconds"],
+            **{
+                f"rate_{k}": options[f"{prefix}rate_{k}"]
+                for k in ("429", "5xx", "created_500", "slow", "html", "truncated", "reset")
+            },
+        )
+
+    def fabric(self, options: dict[str, Any]) -> FabricSandbox:
+        fabric = FabricSandbox(
+            {options["fabric_client_id"]: options["fabric_client_secret"]},
+            merchant=options["fabric_merchant"],
+            token_lifetime=options["fabric_token_lifetime"],
+            grant_style=options["fabric_grant_style"],
+            validation_status=options["fabric_validation_status"],
+            duplicate_mode=options["fabric_duplicate_mode"],
+            discount_value_as=options["fabric_discount_value_as"],
+            partial_reversals=options["fabric_partial_reversals"],
+            seed=options["seed"],
+        )
+        for member in options["fabric_members"] or ():
+            phone, _, profile_id = member.partition("=")
+            fabric.add_member(phone.strip(), profile_id=profile_id.strip() or None)
+        fabric.set_faults(self.faults(options, "fabric_", options["fabric_latency_ms"]))
+        return fabric
