@@ -90,14 +90,22 @@ def _check_account(name: str, conf: Any) -> list[checks.CheckMessage]:
     except ImproperlyConfigured as exc:
         errors.append(checks.Error(str(exc), id="points_earn.E003"))
         return errors
-    if account.base_url.startswith("http://") and not django_settings.DEBUG:
-        errors.append(
-            checks.Warning(
-                f"{setting_path('ACCOUNTS', name, 'BASE_URL')} uses plain http:// outside DEBUG: the API key would "
-                "travel unencrypted.",
-                id="points_earn.W001",
+    secret = {"points": "the API key", "fabric": "the bearer token"}[provider]
+    urls = [("BASE_URL", account.base_url, secret)]
+    if provider == "fabric":
+        from .providers.fabric import option_errors
+
+        errors += [checks.Error(message, id="points_earn.E009") for message in option_errors(name, account.options)]
+        urls.append(("TOKEN_URL", str(account.option("TOKEN_URL") or ""), "the client secret"))
+    for key, url, what in urls:
+        if url.startswith("http://") and not django_settings.DEBUG:
+            errors.append(
+                checks.Warning(
+                    f"{setting_path('ACCOUNTS', name, key)} uses plain http:// outside DEBUG: {what} would "
+                    "travel unencrypted.",
+                    id="points_earn.W001",
+                )
             )
-        )
     return errors
 
 

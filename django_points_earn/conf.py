@@ -16,7 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-PROVIDERS = ("points",)  # fabric joins with its backend
+PROVIDERS = ("points", "fabric")
 
 DEFAULTS: dict[str, Any] = {
     "ACCOUNTS": {},
@@ -53,12 +53,48 @@ PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
         "DUPLICATE_STATUS_CODES": (400, 409, 422),
         "DUPLICATE_MARKERS": ("already been taken", "already exists", "duplicate", "already used"),
     },
-    "fabric": {},
+    # fabric publishes no token endpoint, no duplicate answer and no error bodies for Loyalty: every such point is
+    # a setting (shared/providers/fabric.md). The required ones have no default because they are per tenant.
+    "fabric": {
+        "BASE_URL": None,  # e.g. https://<tenant>-loyalty.fabric.zone/api, from fabric
+        "TOKEN_URL": None,  # e.g. https://<tenant>.login.fabric.inc/oauth2/<authServerId>/v1/token
+        # "basic": client id/secret in a Basic header, form body (fabric's system-app flow); "form": both in the
+        # form body; "json": both in a JSON body.
+        "GRANT_STYLE": "basic",
+        "SCOPE": "s2s",  # "" or None sends no scope
+        "TOKEN_REFRESH_MARGIN": 60,  # seconds before expires_in (at most half the lifetime) to fetch a new one
+        "ENTITY_REFERENCE": None,  # entityReference: the store/entity as configured in fabric
+        "TRANSACTION_TYPE": None,  # transactionTypeExternalReference of a purchase, as configured in fabric
+        # discountValue is typed integer on the earn page: "integer" refuses (locally) a discount with cents;
+        # "number" sends it as it is, once fabric has confirmed that decimals are accepted.
+        "DISCOUNT_VALUE_AS": "integer",
+        # No member with the order's phone: "rejected" (a human looks) or "skipped" (no points, by design).
+        "MISSING_MEMBER": "rejected",
+        # How the phone is sent to GET /v1/members?phonenumber=: as fabric stored it at enrolment.
+        # "international" 9665XXXXXXXX, "local" 05XXXXXXXX, "national" 5XXXXXXXX (Saudi mobiles), or "as-given"
+        # (the digits the customer typed, for other countries).
+        "MEMBER_PHONE_FORMAT": "international",
+        # Shipping has no field in /v2/earn: "item" sends it as one more item (totalAmountPaid is then what the
+        # customer paid); "exclude" leaves it out.
+        "SHIPPING": "item",
+        "SHIPPING_SKU": "SHIPPING",
+        "UOM": "unit",
+        "FETCH_UPDATED_TOTALS": False,  # fetchUpdatedMemberPointTotals (1 makes fabric compute the balance)
+        "SET_TO_PENDING": False,  # setToPending: points stay Pending for the program's pending period
+        "ISSUE_AUDIT_USER": None,  # issueAuditUser, e.g. "web-shop"
+        # fabric does not document its duplicate answer: these are recognised as "this reference exists"
+        # (409 always counts).
+        "DUPLICATE_STATUS_CODES": (400, 409, 422),
+        "DUPLICATE_MARKERS": ("duplicate", "already exists", "already been", "already processed"),
+    },
 }
 
 # Keys whose values are secrets: they are never shown, logged or stored.
 SECRET_KEYS = ("API_KEY", "CLIENT_SECRET", "WEBHOOK_SECRET")
-REQUIRED_KEYS = {"points": ("API_KEY",), "fabric": ("BASE_URL", "CLIENT_ID", "CLIENT_SECRET")}
+REQUIRED_KEYS = {
+    "points": ("API_KEY",),
+    "fabric": ("BASE_URL", "TOKEN_URL", "CLIENT_ID", "CLIENT_SECRET", "ENTITY_REFERENCE", "TRANSACTION_TYPE"),
+}
 
 
 def setting_path(*keys: str) -> str:

@@ -18,12 +18,22 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from django_points_earn import conf
+from django_points_earn.providers.fabric_token import TOKENS
 from django_points_earn.redis_server import RunningRedis, start_redis
-from django_points_earn.sandbox import PointsSandbox, SandboxServer, register_responses
+from django_points_earn.sandbox import (
+    FabricSandbox,
+    PointsSandbox,
+    SandboxServer,
+    register_fabric_responses,
+    register_responses,
+)
 from django_points_earn.signals import order_paid
 
 ROOT = Path(__file__).resolve().parent.parent
 POINTS_URL = "https://sandbox.papp.sa/api/v1"
+FABRIC_URL = "https://loyalty.fabric.test/api"
+FABRIC_TOKEN_URL = "https://login.fabric.test/oauth2/default/v1/token"
+FABRIC_MEMBER_PHONE = "966512345678"  # place_order's default phone, as fabric stores it
 
 
 @pytest.fixture(scope="session")
@@ -45,9 +55,34 @@ def clean_redis(redis_server: RunningRedis) -> Iterator[redis.Redis]:
     conf.clear_cache()
 
 
+@pytest.fixture(autouse=True)
+def fresh_fabric_tokens() -> Iterator[None]:
+    """fabric tokens are cached per process: each test starts without one (its sandbox never issued it)."""
+    TOKENS.clear()
+    yield
+    TOKENS.clear()
+
+
 @pytest.fixture
 def sandbox() -> PointsSandbox:
     return PointsSandbox({settings.POINTS_API_KEY: "main"}, seed=1)
+
+
+@pytest.fixture
+def fabric_sandbox() -> FabricSandbox:
+    """fabric with the test account's client, and a member for place_order's default phone."""
+    fabric = FabricSandbox({settings.FABRIC_CLIENT_ID: settings.FABRIC_CLIENT_SECRET}, merchant="fabric", seed=1)
+    fabric.add_member(FABRIC_MEMBER_PHONE)
+    return fabric
+
+
+@pytest.fixture
+def fabric_api(fabric_sandbox: FabricSandbox, sandbox: PointsSandbox) -> Iterator[FabricSandbox]:
+    """Both sandboxes behind one `responses` mock (fabric's API and token URL, and Points), in process."""
+    with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        register_responses(rsps, sandbox, POINTS_URL)
+        register_fabric_responses(rsps, fabric_sandbox, FABRIC_URL, FABRIC_TOKEN_URL)
+        yield fabric_sandbox
 
 
 @pytest.fixture

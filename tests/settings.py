@@ -70,6 +70,8 @@ RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300}}
 
 POINTS_API_KEY = "test-points-key-7Qx9"
 POINTS_WEBHOOK_SECRET = "test-webhook-secret-Qp2k"  # noqa: S105
+FABRIC_CLIENT_ID = "test-fabric-client"
+FABRIC_CLIENT_SECRET = "test-fabric-secret-Zr8w"
 POINTS_EARN = {
     "ACCOUNTS": {
         "main": {
@@ -82,6 +84,16 @@ POINTS_EARN = {
             "PROVIDER": "points",
             "API_KEY": "test-branch-key-Lm3v",
             "BASE_URL": env("POINTS_BASE_URL", default="https://sandbox.papp.sa/api/v1"),
+        },
+        # fabric Loyalty, on the defaults (Basic grant, discountValue as an integer, a missing member rejected).
+        "fabric": {
+            "PROVIDER": "fabric",
+            "BASE_URL": env("FABRIC_BASE_URL", default="https://loyalty.fabric.test/api"),
+            "TOKEN_URL": env("FABRIC_TOKEN_URL", default="https://login.fabric.test/oauth2/default/v1/token"),
+            "CLIENT_ID": FABRIC_CLIENT_ID,
+            "CLIENT_SECRET": FABRIC_CLIENT_SECRET,
+            "ENTITY_REFERENCE": "Riyadh Park",
+            "TRANSACTION_TYPE": "PURCHASE",
         },
     },
     "ORDER_ADAPTER": "tests.shop.adapters.ShopAdapter",

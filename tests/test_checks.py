@@ -38,9 +38,10 @@ def test_missing_accounts():
 
 def test_unknown_provider():
     found = ids(points_earn(ACCOUNTS={"b": {"PROVIDER": "pointz", "API_KEY": "k"}}))
-    assert ("points_earn.E003", 'POINTS_EARN["ACCOUNTS"]["b"]["PROVIDER"] is \'pointz\'; expected one of points.') in (
-        found
-    )
+    assert (
+        "points_earn.E003",
+        'POINTS_EARN["ACCOUNTS"]["b"]["PROVIDER"] is \'pointz\'; expected one of points, fabric.',
+    ) in (found)
 
 
 def test_missing_api_key():

@@ -11,6 +11,10 @@ def get_backend(account: AccountConfig) -> BaseBackend:
         from .points import PointsBackend
 
         return PointsBackend(account)
+    if account.provider == "fabric":
+        from .fabric import FabricBackend
+
+        return FabricBackend(account)
     from django.core.exceptions import ImproperlyConfigured
 
     raise ImproperlyConfigured(f"No backend for provider {account.provider!r} (account {account.name!r}).")

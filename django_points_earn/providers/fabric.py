@@ -1,0 +1,481 @@
+"""fabric Loyalty: ``POST /v2/earn``, ``GET /v2/earn/get-transaction``, ``GET /v1/members`` (providers/fabric.md).
+
+Every call carries an OAuth bearer token from the account's client credentials (:mod:`.fabric_token`), refreshed
+once on a 401 and the call sent once more. fabric documents neither its token endpoint nor its error answers, so
+both are settings (``conf.PROVIDER_DEFAULTS["fabric"]``) and every answer is classified defensively.
+
+Before resending an attempt whose outcome is unknown, ``earn`` asks get-transaction whether the earn exists; if it
+does, it is awarded without a second POST.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import requests
+from django.core.exceptions import ImproperlyConfigured
+
+from ..adapters import EarningRequest
+from ..conf import AccountConfig, setting_path
+from ..phones import mask_phone
+from . import fabric_payload
+from .base import (
+    AWARDED,
+    DUPLICATE,
+    FORBIDDEN,
+    RATE_LIMITED,
+    REJECTED,
+    SKIPPED,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    BaseBackend,
+    EarnResult,
+    LookupResult,
+    PlatformError,
+    cut,
+    describe_exception,
+    remember_secret,
+    scrub,
+)
+from .fabric_token import TOKENS, Token, TokenUnavailable, cache_key
+
+log = logging.getLogger("django_points_earn")
+
+EARN = "v2/earn"
+GET_TRANSACTION = "v2/earn/get-transaction"
+MEMBERS = "v1/members"
+# remote_status of an earn found by get-transaction after an attempt whose answer was lost.
+FOUND_BY_LOOKUP = "found_by_lookup"
+DEFAULT_TOKEN_LIFETIME = 300.0  # seconds, when the token answer has no usable expires_in
+
+CHOICES = {
+    "GRANT_STYLE": ("basic", "form", "json"),
+    "DISCOUNT_VALUE_AS": ("integer", "number"),
+    "MISSING_MEMBER": ("rejected", "skipped"),
+    "MEMBER_PHONE_FORMAT": ("international", "local", "national", "as-given"),
+    "SHIPPING": ("item", "exclude"),
+}
+
+
+def option_errors(name: str, options: dict[str, Any]) -> list[str]:
+    """What is wrong with a fabric account's settings (used by the system checks and the backend alike)."""
+    errors = []
+    for key, allowed in CHOICES.items():
+        if options.get(key) not in allowed:
+            errors.append(
+                f"{setting_path('ACCOUNTS', name, key)} is {options.get(key)!r}; expected one of {', '.join(allowed)}."
+            )
+    for key in ("ENTITY_REFERENCE", "TRANSACTION_TYPE"):
+        value = options.get(key)
+        if value is not None and not 1 <= len(str(value)) <= 100:
+            errors.append(f"{setting_path('ACCOUNTS', name, key)} must be 1 to 100 characters.")
+    token_url = str(options.get("TOKEN_URL") or "")
+    if token_url and not token_url.startswith(("https://", "http://")):
+        errors.append(f"{setting_path('ACCOUNTS', name, 'TOKEN_URL')} must be an http(s) URL.")
+    return errors
+
+
+class FabricBackend(BaseBackend):
+    provider = "fabric"
+
+    def __init__(self, account: AccountConfig):
+        super().__init__(account)
+        problems = option_errors(account.name, account.options)
+        if problems:
+            raise ImproperlyConfigured(problems[0])
+
+    def auth_headers(self) -> dict[str, str]:
+        # Only checks that the credentials are configured (dispatch asks before any call); the bearer token is
+        # added per call by _call, which owns its refresh.
+        for key in ("TOKEN_URL", "CLIENT_ID"):
+            if not self.account.option(key):
+                raise ImproperlyConfigured(f"{setting_path('ACCOUNTS', self.account.name, key)} is missing or empty.")
+        self.account.secret("CLIENT_SECRET")
+        return {}
+
+    def build_payload(self, request: EarningRequest) -> dict[str, Any]:
+        return fabric_payload.build(request, self.account)
+
+    # -- earning --------------------------------------------------------------------------------------------
+    def earn(self, payload: dict[str, Any], *, request_id: str, outcome_unknown: bool = False) -> EarnResult:
+        started = time.monotonic()
+        try:
+            result = self._earn(payload, request_id, outcome_unknown)
+        except TokenUnavailable as exc:
+            # An account problem, not this order's: the lifecycle blocks the record and pauses the account.
+            result = EarnResult(UNAUTHORIZED, message=str(exc), http_status=exc.http_status)
+        result.duration_ms = int((time.monotonic() - started) * 1000)
+        return result
+
+    def _earn(self, payload: dict[str, Any], request_id: str, outcome_unknown: bool) -> EarnResult:
+        body = {k: v for k, v in payload.items() if not k.startswith("_")}
+        reference = str(body.get("transactionExternalReference") or "")
+        if outcome_unknown:
+            # An earlier attempt may have earned: never POST again before asking.
+            found = self._find_earn(reference, body.get("profileId"), request_id)
+            if found is not None:
+                return found
+        update: dict[str, Any] = {}
+        if not body.get("profileId"):
+            member = self._find_member(payload.get(fabric_payload.MEMBER_PHONE_KEY), request_id)
+            if isinstance(member, EarnResult):
+                return member
+            body["profileId"] = update["profileId"] = member
+        response, exc = self._call("POST", EARN, json_body=body, request_id=request_id)
+        result = self.classify_earn(response, exc)
+        if result.status == DUPLICATE and outcome_unknown:
+            # Not there a moment ago, a duplicate now: a late earlier attempt landed meanwhile. Fetch its code.
+            found = self._find_earn(reference, body.get("profileId"), request_id)
+            if found is not None and found.status == AWARDED:
+                result = found
+        result.payload_update = update
+        return result
+
+    def classify_earn(self, response: requests.Response | None, exc: BaseException | None) -> EarnResult:
+        if response is None:
+            message, unknown = describe_exception(exc) if exc else ("no answer", True)
+            return EarnResult(UNAVAILABLE, message=message, outcome_unknown=unknown)
+        code = response.status_code
+        body, not_json = self.parse_json(response)
+        common = {"http_status": code, "body": body, "raw_text": cut(scrub(response.text))}
+        if not 200 <= code < 300:
+            if not_json and code in (400, 409, 422):
+                # A garbled refusal could be a duplicate (already earned): unknown, resent only after a lookup.
+                return EarnResult(UNAVAILABLE, f"HTTP {code} but the {not_json}", outcome_unknown=True, **common)
+            return self._refusal(code, body, not_json, response, common, what=f"HTTP {code}")
+        if not_json:
+            return EarnResult(UNAVAILABLE, f"HTTP {code} but the {not_json}", outcome_unknown=True, **common)
+        if not isinstance(body, dict):
+            return EarnResult(UNAVAILABLE, f"HTTP {code} with an unexpected body", outcome_unknown=True, **common)
+        said = _int(body.get("status"))
+        if said is not None and not 200 <= said < 300:
+            # The envelope carries its own status: a refusal wrapped in a 2xx is still a refusal.
+            return self._refusal(said, body, None, response, common, what=f"HTTP {code} with body status {said}")
+        errors = _field_errors(body)
+        if errors:
+            return EarnResult(
+                UNAVAILABLE,
+                f"HTTP {code} but the body carries errors ({_detail(errors, '')}); checked before any resend",
+                outcome_unknown=True,
+                field_errors=errors,
+                **common,
+            )
+        data = body.get("data") if isinstance(body.get("data"), dict) else {}
+        if not data.get("transactionCode"):
+            return EarnResult(UNAVAILABLE, f"HTTP {code} without a transactionCode", outcome_unknown=True, **common)
+        return EarnResult(
+            AWARDED,
+            remote_id=str(data["transactionCode"]),
+            remote_reference=str(data.get("transactionNumber") or ""),
+            points=_decimal(data.get("points")),
+            **common,
+        )
+
+    def _refusal(
+        self, code: int, body: Any, not_json: str | None, response: requests.Response, common: dict, *, what: str
+    ) -> EarnResult:
+        message = _message(body)
+        errors = _field_errors(body)
+        detail = _detail(errors, message) or not_json or "no detail"
+        if code == 429:
+            return EarnResult(
+                RATE_LIMITED, f"fabric is rate-limiting ({what})", retry_after=_retry_after(response), **common
+            )
+        if self.is_duplicate(code, body):
+            return EarnResult(DUPLICATE, f"fabric already holds this transactionExternalReference: {detail}", **common)
+        if code in (400, 422):
+            return EarnResult(REJECTED, f"fabric refused the data ({what}): {detail}", field_errors=errors, **common)
+        if code == 401:
+            return EarnResult(
+                UNAUTHORIZED, f"fabric refused a freshly issued access token ({what}): {detail}", **common
+            )
+        if code == 403:
+            return EarnResult(FORBIDDEN, f"fabric refused the account ({what}): {detail}", **common)
+        if code >= 500 or code == 408:
+            return EarnResult(UNAVAILABLE, f"fabric answered {what}: {detail}", outcome_unknown=True, **common)
+        if code in (404, 405):
+            return EarnResult(UNAVAILABLE, f"{what} from {self.url(EARN)}: check the account's BASE_URL", **common)
+        return EarnResult(REJECTED, f"fabric answered {what}: {detail}", field_errors=errors, **common)
+
+    def is_duplicate(self, code: int, body: Any) -> bool:
+        """fabric does not document its duplicate answer: the status codes and words are settings."""
+        if code == 409:
+            return True
+        if code not in tuple(self.account.option("DUPLICATE_STATUS_CODES", ())) or not isinstance(body, dict):
+            return False
+        texts = [_message(body)] + [" ".join(v) for v in _field_errors(body).values()]
+        haystack = " ".join(texts).lower()
+        return any(marker.lower() in haystack for marker in self.account.option("DUPLICATE_MARKERS", ()))
+
+    # -- lookups inside an attempt ----------------------------------------------------------------------------
+    def _find_earn(self, reference: str, profile_id: Any, request_id: str) -> EarnResult | None:
+        """``AWARDED`` if fabric holds the earn, ``None`` if it surely does not, else why we cannot tell."""
+        params = {"transactionExternalReference": reference, "transactionType": "EARN"}
+        if profile_id:
+            params["profileId"] = str(profile_id)
+        response, exc = self._call("GET", GET_TRANSACTION, params=params, request_id=request_id)
+        cannot = "could not check whether an earlier attempt reached fabric, so nothing was resent"
+        if response is None:
+            return EarnResult(UNAVAILABLE, f"{cannot}: {describe_exception(exc)[0] if exc else 'no answer'}")
+        body, not_json = self.parse_json(response)
+        common = {"http_status": response.status_code, "body": body, "raw_text": cut(scrub(response.text))}
+        if response.status_code in (401, 403, 429):
+            return self._refusal(response.status_code, body, not_json, response, common, what="get-transaction")
+        data = body.get("data") if isinstance(body, dict) else None
+        if response.status_code != 200 or not_json or not isinstance(data, list):
+            why = not_json or ("no list of transactions" if response.status_code == 200 else "")
+            return EarnResult(UNAVAILABLE, f"{cannot}: get-transaction answered HTTP {response.status_code} {why}")
+        found = _matching(data, reference)
+        if not found:
+            return None
+        if len(found) > 1:
+            log.error("fabric holds %d earns for %s: the platform credited it more than once", len(found), reference)
+        earn = found[0]
+        return EarnResult(
+            AWARDED,
+            message="an earlier attempt had reached fabric (found by get-transaction); not sent again",
+            remote_id=str(earn.get("transactionCode") or ""),
+            remote_reference=str(earn.get("transactionNumber") or ""),
+            remote_status=FOUND_BY_LOOKUP,
+            points=_decimal(earn.get("points")),
+            **common,
+        )
+
+    def _find_member(self, phone: Any, request_id: str) -> str | EarnResult:
+        """The member's profileId, or the result that ends this attempt (no member, lookup failed)."""
+        if not phone:
+            return EarnResult(REJECTED, "no fabric profileId and no phone number to find the member by")
+        masked = mask_phone(str(phone))
+        response, exc = self._call("GET", MEMBERS, params={"phonenumber": str(phone)}, request_id=request_id)
+        if response is None:
+            return EarnResult(
+                UNAVAILABLE, f"member lookup failed: {describe_exception(exc)[0] if exc else 'no answer'}"
+            )
+        code = response.status_code
+        body, not_json = self.parse_json(response)
+        common = {"http_status": code, "body": body, "raw_text": cut(scrub(response.text))}
+        if code == 404 and not not_json:
+            return self._no_member(masked, common)
+        if not 200 <= code < 300 or not_json:
+            if code in (400, 422):
+                detail = _detail(_field_errors(body), _message(body)) or not_json or "no detail"
+                return EarnResult(REJECTED, f"fabric refused the member lookup by phone {masked}: {detail}", **common)
+            if code in (401, 403, 429):
+                return self._refusal(code, body, not_json, response, common, what="member lookup")
+            return EarnResult(UNAVAILABLE, f"member lookup answered HTTP {code} {not_json or ''}".strip(), **common)
+        ids = _profile_ids(body.get("data") if isinstance(body, dict) else None)
+        if not ids:
+            return self._no_member(masked, common)
+        if len(ids) > 1:
+            return EarnResult(
+                REJECTED,
+                f"{len(ids)} fabric members have phone {masked}; the adapter must give the profileId",
+                **common,
+            )
+        log.info("fabric account %s: member for phone %s found", self.account.name, masked)
+        return ids[0]
+
+    def _no_member(self, masked: str, common: dict) -> EarnResult:
+        if self.account.option("MISSING_MEMBER") == "skipped":
+            return EarnResult(SKIPPED, f"no fabric member has phone {masked}; skipped (MISSING_MEMBER)", **common)
+        return EarnResult(REJECTED, f"no fabric member has phone {masked}", **common)
+
+    # -- lookup by fabric's id ------------------------------------------------------------------------------
+    def lookup(self, remote_id: str) -> LookupResult:
+        try:
+            response, exc = self._call("GET", GET_TRANSACTION, params={"transactionCode": remote_id})
+        except TokenUnavailable as exc:
+            raise PlatformError(str(exc), http_status=exc.http_status) from None
+        if response is None:
+            raise PlatformError(describe_exception(exc)[0] if exc else "no answer")
+        body, not_json = self.parse_json(response)
+        data = body.get("data") if isinstance(body, dict) else None
+        if response.status_code != 200 or not_json or not isinstance(data, list):
+            raise PlatformError(
+                f"get-transaction?transactionCode={remote_id}: HTTP {response.status_code} {not_json or ''}".strip(),
+                http_status=response.status_code,
+                body=cut(scrub(response.text)),
+            )
+        match = [t for t in data if isinstance(t, dict) and str(t.get("transactionCode", remote_id)) == remote_id]
+        if not match:
+            return LookupResult(found=False, http_status=200, message="fabric does not know this transactionCode")
+        earn = match[0]
+        return LookupResult(
+            found=True,
+            remote_id=str(earn.get("transactionCode") or remote_id),
+            remote_reference=str(earn.get("transactionNumber") or ""),
+            remote_status=str(earn.get("status") or earn.get("transactionType") or ""),
+            points=_decimal(earn.get("points")),
+            body=body,
+            http_status=200,
+        )
+
+    # -- HTTP with the bearer token ---------------------------------------------------------------------------
+    def _call(self, method: str, path: str, *, json_body: Any = None, params: Any = None, request_id: str = ""):
+        """One API call with a bearer token; on a 401, one new token and the call once more."""
+        key = self._token_key()
+        token = self._token(key)
+        response, exc, _ = self._send(method, path, token, json_body, params, request_id)
+        if response is not None and response.status_code == 401:
+            log.info("fabric account %s: access token refused (401); fetching a new one", self.account.name)
+            TOKENS.invalidate(key, token)
+            token = self._token(key)
+            response, exc, _ = self._send(method, path, token, json_body, params, request_id)
+        return response, exc
+
+    def _send(self, method: str, path: str, token: Token, json_body: Any, params: Any, request_id: str):
+        headers = {"Authorization": f"Bearer {token.value}"}
+        return self.send(method, path, json_body=json_body, params=params, request_id=request_id, headers=headers)
+
+    def _token_key(self) -> tuple[str, ...]:
+        options = self.account.options
+        return cache_key(
+            self.account.name,
+            str(options.get("TOKEN_URL") or ""),
+            str(options.get("CLIENT_ID") or ""),
+            self.account.secret("CLIENT_SECRET"),
+        )
+
+    def _token(self, key: tuple[str, ...]) -> Token:
+        margin = float(self.account.option("TOKEN_REFRESH_MARGIN", 60))
+        return TOKENS.get(key, self._fetch_token, margin=margin)
+
+    def _fetch_token(self) -> tuple[str, float]:
+        """Client-credentials grant. Raises :class:`TokenUnavailable` with a message free of secrets."""
+        options = self.account.options
+        url = str(options.get("TOKEN_URL") or "")
+        client_id, secret = str(options.get("CLIENT_ID") or ""), self.account.secret("CLIENT_SECRET")
+        form = {"grant_type": "client_credentials"}
+        if options.get("SCOPE"):
+            form["scope"] = str(options["SCOPE"])
+        style = options.get("GRANT_STYLE")
+        kwargs: dict[str, Any] = {"headers": {"Accept": "application/json"}, "timeout": self.account.timeout}
+        if style == "basic":
+            kwargs.update(data=form, auth=(client_id, secret))
+        elif style == "json":
+            kwargs.update(json={**form, "client_id": client_id, "client_secret": secret})
+        else:
+            kwargs.update(data={**form, "client_id": client_id, "client_secret": secret})
+        where = f"fabric's token endpoint ({url}) for account {self.account.name}"
+        try:
+            response = self.session().post(url, **kwargs)
+        except requests.RequestException as exc:
+            raise TokenUnavailable(f"{where} could not be reached: {describe_exception(exc)[0]}") from None
+        code = response.status_code
+        body, not_json = self.parse_json(response)
+        if code in (400, 401, 403):
+            raise TokenUnavailable(f"{where} refused the client credentials: HTTP {code} {_oauth_error(body)}", code)
+        if not 200 <= code < 300:
+            raise TokenUnavailable(f"{where} answered HTTP {code} {_oauth_error(body) or not_json or ''}".strip(), code)
+        value = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(value, str) or not value:
+            # Never quote a 2xx token answer: it may hold a token under another name.
+            raise TokenUnavailable(f"{where} answered HTTP {code} without an access_token", code)
+        remember_secret(value)
+        try:
+            expires_in = float(body.get("expires_in"))
+        except (TypeError, ValueError):
+            expires_in = DEFAULT_TOKEN_LIFETIME
+        log.info("fabric account %s: new access token, valid for %.0f s", self.account.name, expires_in)
+        return value, max(0.0, expires_in)
+
+
+def _matching(transactions: list[Any], reference: str) -> list[dict[str, Any]]:
+    """The EARN transactions with our reference (the search may be looser than an exact match)."""
+    found = []
+    for t in transactions:
+        if not isinstance(t, dict):
+            continue
+        if str(t.get("transactionExternalReference", reference)) != reference:
+            continue
+        if str(t.get("transactionType", "EARN")).upper() != "EARN":
+            continue
+        found.append(t)
+    return found
+
+
+def _profile_ids(data: Any) -> list[str]:
+    """profileIds in a Get Members answer: one member object or a list; the id on the member or its accounts."""
+    members = data if isinstance(data, list) else [data] if isinstance(data, dict) and data else []
+    ids: list[str] = []
+    for member in members:
+        if not isinstance(member, dict):
+            continue
+        candidates = [member.get("profileId")]
+        if not candidates[0] and isinstance(member.get("accounts"), list):
+            candidates = [a.get("profileId") for a in member["accounts"] if isinstance(a, dict)]
+        for pid in candidates:
+            if pid and str(pid) not in ids:
+                ids.append(str(pid))
+    return ids
+
+
+def _message(body: Any) -> str:
+    message = str(body.get("message") or "") if isinstance(body, dict) else ""
+    return "" if message == "Exception message" else scrub(message)  # the schema's placeholder says nothing
+
+
+def _field_errors(body: Any) -> dict[str, list[str]]:
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if isinstance(errors, list):
+        errors = {"errors": errors} if errors else {}
+    if not isinstance(errors, dict):
+        return {}
+    return {str(k): [scrub(str(m)) for m in (v if isinstance(v, list) else [v])] for k, v in errors.items()}
+
+
+def _detail(errors: dict[str, list[str]], message: str) -> str:
+    return "; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()) or message
+
+
+def _oauth_error(body: Any) -> str:
+    if not isinstance(body, dict):
+        return ""
+    parts = [str(body.get(k)) for k in ("error", "error_description", "message") if body.get(k)]
+    return cut(scrub(" - ".join(parts)), 300)
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _decimal(value: Any) -> Decimal | None:
+    try:
+        return None if value is None or isinstance(value, bool) else Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+class _MaskPhoneQuery:
+    """urllib3 logs request URLs at DEBUG; the member lookup's URL holds a phone number, which must be masked."""
+
+    pattern = re.compile(r"(phonenumber=)([^&\s\"]+)")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args and isinstance(record.args, tuple):
+            record.args = tuple(
+                self.pattern.sub(lambda m: m.group(1) + mask_phone(m.group(2)), a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_MaskPhoneQuery())
