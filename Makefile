@@ -1,5 +1,5 @@
 # Developer entry points. Everything runs in .venv, made from python3 (3.11 or newer).
-#   make demo    the example shop earning points on a local Points sandbox (Redis, 2 workers, 50 orders)
+#   make demo    the example shop earning points on local Points and fabric sandboxes (Redis, 2 workers, 50 orders)
 #   make admin   Django admin on http://127.0.0.1:8000/admin/ over the last demo's database (demo / demo)
 #   make test    the test suite (scripts/test.sh)
 #   make lint    ruff
@@ -38,13 +38,15 @@ demo: venv
 	$(PY) example_project/demo.py
 
 # The admin over the last `make demo` database. The demo's Redis, sandbox and workers are stopped by now, so
-# Redis and the Points base URL point at a closed local port and the key is a placeholder: nothing is ever
-# sent to the real Points API or queued in another project's Redis from here (retries just stay queued).
+# Redis and the Points and fabric URLs point at a closed local port and the credentials are placeholders:
+# nothing is ever sent to a real platform or queued in another project's Redis from here (retries stay queued).
 admin: venv
 	@test -f .demo/shop.sqlite3 || { echo "No demo database yet: run 'make demo' first."; exit 1; }
 	@echo "Open http://127.0.0.1:8000/admin/ and log in as demo / demo (Ctrl-C stops the server)."
 	DEBUG=1 DATABASE_URL="sqlite:///$(CURDIR)/.demo/shop.sqlite3" REDIS_URL=redis://127.0.0.1:9/0 \
 		POINTS_API_KEY=placeholder-admin-only POINTS_BASE_URL=http://127.0.0.1:9/api/v1 \
+		FABRIC_BASE_URL=http://127.0.0.1:9/fabric/api FABRIC_TOKEN_URL=http://127.0.0.1:9/fabric/token \
+		FABRIC_CLIENT_ID=placeholder-admin-only FABRIC_CLIENT_SECRET=placeholder-admin-only \
 		$(PY) example_project/manage.py runserver 127.0.0.1:8000
 
 test: venv

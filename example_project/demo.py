@@ -1,9 +1,11 @@
-"""``make demo``: the example shop earning points on a local Points sandbox, end to end, with real processes.
+"""``make demo``: the example shop earning points on local Points and fabric sandboxes, end to end, with real
+processes.
 
-It starts a private Redis, the Points sandbox (with a few 429s and 5xx thrown in), a fresh SQLite shop
-database and two RQ workers; places and pays 50 orders; waits until every earning has settled; then checks
-against the sandbox's ledger that each awarded order was credited exactly once. Everything it started is
-stopped at the end, also on Ctrl-C or an error.
+It starts a private Redis, the sandbox (Points, with a few 429s and 5xx thrown in, and fabric Loyalty, with
+short-lived tokens and answers lost after the earn was recorded), a fresh SQLite shop database and two RQ
+workers; places and pays 50 orders at the shop's two brands (the café earns on Points, the boutique on fabric);
+waits until every earning has settled; then checks against each sandbox's ledger that each awarded order was
+credited exactly once. Everything it started is stopped at the end, also on Ctrl-C or an error.
 
 Run it from the repository root: ``.venv/bin/python example_project/demo.py`` (or ``make demo``).
 """
@@ -39,6 +41,31 @@ SETTLE_TIMEOUT = 180.0  # seconds for every earning to leave queued/sending
 MERCHANT = "demo-shop"
 PENDING_PHONE = "500000003"  # the sandbox's customer without an activated Points account
 SANDBOX_FAULTS = ["--rate-5xx", "0.05", "--rate-429", "0.05", "--latency-ms", "5", "--seed", "2024"]
+FABRIC_MERCHANT = "oud-boutique"
+FABRIC_CLIENT_ID = "demo-boutique"
+FABRIC_FAULTS = [
+    "--fabric-rate-created-500",  # fabric records the earn, the answer is lost: found by get-transaction
+    "0.08",
+    "--fabric-rate-5xx",
+    "0.04",
+    "--fabric-rate-429",
+    "0.04",
+    "--fabric-latency-ms",
+    "5",
+    "--fabric-token-lifetime",  # short, so the demo also shows tokens being renewed
+    "20",
+    "--fabric-discount-value-as",  # as the boutique's settings say fabric confirmed
+    "number",
+]
+# Besides the random ones, these strike fabric's first earn calls for sure: answers lost after the earn was
+# recorded (a 500, a cut-off body), which the next attempt must find with get-transaction instead of resending.
+FABRIC_SCRIPT = ["created_500", "ok", "truncated", "ok", "500", "ok", "created_500"]
+POINTS_SCRIPT = ["500", "ok", "429"]  # and a retry and a wait on Points, whatever the random rolls say
+# (account, platform, ledger path under the sandbox, merchant in that ledger, the ledger's id of an earning)
+PLATFORMS = [
+    ("main", "Points", "/__sandbox__/ledger", MERCHANT, "uuid"),
+    ("boutique", "fabric", "/__sandbox__/fabric/ledger", FABRIC_MERCHANT, "transactionCode"),
+]
 
 
 @dataclass
@@ -141,7 +168,7 @@ class Demo:
             self.redis = start_redis()
         say(f"Redis: {self.redis.describe()}")
 
-    def start_sandbox(self, port: int, api_key: str) -> None:
+    def start_sandbox(self, port: int, api_key: str, fabric_secret: str) -> None:
         child = self.spawn(
             "sandbox",
             "points_sandbox",
@@ -152,6 +179,14 @@ class Demo:
             "--pending-phone",
             PENDING_PHONE,
             *SANDBOX_FAULTS,
+            "--fabric-client-id",
+            FABRIC_CLIENT_ID,
+            "--fabric-client-secret",
+            fabric_secret,
+            "--fabric-merchant",
+            FABRIC_MERCHANT,
+            *[arg for phone in fabric_members() for arg in ("--fabric-member", phone)],
+            *FABRIC_FAULTS,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -160,15 +195,22 @@ class Demo:
                     f"the Points sandbox exited at start (code {child.process.returncode}); see .demo/sandbox.log"
                 )
             try:
-                self.ledger()
+                self.ledger(PLATFORMS[0][2])
                 break
             except OSError:
                 time.sleep(0.2)
         else:
             raise DemoError("the Points sandbox did not answer within 30s; see .demo/sandbox.log")
+        self.control("/__sandbox__/script", {"kinds": POINTS_SCRIPT})
+        self.control("/__sandbox__/fabric/script", {"kinds": FABRIC_SCRIPT})
         say(
             f"Points sandbox: {self.sandbox_url}/api/v1 (5% HTTP 500, 5% HTTP 429, customer {PENDING_PHONE} "
             "not activated)"
+        )
+        say(
+            f"fabric sandbox: {self.sandbox_url}/fabric/api (8% earns recorded then HTTP 500, 4% HTTP 500, 4% "
+            f"HTTP 429, {sum(kind != 'ok' for kind in FABRIC_SCRIPT)} scripted faults, tokens valid 20s; "
+            f"{len(fabric_members())} members)"
         )
 
     def prepare_database(self) -> None:
@@ -235,8 +277,18 @@ class Demo:
                 )
             time.sleep(1)
 
-    def ledger(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.sandbox_url}/__sandbox__/ledger", timeout=5) as response:  # noqa: S310
+    def ledger(self, path: str) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.sandbox_url}{path}", timeout=5) as response:  # noqa: S310
+            return json.load(response)
+
+    def control(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        request = urllib.request.Request(  # noqa: S310 - our own sandbox on a loopback port
+            f"{self.sandbox_url}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
             return json.load(response)
 
 
@@ -302,41 +354,57 @@ def progress(line: str | None) -> None:
 def report_states() -> None:
     from django_points_earn.models import EarningRecord, Status
 
-    states = Counter(EarningRecord.objects.values_list("status", flat=True))
-    print("\n    state                 earnings")
+    counts = Counter(EarningRecord.objects.values_list("account", "status"))
+    columns = [(account, f"{account} ({platform})") for account, platform, *_ in PLATFORMS]
+    print("\n    state               " + "".join(f"{title:>20}" for _, title in columns))
     for status in Status:
-        if states[status]:
-            print(f"    {status.value:<20}  {states[status]:>8}")
-    print(f"    {'total':<20}  {sum(states.values()):>8}")
+        if any(counts[(account, status)] for account, _ in columns):
+            print(f"    {status.value:<20}" + "".join(f"{counts[(account, status)]:>20}" for account, _ in columns))
+    totals = [sum(n for (a, _), n in counts.items() if a == account) for account, _ in columns]
+    print(f"    {'total':<20}" + "".join(f"{total:>20}" for total in totals))
     others = EarningRecord.objects.exclude(status=Status.AWARDED).order_by("order_number")
     if others:
         print("\n    not awarded, and why:")
         for record in others:
             print(
-                f"    {record.order_number}  phone {record.masked_phone or '-':<10}  {record.status}: "
-                f"{record.status_reason[:90]}"
+                f"    {record.order_number}  {record.provider:<6}  phone {record.masked_phone or '-':<10}  "
+                f"{record.status}: {record.status_reason[:90]}"
             )
-    retried = EarningRecord.objects.filter(status=Status.AWARDED).exclude(attempts=0, rate_limited=0).count()
-    print(f"\n    {retried} awarded earnings needed a retry (HTTP 500) or a wait (HTTP 429) first")
+    awarded = EarningRecord.objects.filter(status=Status.AWARDED)
+    retried = awarded.exclude(attempts=0, rate_limited=0).count()
+    found = awarded.filter(remote_status="found_by_lookup").count()
+    print(f"\n    {retried} awarded earnings needed a retry (HTTP 500, a lost answer) or a wait (HTTP 429) first")
+    print(f"    {found} fabric earnings were recorded by fabric although its answer was lost: found, not sent twice")
 
 
-def check(ledger: dict[str, Any]) -> bool:
-    """The invariant, checked from both sides; prints PASS or FAIL with every problem found."""
-    merchant = ledger["merchants"][MERCHANT]
-    faults = ", ".join(f"{n}x {kind}" for kind, n in sorted(merchant["faults"].items())) or "none"
-    print(
-        f"\n    sandbox: {merchant['calls']} earning calls, injected faults: {faults}; "
-        f"{merchant['awards']} credits for {len(merchant['orders'])} order numbers; "
-        f"{len(merchant['pending'])} pending activation; overlapping calls: {merchant['overlaps']}"
-    )
-    problems = record_problems() + ledger_problems(merchant)
+def check(demo: Demo) -> bool:
+    """The invariant, checked from both sides for each platform; prints PASS or FAIL with every problem found."""
+    problems = record_problems()
+    awarded = {}
+    for account, platform, path, merchant_name, id_key in PLATFORMS:
+        ledger = demo.ledger(path)
+        merchant = ledger["merchants"][merchant_name]
+        faults = ", ".join(f"{n}x {kind}" for kind, n in sorted(merchant["faults"].items())) or "none"
+        extra = (
+            f"{len(merchant['pending'])} pending activation"
+            if "pending" in merchant
+            else f"{merchant['lookups']} get-transaction lookups, {merchant['member_lookups']} member lookups, "
+            f"{merchant['token_requests']} token requests"
+        )
+        print(
+            f"\n    {platform} sandbox: {merchant['calls']} earning calls, injected faults: {faults}; "
+            f"{merchant['awards']} credits for {len(merchant['orders'])} order numbers; {extra}; "
+            f"overlapping calls: {merchant['overlaps']}"
+        )
+        problems += ledger_problems(account, platform, merchant, id_key)
+        awarded[platform] = sum(entry["awards"] for entry in merchant["orders"].values())
     for problem in problems:
         print(f"    FAIL: {problem}")
     if problems:
         print(f"\nFAIL: {len(problems)} problems above")
         return False
-    awarded = sum(entry["awards"] for entry in merchant["orders"].values())
-    print(f"\nPASS: {awarded} awarded earnings, each credited exactly once by the sandbox; no order credited twice")
+    counts = " and ".join(f"{n} {platform}" for platform, n in awarded.items())
+    print(f"\nPASS: {counts} earnings awarded, each credited exactly once by its sandbox; no order credited twice")
     return True
 
 
@@ -350,37 +418,51 @@ def record_problems() -> list[str]:
     recorded = Counter(EarningRecord.objects.values_list("order_number", flat=True))
     problems = [f"paid order {n} has no earning record" for n in sorted(paid - set(recorded))]
     problems += [f"order {n} has {c} earning records" for n, c in sorted(recorded.items()) if c > 1]
-    if not EarningRecord.objects.filter(status=Status.AWARDED).exists():
-        problems.append("no earning was awarded at all")
+    for account, platform, *_ in PLATFORMS:
+        if not EarningRecord.objects.filter(account=account, status=Status.AWARDED).exists():
+            problems.append(f"no {platform} earning was awarded at all")
     return problems
 
 
-def ledger_problems(merchant: dict[str, Any]) -> list[str]:
-    """Each awarded record was credited exactly once by the platform; the platform credited nothing else."""
+def ledger_problems(account: str, platform: str, merchant: dict[str, Any], id_key: str) -> list[str]:
+    """Each awarded record was credited exactly once by its platform; the platform credited nothing else."""
     from django_points_earn.models import EarningRecord, Status
 
     credited = merchant["orders"]
-    awarded = {r.order_number: r for r in EarningRecord.objects.filter(status=Status.AWARDED)}
+    records = EarningRecord.objects.filter(account=account)
+    awarded = {r.order_number: r for r in records.filter(status=Status.AWARDED)}
     problems = []
     for number, record in sorted(awarded.items()):
         entry = credited.get(number)
         if entry is None:
-            problems.append(f"{number} is awarded in the shop but the sandbox never credited it")
+            problems.append(f"{number} is awarded in the shop but the {platform} sandbox never credited it")
         elif entry["awards"] != 1:
-            problems.append(f"{number} was credited {entry['awards']} times")
-        elif record.remote_id and record.remote_id != entry["uuid"]:
-            problems.append(f"{number} has platform id {record.remote_id}, the sandbox says {entry['uuid']}")
+            problems.append(f"{number} was credited {entry['awards']} times by {platform}")
+        elif record.remote_id and record.remote_id != entry[id_key]:
+            problems.append(f"{number} has platform id {record.remote_id}, the {platform} sandbox says {entry[id_key]}")
     for number in sorted(set(credited) - set(awarded)):
         times = credited[number]["awards"]
-        problems.append(f"{number} was credited {times}x by the sandbox but is {_status_of(number)} in the shop")
-    pending = EarningRecord.objects.filter(status=Status.PENDING_ACTIVATION).values_list("order_number", flat=True)
-    sandbox_pending = {p["order_number"] for p in merchant["pending"]}
-    problems += [
-        f"{n} is pending activation in the shop but not in the sandbox" for n in pending if n not in sandbox_pending
-    ]
+        problems.append(
+            f"{number} was credited {times}x by the {platform} sandbox but is {_status_of(number)} in the shop"
+        )
+    if "pending" in merchant:
+        pending = records.filter(status=Status.PENDING_ACTIVATION).values_list("order_number", flat=True)
+        sandbox_pending = {p["order_number"] for p in merchant["pending"]}
+        problems += [
+            f"{n} is pending activation in the shop but not in the sandbox" for n in pending if n not in sandbox_pending
+        ]
     if merchant["overlaps"]:
-        problems.append(f"{merchant['overlaps']} earning calls overlapped for the merchant (Points answers 429)")
+        problems.append(f"{merchant['overlaps']} earning calls overlapped for the {platform} merchant")
     return problems
+
+
+def fabric_members() -> list[str]:
+    """The demo's regular customers are members of the boutique's fabric programme (phones as fabric stores them)."""
+    from shop.management.commands.place_demo_orders import CUSTOMERS
+
+    from django_points_earn.phones import normalize_ksa_mobile
+
+    return ["966" + normalize_ksa_mobile(phone) for _, phone in CUSTOMERS]
 
 
 def _status_of(order_number: str) -> str:
@@ -391,7 +473,7 @@ def _status_of(order_number: str) -> str:
 
 
 # -- main ----------------------------------------------------------------------------------------------------
-def configure(demo: Demo, api_key: str) -> None:
+def configure(demo: Demo, api_key: str, fabric_secret: str) -> None:
     """The environment the shop, the workers and this process share (django-environ reads it)."""
     demo.env = {
         **os.environ,
@@ -400,6 +482,10 @@ def configure(demo: Demo, api_key: str) -> None:
         "REDIS_URL": demo.redis.url,
         "POINTS_API_KEY": api_key,
         "POINTS_BASE_URL": f"{demo.sandbox_url}/api/v1",
+        "FABRIC_BASE_URL": f"{demo.sandbox_url}/fabric/api",
+        "FABRIC_TOKEN_URL": f"{demo.sandbox_url}/fabric/oauth2/default/v1/token",
+        "FABRIC_CLIENT_ID": FABRIC_CLIENT_ID,
+        "FABRIC_CLIENT_SECRET": fabric_secret,
         "POINTS_RETRY_BASE_DELAY": "1",  # retries within seconds, not minutes: it is a demo
         "DJANGO_SUPERUSER_PASSWORD": "demo",
         "DJANGO_SETTINGS_MODULE": "shop_site.settings",
@@ -415,17 +501,18 @@ def configure(demo: Demo, api_key: str) -> None:
 def run(demo: Demo) -> bool:
     DEMO_DIR.mkdir(exist_ok=True)
     api_key = f"sandbox-{secrets.token_urlsafe(18)}"  # throwaway, and still never printed
+    fabric_secret = f"sandbox-{secrets.token_urlsafe(18)}"  # likewise
     demo.start_redis()
     port = free_port()
     demo.sandbox_url = f"http://127.0.0.1:{port}"
-    configure(demo, api_key)
-    demo.start_sandbox(port, api_key)
+    configure(demo, api_key, fabric_secret)
+    demo.start_sandbox(port, api_key, fabric_secret)
     demo.prepare_database()
     demo.start_workers()
     demo.place_orders()
     demo.wait_until_settled()
     report_states()
-    return check(demo.ledger())
+    return check(demo)
 
 
 def main() -> int:

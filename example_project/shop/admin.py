@@ -42,8 +42,8 @@ class OrderLineInline(admin.TabularInline):
 
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
-    list_display = ["number", "customer", "status", "order_total", "earning_status", "created_at", "paid_at"]
-    list_filter = ["status", "city", "paid_at"]
+    list_display = ["number", "brand", "customer", "status", "order_total", "earning_status", "created_at", "paid_at"]
+    list_filter = ["status", "brand", "city", "paid_at"]
     search_fields = ["number", "customer__name", "customer__phone"]
     date_hierarchy = "created_at"
     autocomplete_fields = ["customer"]
@@ -51,7 +51,7 @@ class OrderAdmin(admin.ModelAdmin):
     # Payment moves the status (mark_paid, or the action below), so that the loyalty earning is never missed.
     readonly_fields = ["status", "order_total", "created_at", "paid_at"]
     fieldsets = [
-        (None, {"fields": ["number", "customer", "status", "created_at", "paid_at"]}),
+        (None, {"fields": ["number", "brand", "customer", "status", "created_at", "paid_at"]}),
         (_("Amounts"), {"fields": ["shipping_amount", "tax_amount", "discount_amount", "order_total"]}),
         (_("Shipping address"), {"fields": ["city", "address_line"]}),
     ]

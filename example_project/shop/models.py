@@ -43,7 +43,14 @@ class Order(models.Model):
         PAID = "paid", _("Paid")
         REFUNDED = "refunded", _("Refunded")
 
+    class Brand(models.TextChoices):
+        """The shop sells under two brands, each with its own loyalty programme (see shop.adapters)."""
+
+        CAFE = "cafe", _("Qahwa café")  # Points
+        BOUTIQUE = "boutique", _("Oud boutique")  # fabric Loyalty
+
     number = models.CharField(_("order number"), max_length=40, unique=True)
+    brand = models.CharField(_("brand"), max_length=16, choices=Brand.choices, default=Brand.CAFE)
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="orders", verbose_name=_("customer"))
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.PENDING)
     shipping_amount = models.DecimalField(_("shipping"), max_digits=10, decimal_places=2, default=ZERO)

@@ -1,9 +1,10 @@
 """Settings of the example shop, all read from the environment (django-environ), as a deployed shop would.
 
 Variables: ``DEBUG``, ``SECRET_KEY``, ``DATABASE_URL``, ``REDIS_URL``, ``POINTS_API_KEY``,
-``POINTS_BASE_URL``, ``POINTS_RETRY_BASE_DELAY``, ``POINTS_SWEEP_INTERVAL``. ``POINTS_API_KEY`` has no
-default: without it, ``manage.py check`` reports ``points_earn.E004``. ``POINTS_BASE_URL`` unset or empty
-means the app's default, the production Points API.
+``POINTS_BASE_URL``, ``POINTS_RETRY_BASE_DELAY``, ``POINTS_SWEEP_INTERVAL``, and for the boutique's fabric
+account ``FABRIC_BASE_URL``, ``FABRIC_TOKEN_URL``, ``FABRIC_CLIENT_ID``, ``FABRIC_CLIENT_SECRET``.
+``POINTS_API_KEY`` and the fabric ones have no default: without them, ``manage.py check`` reports
+``points_earn.E004``. ``POINTS_BASE_URL`` unset or empty means the app's default, the production Points API.
 """
 
 from pathlib import Path
@@ -91,8 +92,25 @@ POINTS_ACCOUNT = {"PROVIDER": "points", "API_KEY": env("POINTS_API_KEY", default
 if env("POINTS_BASE_URL", default=""):
     POINTS_ACCOUNT["BASE_URL"] = env("POINTS_BASE_URL")  # else the app's default: the production API
 
+# The boutique earns on fabric Loyalty. fabric gives each tenant its own hosts, so there are no defaults.
+FABRIC_ACCOUNT = {
+    "PROVIDER": "fabric",
+    "BASE_URL": env("FABRIC_BASE_URL", default=""),  # https://<tenant>-loyalty.fabric.zone/api
+    "TOKEN_URL": env("FABRIC_TOKEN_URL", default=""),
+    "CLIENT_ID": env("FABRIC_CLIENT_ID", default=""),
+    "CLIENT_SECRET": env("FABRIC_CLIENT_SECRET", default=""),
+    "ENTITY_REFERENCE": "Oud Boutique Riyadh",  # the store as set up in fabric
+    "TRANSACTION_TYPE": "PURCHASE",  # the purchase transaction type as set up in fabric
+    # Our discounts have halalas. fabric types discountValue as an integer: confirmed with fabric that
+    # decimals are accepted (the sandbox plays it that way), else keep "integer" and such orders are refused.
+    "DISCOUNT_VALUE_AS": "number",
+    # A boutique customer who never joined the programme earns nothing: no one needs to look at that.
+    "MISSING_MEMBER": "skipped",
+    "ISSUE_AUDIT_USER": "web-shop",
+}
+
 POINTS_EARN = {
-    "ACCOUNTS": {"main": POINTS_ACCOUNT},
+    "ACCOUNTS": {"main": POINTS_ACCOUNT, "boutique": FABRIC_ACCOUNT},
     "ORDER_ADAPTER": "shop.adapters.ShopOrderAdapter",
     "RETRY": {"BASE_DELAY": env("POINTS_RETRY_BASE_DELAY")},
     "SWEEP_INTERVAL": env("POINTS_SWEEP_INTERVAL"),

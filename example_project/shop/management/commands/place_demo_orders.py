@@ -1,14 +1,16 @@
 """Place and pay demo orders, as customers checking out would: ``manage.py place_demo_orders [--count 50]``.
 
 The customers type their phone numbers in every form Points accepts (``+9665…``, ``009665…``, ``9665…``,
-``05…``, ``5…``, with spaces, dashes or Arabic-Indic digits). Two are special, with one order each: one
-customer has not activated Points yet (``0500000003``, the sandbox's pending phone) and one typed a phone
-that is not a Saudi mobile.
+``05…``, ``5…``, with spaces, dashes or Arabic-Indic digits). About a third of the orders are the boutique's
+(fabric Loyalty), the rest the café's (Points). Three customers are special, with one order each: one has not
+activated Points yet (``0500000003``, the sandbox's pending phone), one typed a phone that is not a Saudi
+mobile, and one shops at the boutique without being a member of its programme.
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from decimal import Decimal
 from typing import Any
 
@@ -33,6 +35,7 @@ MALFORMED_CUSTOMER = (
     "Test Customer",
     "12345",
 )  # not a Saudi mobile: rejected before any call, with the reason
+NON_MEMBER_CUSTOMER = ("حصة المطيري", "0559876543")  # buys at the boutique, never joined its programme
 
 PRODUCTS = [
     ("قهوة سعودية 250g", "COF-250", Decimal("45.00")),
@@ -65,23 +68,32 @@ class Command(BaseCommand):
     def handle(self, *args: Any, count: int, seed: int, **options: Any) -> None:
         rng = random.Random(seed)
         regular = [self.customer(name, phone) for name, phone in CUSTOMERS]
-        special = [self.customer(*PENDING_CUSTOMER), self.customer(*MALFORMED_CUSTOMER)]
+        special = [
+            (self.customer(*PENDING_CUSTOMER), Order.Brand.CAFE),
+            (self.customer(*MALFORMED_CUSTOMER), Order.Brand.CAFE),
+            (self.customer(*NON_MEMBER_CUSTOMER), Order.Brand.BOUTIQUE),
+        ]
         products = [self.product(*row) for row in PRODUCTS]
         numbered = Order.objects.filter(number__regex=r"^SHOP-[0-9]{5}$").order_by("-number")
         last = numbered.values_list("number", flat=True).first()
         first = int(last.removeprefix("SHOP-")) + 1 if last else 1
-        numbers = []
+        numbers, brands = [], Counter()
         for i in range(count):
-            customer = special[i] if i < len(special) else rng.choice(regular)
-            order = self.place_order(f"SHOP-{first + i:05d}", customer, products, rng)
+            if i < len(special):
+                customer, brand = special[i]
+            else:
+                customer, brand = rng.choice(regular), rng.choice([Order.Brand.CAFE] * 2 + [Order.Brand.BOUTIQUE])
+            order = self.place_order(f"SHOP-{first + i:05d}", customer, brand, products, rng)
             mark_paid(order)
             numbers.append(order.number)
+            brands[brand] += 1
         if numbers:
             self.stdout.write(
                 self.style.SUCCESS(
-                    f"Placed and paid {len(numbers)} orders ({numbers[0]} … {numbers[-1]}), including "
-                    f"{min(count, len(special))} for the special customers (awaiting Points activation, "
-                    "malformed phone)."
+                    f"Placed and paid {len(numbers)} orders ({numbers[0]} … {numbers[-1]}): "
+                    f"{brands[Order.Brand.CAFE]} at the café (Points), {brands[Order.Brand.BOUTIQUE]} at the "
+                    f"boutique (fabric); {min(count, len(special))} for the special customers (awaiting Points "
+                    "activation, malformed phone, not a boutique member)."
                 )
             )
 
@@ -95,10 +107,10 @@ class Command(BaseCommand):
 
     @staticmethod
     @transaction.atomic
-    def place_order(number: str, customer: Customer, products: list[Product], rng: random.Random) -> Order:
+    def place_order(number: str, customer: Customer, brand: str, products: list[Product], rng: random.Random) -> Order:
         """Checkout: the order and its lines, awaiting payment."""
         city, address = rng.choice(ADDRESSES)
-        order = Order.objects.create(number=number, customer=customer, city=city, address_line=address)
+        order = Order.objects.create(number=number, brand=brand, customer=customer, city=city, address_line=address)
         for product in rng.sample(products, k=rng.randint(1, 4)):
             OrderLine.objects.create(
                 order=order,
