@@ -88,8 +88,8 @@ def drain_account(account_name: str, *, trigger: str = Trigger.WORKER, actor: st
                 lock.release()
             except LockError:
                 log.warning("account %s: lock had already expired when released", account_name)
-        if report.paused:
-            return report
+        if report.paused or report.busy:
+            return report  # busy: a live claim elsewhere; its worker (or the sweep after its lease) carries on
         if time.monotonic() >= deadline:
             if has_due(account_name):
                 queueing.request_drain(account_name, conn)
@@ -105,6 +105,10 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
     while time.monotonic() < deadline:
         if lifecycle.is_paused(account_name):
             report.paused = True
+            return
+        if call_in_flight(account_name):
+            # Redis lost our lock (flush, failover) while another worker is mid-call: the database says so.
+            report.busy = True
             return
         record_id = next_due(account_name)
         if record_id is None and (reversal_id := reversals.next_due(account_name)) is not None:
@@ -161,6 +165,19 @@ def send_claimed(record: EarningRecord, backend: BaseBackend, *, trigger: str, a
         f": {result.message}" if result.message else "",
     )
     return saved.status
+
+
+def call_in_flight(account: str) -> bool:
+    """A call of this account is in flight somewhere (a live lease), whatever Redis remembers.
+
+    The Redis lock is the fast guard; this is the one that survives Redis losing its data: a drain job that got the
+    lock only because a flush erased the holder's key still finds the holder's claimed record and steps back.
+    """
+    now = timezone.now()
+    return (
+        EarningRecord.objects.filter(account=account, status=Status.SENDING, lease_expires_at__gt=now).exists()
+        or Reversal.objects.filter(record__account=account, status="sending", lease_expires_at__gt=now).exists()
+    )
 
 
 def has_due(account: str) -> bool:

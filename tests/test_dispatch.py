@@ -308,3 +308,25 @@ def test_resolve_and_correct_are_audited(place_order, points_api):
     gone.refresh_from_db()
     assert gone.status == Status.RESOLVED
     assert gone.status_reason == "resolved by agent: awarded by hand in the Points dashboard"
+
+
+def test_a_live_claim_elsewhere_stops_a_drain_even_if_redis_forgot_the_lock(place_order, points_api, clean_redis):
+    """Redis flushed while worker A is mid-call: worker B gets the lock, but the database shows A's live lease."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from django_points_earn.dispatch import drain_account
+
+    place_order("SO-A")
+    place_order("SO-B")
+    in_flight = lifecycle.claim(EarningRecord.objects.get(order_number="SO-A").pk, lease_seconds=30)
+    clean_redis.flushall()  # A's lock key is gone
+    report = drain_account("main")
+    assert report.busy and report.sent == 0
+    assert points_api.ledger()["merchants"]["main"]["calls"] == 0
+
+    EarningRecord.objects.filter(pk=in_flight.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    settle()  # A's lease expires: recovered, resent with the same order number; B's goes too
+    assert set(EarningRecord.objects.values_list("status", flat=True)) == {Status.AWARDED}
+    assert points_api.overlaps("main") == 0
