@@ -766,9 +766,11 @@ def test_no_member_is_rejected_or_skipped(backend, options, status, body):
 @responses.activate
 def test_several_members_with_one_phone_need_a_profile_id(backend):
     responses.post(FABRIC_TOKEN_URL, json=token_answer())
-    responses.get(MEMBERS_URL, json={"status": 200, "data": [{"profileId": "a"}, {"profileId": "b"}]})
+    members = [{"profileId": "a", "phoneNumber": "966512345678"}, {"profileId": "b", "phoneNumber": "966512345678"}]
+    responses.get(MEMBERS_URL, json={"status": 200, "data": members})
     result = earn(backend, LOOKUP_PAYLOAD)
     assert result.status == r.REJECTED and "2 fabric members have phone" in result.message
+    assert (result.body, result.raw_text) == (None, "")  # other customers' records are not kept
 
 
 @pytest.mark.parametrize(

@@ -257,7 +257,8 @@ class FabricBackend(BaseBackend):
             )
         code = response.status_code
         body, not_json = self.parse_json(response)
-        common = {"http_status": code, "body": body, "raw_text": cut(scrub(response.text))}
+        # Member records (other customers' names and phones, when several match) are not kept on the earning.
+        common: dict[str, Any] = {"http_status": code}
         if code == 404 and not not_json:
             return self._no_member(masked, common)
         if not 200 <= code < 300 or not_json:
