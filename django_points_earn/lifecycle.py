@@ -494,18 +494,20 @@ def record_remote_check(
 ) -> None:
     """Keep what a lookup on the platform saw: when, and how it differs from our record (``""``: it agrees).
 
-    Drift is reported, never "fixed": the state stays as it is for a human to judge. A check a person asked for
-    (``actor`` given) is also written to the audit trail, as a note on the unchanged state.
+    Drift is reported, never "fixed": the state stays as it is for a human to judge. The audit trail gets a note on
+    the unchanged state when a person asked (``trigger`` admin) or when a new difference shows up; a nightly
+    verification that finds everything as before adds nothing to it.
     """
     now = timezone.now()
+    drift = drift[:255]
     with transaction.atomic():
-        EarningRecord.objects.filter(pk=record.pk).update(remote_checked_at=now, drift=drift[:255])
-        if actor:
+        EarningRecord.objects.filter(pk=record.pk).update(remote_checked_at=now, drift=drift)
+        if trigger == Trigger.ADMIN or (drift and drift != record.drift):
             seen = seen_status or "unknown"
             note = f"checked with the platform: {seen}" + (f"; differs: {drift}" if drift else "; agrees")
             _event(record, record.status, record.status, trigger, actor, note)
     record.remote_checked_at = now
-    record.drift = drift[:255]
+    record.drift = drift
 
 
 # -- refunds and platform news -------------------------------------------------------------------------------------
