@@ -124,7 +124,6 @@ def enqueue_due(*, account: str | None = None, dry_run: bool = False) -> list[st
 
 def sweep() -> SweepReport:
     from .reversals import recover_expired_leases as recover_reversals
-
     from .webhooks import process_pending
 
     report = SweepReport(recovered_leases=recover_expired_leases() + recover_reversals())

@@ -69,7 +69,7 @@ REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/15")
 RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300}}
 
 POINTS_API_KEY = "test-points-key-7Qx9"
-POINTS_WEBHOOK_SECRET = "test-webhook-secret-Qp2k"  # noqa: S105
+POINTS_WEBHOOK_SECRET = "test-webhook-secret-Qp2k"
 FABRIC_CLIENT_ID = "test-fabric-client"
 FABRIC_CLIENT_SECRET = "test-fabric-secret-Zr8w"
 POINTS_EARN = {
