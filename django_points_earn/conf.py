@@ -81,6 +81,9 @@ PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
         "UOM": "unit",
         "FETCH_UPDATED_TOTALS": False,  # fetchUpdatedMemberPointTotals (1 makes fabric compute the balance)
         "SET_TO_PENDING": False,  # setToPending: points stay Pending for the program's pending period
+        # /v2/earn/reverse limits these two to 3-15 characters; the entity defaults to ENTITY_REFERENCE.
+        "REVERSE_TRANSACTION_TYPE": "RETURN",
+        "REVERSE_ENTITY_REFERENCE": None,
         "ISSUE_AUDIT_USER": None,  # issueAuditUser, e.g. "web-shop"
         # fabric does not document its duplicate answer: these are recognised as "this reference exists"
         # (409 always counts).

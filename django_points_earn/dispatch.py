@@ -190,16 +190,16 @@ def send_reversal(reversal: Reversal, backend: BaseBackend, *, trigger: str, act
     if not hasattr(backend, "reverse"):
         result = EarnResult(REJECTED, f"taking points back is not supported on {backend.provider} yet")
         return reversals.complete(reversal, None, result, trigger=trigger).status
-    body = backend.refund_body(reversal.amount, f"{reversal.reason} [refund {reversal.refund_id}]".strip())
+    body = backend.refund_body(record, reversal)
     if reversal.remote_before is None:
         try:
-            reversals.remember_remote_before(reversal, backend.snapshot(record.remote_id))
+            reversals.remember_remote_before(reversal, backend.snapshot(record))
         except PlatformError as exc:
             result = EarnResult(UNAVAILABLE, f"could not read the order before refunding it: {exc}")
             return reversals.complete(reversal, None, result, trigger=trigger).status
     attempt = reversals.start_attempt(reversal, body, trigger=trigger, actor=actor)
     result = backend.reverse(
-        record.remote_id,
+        record,
         body,
         request_id=str(attempt.request_id),
         before=reversal.remote_before,

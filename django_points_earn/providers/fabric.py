@@ -22,7 +22,7 @@ from django.core.exceptions import ImproperlyConfigured
 from ..adapters import EarningRequest
 from ..conf import AccountConfig, setting_path
 from ..phones import mask_phone
-from . import fabric_payload
+from . import fabric_payload, fabric_reverse
 from .base import (
     AWARDED,
     DUPLICATE,
@@ -47,6 +47,7 @@ log = logging.getLogger("django_points_earn")
 
 EARN = "v2/earn"
 GET_TRANSACTION = "v2/earn/get-transaction"
+REVERSE = "v2/earn/reverse"
 MEMBERS = "v1/members"
 # remote_status of an earn found by get-transaction after an attempt whose answer was lost.
 FOUND_BY_LOOKUP = "found_by_lookup"
@@ -285,6 +286,88 @@ class FabricBackend(BaseBackend):
             return EarnResult(SKIPPED, f"no fabric member has phone {masked}; skipped (MISSING_MEMBER)", **common)
         return EarnResult(REJECTED, f"no fabric member has phone {masked}", **common)
 
+    # -- refunds --------------------------------------------------------------------------------------------
+    def refund_body(self, record: Any, reversal: Any) -> dict[str, Any]:
+        earn = {**(record.payload or {})}
+        return fabric_reverse.build(
+            earn,
+            account=self.account,
+            amount=reversal.amount,
+            total=record.total,
+            refund_id=reversal.refund_id,
+            reason=reversal.reason or "refund",
+        )
+
+    def snapshot(self, record: Any) -> dict[str, Any]:
+        """Nothing to read first: the reversal's own reference is what a later lookup searches for."""
+        return {}
+
+    def reverse(
+        self,
+        record: Any,
+        body: dict[str, Any],
+        *,
+        request_id: str,
+        before: dict[str, Any] | None,
+        outcome_unknown: bool = False,
+    ) -> EarnResult:
+        """``POST /v2/earn/reverse``; after a lost answer, get-transaction first: a reversal is never sent twice."""
+        started = time.monotonic()
+        try:
+            result = self._reverse(body, request_id, outcome_unknown)
+        except TokenUnavailable as exc:
+            result = EarnResult(UNAUTHORIZED, message=str(exc), http_status=exc.http_status)
+        result.duration_ms = int((time.monotonic() - started) * 1000)
+        return result
+
+    def _reverse(self, body: dict[str, Any], request_id: str, outcome_unknown: bool) -> EarnResult:
+        reference = str(body["transactionExternalReference"])
+        if outcome_unknown:
+            found = self._find_reversal(reference, request_id)
+            if found is not None:
+                return found
+        response, exc = self._call("POST", REVERSE, json_body=body, request_id=request_id)
+        result = self.classify_earn(response, exc)
+        if result.status == DUPLICATE:
+            found = self._find_reversal(reference, request_id)
+            return (
+                found
+                if found is not None
+                else EarnResult(
+                    REJECTED, f"fabric calls reversal {reference} a duplicate but cannot find it", **_common(result)
+                )
+            )
+        if result.status == AWARDED and result.points is not None:
+            result.points = abs(result.points)
+        return result
+
+    def _find_reversal(self, reference: str, request_id: str) -> EarnResult | None:
+        response, _exc = self._call(
+            "GET",
+            GET_TRANSACTION,
+            request_id=request_id,
+            params={"transactionExternalReference": reference, "transactionType": "EARN_REVERSE"},
+        )
+        body, _not_json = self.parse_json(response) if response is not None else (None, "no answer")
+        data = body.get("data") if isinstance(body, dict) else None
+        if response is None or response.status_code != 200 or not isinstance(data, list):
+            return EarnResult(UNAVAILABLE, "could not check whether the earlier reversal reached fabric; not resent")
+        found = [
+            t
+            for t in data
+            if isinstance(t, dict) and str(t.get("transactionExternalReference", reference)) == reference
+        ]
+        if not found:
+            return None
+        points = _decimal(found[0].get("points"))
+        return EarnResult(
+            AWARDED,
+            "the earlier reversal had reached fabric (found by get-transaction); not sent again",
+            remote_id=str(found[0].get("transactionCode") or ""),
+            remote_reference=reference,
+            points=abs(points) if points is not None else None,
+        )
+
     # -- lookup by fabric's id ------------------------------------------------------------------------------
     def lookup(self, remote_id: str) -> LookupResult:
         try:
@@ -480,3 +563,7 @@ class _MaskPhoneQuery:
 
 
 logging.getLogger("urllib3.connectionpool").addFilter(_MaskPhoneQuery())
+
+
+def _common(result: EarnResult) -> dict[str, Any]:
+    return {"http_status": result.http_status, "body": result.body, "raw_text": result.raw_text}

@@ -187,22 +187,24 @@ class PointsBackend(BaseBackend):
         return any(marker.lower() in haystack for marker in self.account.option("DUPLICATE_MARKERS", ()))
 
     # -- refunds --------------------------------------------------------------------------------------------
-    def refund_body(self, amount: Decimal | None, reason: str) -> dict[str, Any]:
-        """``{}``-style full refund (the remaining amount) or ``{amount, reason}`` for a part."""
-        body: dict[str, Any] = {"reason": reason[:500]} if reason else {}
-        if amount is not None:
-            body["amount"] = to_json_number(amount)
+    def refund_body(self, record: Any, reversal: Any) -> dict[str, Any]:
+        """``{reason}`` for the whole remaining amount, ``{amount, reason}`` for a part. The reason carries the
+        shop's refund id, so the ``refunded`` webhook can be matched to this reversal."""
+        reason = f"{reversal.reason} [refund {reversal.refund_id}]".strip()
+        body: dict[str, Any] = {"reason": reason[:500]}
+        if reversal.amount is not None:
+            body["amount"] = to_json_number(reversal.amount)
         return body
 
-    def snapshot(self, remote_id: str) -> dict[str, Any]:
+    def snapshot(self, record: Any) -> dict[str, Any]:
         """What the platform shows for the order now; compared after a refund call whose answer was lost."""
-        seen = self.lookup(remote_id)
+        seen = self.lookup(record.remote_id)
         data = _order_data(seen.body)
         return {"found": seen.found, "order_status": seen.remote_status, "updated_at": data.get("updated_at")}
 
     def reverse(
         self,
-        remote_id: str,
+        record: Any,
         body: dict[str, Any],
         *,
         request_id: str,
@@ -212,7 +214,7 @@ class PointsBackend(BaseBackend):
         """``POST /orders/{uuid}/refund``. After a lost answer, look first: a refund is never sent twice."""
         if outcome_unknown and before is not None:
             try:
-                now = self.snapshot(remote_id)
+                now = self.snapshot(record)
             except PlatformError as exc:
                 return EarnResult(
                     UNAVAILABLE, f"could not check whether the refund landed: {exc}", outcome_unknown=True
@@ -223,7 +225,9 @@ class PointsBackend(BaseBackend):
                     f"the earlier refund call had landed (order now {now['order_status']})",
                     remote_status=str(now["order_status"] or ""),
                 )
-        response, exc, duration = self.send("POST", f"orders/{remote_id}/refund", json_body=body, request_id=request_id)
+        response, exc, duration = self.send(
+            "POST", f"orders/{record.remote_id}/refund", json_body=body, request_id=request_id
+        )
         result = self.classify_refund(response, exc)
         result.duration_ms = duration
         return result
