@@ -247,13 +247,16 @@ class Demo:
         say(f"Shop: {summary.strip()}")
 
     def wait_until_settled(self) -> None:
-        from django_points_earn.models import IN_PROGRESS, EarningRecord
+        from django_points_earn.models import IN_PROGRESS, EarningRecord, Reversal, ReversalStatus
 
         started = time.monotonic()
         last_line = ""
         while True:
             states = Counter(EarningRecord.objects.values_list("status", flat=True))
-            busy = sum(states[s] for s in IN_PROGRESS)
+            busy = (
+                sum(states[s] for s in IN_PROGRESS)
+                + Reversal.objects.filter(status__in=[ReversalStatus.QUEUED, ReversalStatus.SENDING]).count()
+            )
             elapsed = time.monotonic() - started
             line = (
                 f"    waiting for the workers: {states['queued']} queued, {states['sending']} sending, "
@@ -430,7 +433,8 @@ def ledger_problems(account: str, platform: str, merchant: dict[str, Any], id_ke
 
     credited = merchant["orders"]
     records = EarningRecord.objects.filter(account=account)
-    awarded = {r.order_number: r for r in records.filter(status=Status.AWARDED)}
+    credited_states = (Status.AWARDED, Status.PARTIALLY_REVERSED, Status.REVERSED)  # awarded, then refunded
+    awarded = {r.order_number: r for r in records.filter(status__in=credited_states)}
     problems = []
     for number, record in sorted(awarded.items()):
         entry = credited.get(number)
@@ -453,7 +457,28 @@ def ledger_problems(account: str, platform: str, merchant: dict[str, Any], id_ke
         ]
     if merchant["overlaps"]:
         problems.append(f"{merchant['overlaps']} earning calls overlapped for the {platform} merchant")
+    taken_key = "refunded_points" if "pending" in merchant else "reversed_points"
+    for record in records.filter(status__in=(Status.PARTIALLY_REVERSED, Status.REVERSED)):
+        entry = credited.get(record.order_number, {})
+        taken = entry.get(taken_key) or 0
+        full = record.status == Status.REVERSED
+        if (full and taken != entry.get("points")) or (not full and not 0 < taken < (entry.get("points") or 0)):
+            problems.append(f"{record.order_number} is {record.status} here; the {platform} sandbox took back {taken}")
     return problems
+
+
+def report_refunds() -> None:
+    from django_points_earn.models import Reversal
+
+    reversals = Reversal.objects.select_related("record").order_by("record__order_number")
+    if reversals:
+        print("\n    refunds:")
+        for r in reversals:
+            amount = "all" if r.amount is None else f"{r.amount} SAR"
+            print(
+                f"    {r.record.order_number}  {r.record.provider:<6}  {amount:<10} {r.status}  -> earning "
+                f"{r.record.status}"
+            )
 
 
 def fabric_members() -> list[str]:
@@ -511,7 +536,10 @@ def run(demo: Demo) -> bool:
     demo.start_workers()
     demo.place_orders()
     demo.wait_until_settled()
+    say(f"Back office: {demo.manage('refund_demo_orders', log_name='refunds').strip()}")
+    demo.wait_until_settled()
     report_states()
+    report_refunds()
     return check(demo)
 
 

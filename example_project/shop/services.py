@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.db import transaction
 from django.utils import timezone
 
-from django_points_earn.signals import order_paid
+from django_points_earn.signals import order_paid, order_refunded
 
 from .models import Order
 
@@ -29,4 +31,20 @@ def mark_paid(order: Order) -> Order:
         locked.save(update_fields=["status", "paid_at"])
         order_paid.send(sender=Order, order=locked)
     order.status, order.paid_at = locked.status, locked.paid_at
+    return locked
+
+
+def refund(order: Order, amount: Decimal | None = None, *, reason: str, refund_id: str) -> Order:
+    """Refund ``order`` (all of it, or ``amount``) and tell django_points_earn, in one transaction.
+
+    The points are taken back by a worker after the commit, in proportion for a partial refund.
+    """
+    with transaction.atomic():
+        locked = Order.objects.select_for_update().get(pk=order.pk)
+        if locked.status != Order.Status.PAID:
+            raise OrderNotPayable(f"order {locked.number} is {locked.status}, not paid")
+        if amount is None:
+            locked.status = Order.Status.REFUNDED
+            locked.save(update_fields=["status"])
+        order_refunded.send(sender=Order, order=locked, amount=amount, reason=reason, refund_id=refund_id)
     return locked
