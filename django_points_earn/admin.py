@@ -74,6 +74,9 @@ class EarningRecordAdmin(admin.ModelAdmin):
     def has_correct_permission(self, request: HttpRequest) -> bool:
         return admin_actions.SPECS["correct"].allowed(request)
 
+    def has_reverse_permission(self, request: HttpRequest) -> bool:
+        return admin_actions.SPECS["reverse"].allowed(request)
+
     # -- the list ----------------------------------------------------------------------------------------------
     def get_paginator(self, request: HttpRequest, queryset: QuerySet, per_page: int, **kwargs: Any):
         limit = limit_for_page(request.GET.get("p", 1), per_page)

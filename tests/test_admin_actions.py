@@ -24,6 +24,7 @@ ACTIONS = {
     "verify_selected": "verify_earningrecord",
     "resolve_selected": "resolve_earningrecord",
     "correct_selected": "correct_earningrecord",
+    "reverse_selected": "reverse_earningrecord",
 }
 
 
@@ -311,3 +312,36 @@ def test_no_secret_on_any_admin_page(admin_client, place_order, points_api):
         assert settings.POINTS_API_KEY not in text, url
         assert "512345678" not in text, url  # phones masked everywhere, the JSON included
     assert records
+
+
+def test_reverse_points_full_or_part_from_the_earning_page(admin_client, place_order, points_api, client,
+                                                          django_user_model):
+    import re
+
+    from django_points_earn.models import Reversal
+
+    record = earning(place_order("SO-REV", lines=[("Oud", "100.00", 1)]))
+    run_worker()
+    record.refresh_from_db()
+    assert f'href="{action_url(record, "reverse")}"' in admin_client.get(page(record)).content.decode()
+
+    client.force_login(staff(django_user_model, "no-refunds", "retry_earningrecord"))
+    assert client.post(action_url(record, "reverse"), {"confirm": "yes", "reason": "x"}).status_code == 403
+
+    form = admin_client.get(action_url(record, "reverse")).content.decode()
+    refund_id = re.search(r'name="refund_id" value="([^"]+)"', form).group(1)
+    answer = {"confirm": "yes", "amount": "40", "reason": "one bottle returned", "refund_id": refund_id}
+    assert admin_client.post(action_url(record, "reverse"), answer).status_code == 302
+    assert admin_client.post(action_url(record, "reverse"), answer).status_code == 302  # a double-click
+    run_worker()
+    reversal = Reversal.objects.get()
+    assert (reversal.amount, reversal.status, reversal.reason) == (40, "reversed", "one bottle returned (by admin)")
+    record.refresh_from_db()
+    assert record.status == Status.PARTIALLY_REVERSED
+    assert points_api.ledger()["merchants"]["main"]["orders"]["SO-REV"]["refunded_amount"] == 40.0
+    detail = admin_client.get(page(record)).content.decode()
+    assert 'id="pe-reversals"' in detail and refund_id in detail
+
+    too_much = {"confirm": "yes", "amount": "70", "reason": "more", "refund_id": "admin-second"}
+    admin_client.post(action_url(record, "reverse"), too_much)
+    assert Reversal.objects.get(refund_id="admin-second").status == "rejected"

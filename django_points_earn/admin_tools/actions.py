@@ -1,4 +1,4 @@
-"""The four earning actions as the admin offers them: each behind a permission and a confirmation page, from the
+"""The earning actions as the admin offers them: each behind a permission and a confirmation page, from the
 list (bulk) and from buttons on the earning page. The effects live in :mod:`.operations`."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ..adapters import InvalidEarningRequest
 from ..models import EarningRecord
 from . import operations
 from .display import badge, last_error
-from .forms import CorrectForm, ResolveForm
+from .forms import CorrectForm, ResolveForm, ReverseForm
 
 # A bulk action handles at most this many earnings per confirmation (the page shows them all).
 MAX_BULK = 100
@@ -63,6 +63,13 @@ def _resolve(records: Sequence[EarningRecord], actor: str, form: ResolveForm) ->
 
 def _correct(records: Sequence[EarningRecord], actor: str, form: CorrectForm) -> operations.Report:
     return operations.correct(records[0], form.changes(), actor=actor)
+
+
+def _reverse(records: Sequence[EarningRecord], actor: str, form: ReverseForm) -> operations.Report:
+    data = form.cleaned_data
+    return operations.reverse(
+        records[0], amount=data["amount"], reason=data["reason"], refund_id=data["refund_id"], actor=actor
+    )
 
 
 SPECS: dict[str, ActionSpec] = {
@@ -121,6 +128,21 @@ SPECS: dict[str, ActionSpec] = {
             states=operations.CORRECTABLE,
             run=_correct,
             form_class=CorrectForm,
+            single=True,
+        ),
+        ActionSpec(
+            name="reverse",
+            permission="reverse_earningrecord",
+            title=gettext_lazy("Take points back (refund)"),
+            question=gettext_lazy("Take points back for a refund of this order?"),
+            explanation=gettext_lazy(
+                "For a refund the shop did not report itself. The platform takes back all the points, or the share "
+                "of the amount you enter; several partial refunds can never take back more than was earned."
+            ),
+            done=gettext_lazy("Refund recorded, points to be taken back: %(count)d."),
+            states=operations.REVERSIBLE,
+            run=_reverse,
+            form_class=ReverseForm,
             single=True,
         ),
     )

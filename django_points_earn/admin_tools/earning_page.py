@@ -133,6 +133,7 @@ def context(request: HttpRequest, record: EarningRecord) -> dict[str, Any]:
         "attempts": attempts,
         "hidden_attempts": hidden_attempts,
         "events": history(events),
+        "reversals": list(record.reversal_set.order_by("id")),
         "buttons": buttons(request, record),
         "read_only": not any(spec.allowed(request) for spec in SPECS.values()),
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -49,3 +51,28 @@ class CorrectForm(forms.Form):
 
     def changes(self) -> dict[str, str]:
         return {k: v.strip() for k, v in self.cleaned_data.items() if v and v.strip()}
+
+
+class ReverseForm(forms.Form):
+    amount = forms.DecimalField(
+        label=_("Amount to refund (SAR)"),
+        help_text=_("Leave empty to take back everything that is left; a part takes back its share of the points."),
+        required=False,
+        min_value=Decimal("0.01"),
+        max_digits=14,
+        decimal_places=2,
+        widget=forms.NumberInput(attrs={"dir": "ltr", "step": "0.01"}),
+    )
+    reason = forms.CharField(
+        label=_("Reason"),
+        help_text=_("Sent to the platform with the refund and kept in the earning's history."),
+        max_length=300,
+        error_messages={"required": _("Say why the points are taken back.")},
+    )
+    # One id per confirmation page: a double submission of the same page is one refund.
+    refund_id = forms.CharField(widget=forms.HiddenInput, max_length=40)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.is_bound:
+            self.initial["refund_id"] = f"admin-{uuid.uuid4().hex[:16]}"

@@ -12,12 +12,13 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 
-from .. import lifecycle, queueing, verify
+from .. import lifecycle, queueing, reversals, verify
 from ..models import AccountState, EarningRecord, Status, Trigger
 
 RETRYABLE = (Status.REJECTED, Status.BLOCKED, Status.FAILED)
 RESOLVABLE = tuple(s for s, targets in lifecycle.ALLOWED.items() if Status.RESOLVED in targets)
 CORRECTABLE = (Status.REJECTED,)
+REVERSIBLE = (Status.AWARDED, Status.PARTIALLY_REVERSED, Status.PENDING_ACTIVATION, Status.SENDING, Status.QUEUED)
 CORRECTABLE_FIELDS = ("phone", "customer_name")
 # Lookups are HTTP calls made while the agent waits: a bulk verify handles at most this many.
 MAX_VERIFY = 20
@@ -136,3 +137,28 @@ def resume(account: str, *, actor: str) -> int:
     count = lifecycle.resume_account(account, actor=actor)
     queueing.request_drain_safely(account)
     return count
+
+
+def reverse(record: EarningRecord, *, amount: Any, reason: str, refund_id: str, actor: str) -> Report:
+    """Take points back for a refund made outside the shop's own flow (the same path as ``order_refunded``)."""
+    report = Report()
+    if record.status not in REVERSIBLE:
+        report.refuse(
+            record, _("nothing to take back: the earning is %(state)s") % {"state": record.get_status_display()}
+        )
+        return report
+    reversal, created = reversals.create(record, refund_id=refund_id, amount=amount, reason=f"{reason} (by {actor})")
+    if not created:
+        report.refuse(record, _("this refund was already recorded (submitted twice?)"))
+        return report
+    if reversal.status in ("rejected", "cancelled"):
+        report.refuse(record, reversal.status_reason)
+        return report
+    report.done.append(record)
+    if reversal.status == "waiting":
+        report.notes.append(
+            _("%(order)s: the refund waits: %(why)s") % {"order": record.order_number, "why": reversal.status_reason}
+        )
+    else:
+        queueing.request_drain_safely(record.account)
+    return report
