@@ -222,6 +222,21 @@ class BaseBackend:
             return None, exc, int((time.monotonic() - started) * 1000)
 
     @staticmethod
+    def no_answer(exc: BaseException | None) -> EarnResult:
+        """The result of a call that got no HTTP answer at all."""
+        message, unknown = describe_exception(exc) if exc else ("no answer", True)
+        return EarnResult(UNAVAILABLE, message=message, outcome_unknown=unknown)
+
+    def read(self, response: requests.Response) -> tuple[Any, str | None, dict[str, Any]]:
+        """The JSON body (or why there is none), and the fields every result of this answer carries."""
+        body, not_json = self.parse_json(response)
+        return (
+            body,
+            not_json,
+            {"http_status": response.status_code, "body": body, "raw_text": cut(scrub(response.text))},
+        )
+
+    @staticmethod
     def parse_json(response: requests.Response) -> tuple[Any, str | None]:
         """The JSON body, or ``(None, why not)``."""
         text = response.text

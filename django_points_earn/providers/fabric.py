@@ -138,11 +138,9 @@ class FabricBackend(BaseBackend):
 
     def classify_earn(self, response: requests.Response | None, exc: BaseException | None) -> EarnResult:
         if response is None:
-            message, unknown = describe_exception(exc) if exc else ("no answer", True)
-            return EarnResult(UNAVAILABLE, message=message, outcome_unknown=unknown)
+            return self.no_answer(exc)
         code = response.status_code
-        body, not_json = self.parse_json(response)
-        common = {"http_status": code, "body": body, "raw_text": cut(scrub(response.text))}
+        body, not_json, common = self.read(response)
         if not 200 <= code < 300:
             if not_json and code in (400, 409, 422):
                 # A garbled refusal could be a duplicate (already earned): unknown, resent only after a lookup.

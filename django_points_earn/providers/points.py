@@ -95,13 +95,9 @@ class PointsBackend(BaseBackend):
 
     def classify_earn(self, response: requests.Response | None, exc: BaseException | None) -> EarnResult:
         if response is None:
-            message, unknown = describe_exception(exc) if exc else ("no answer", True)
-            return EarnResult(UNAVAILABLE, message=message, outcome_unknown=unknown)
-
+            return self.no_answer(exc)
         code = response.status_code
-        body, not_json = self.parse_json(response)
-        raw = cut(scrub(response.text))
-        common = {"http_status": code, "body": body, "raw_text": raw}
+        body, not_json, common = self.read(response)
         message = scrub(str(body.get("message") or "")) if isinstance(body, dict) else ""
 
         if 200 <= code < 300:
@@ -234,11 +230,9 @@ class PointsBackend(BaseBackend):
 
     def classify_refund(self, response: requests.Response | None, exc: BaseException | None) -> EarnResult:
         if response is None:
-            message, unknown = describe_exception(exc) if exc else ("no answer", True)
-            return EarnResult(UNAVAILABLE, message=message, outcome_unknown=unknown)
+            return self.no_answer(exc)
         code = response.status_code
-        body, not_json = self.parse_json(response)
-        common = {"http_status": code, "body": body, "raw_text": cut(scrub(response.text))}
+        body, not_json, common = self.read(response)
         message = scrub(str(body.get("message") or "")) if isinstance(body, dict) else ""
         if 200 <= code < 300 and not not_json:
             data = _order_data(body)
