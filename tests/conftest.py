@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -205,3 +206,40 @@ def kill_worker(proc: subprocess.Popen) -> None:
         except ProcessLookupError:
             pass
     proc.wait(10)
+
+
+class _EveryLogLine(logging.Handler):
+    """Keeps every log line of the whole session (messages and tracebacks) for the secrets check below."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # a badly formatted record is still searched, raw
+            text = f"{record.msg!r} {record.args!r}"
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        self.lines.append(text)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log_line() -> Iterator[None]:
+    """After the whole suite (rough runs, bad answers, refused keys included): no configured secret and no bearer
+    token in any log line or traceback any test produced. Searched for, not assumed."""
+    handler = _EveryLogLine()
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield
+    root.removeHandler(handler)
+    root.setLevel(previous)
+    secrets = [s for s in conf.all_secret_values() if len(s) >= 8]
+    assert len(secrets) >= 4  # the API keys, the fabric client secret and the webhook secret are all configured
+    leaks = [(s[:4] + "…", line[:200]) for line in handler.lines for s in secrets if s in line]
+    leaks += [("Bearer", line[:200]) for line in handler.lines if "Bearer " in line]
+    assert len(handler.lines) > 1000  # the suite logs a lot: this is a real search
+    assert leaks == [], f"secrets found in log lines: {leaks[:5]}"
