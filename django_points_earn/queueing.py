@@ -10,6 +10,8 @@ import re
 import uuid
 
 import django_rq
+from django.conf import settings as django_settings
+from django_rq.connection_utils import filter_connection_params
 from redis import Redis
 from redis.lock import Lock
 
@@ -18,6 +20,7 @@ from .conf import AccountConfig, get_settings
 log = logging.getLogger("django_points_earn")
 
 DRAIN_FLAG_TTL = 120  # seconds; a lost job's flag expires and the sweep enqueues a new one
+_clients: dict[str, Redis] = {}
 
 
 def _key(kind: str, account: str) -> str:
@@ -25,7 +28,17 @@ def _key(kind: str, account: str) -> str:
 
 
 def connection() -> Redis:
-    return django_rq.get_connection(get_settings().queue)
+    """The queue's Redis client, one per process and connection settings, so its connection pool is reused.
+
+    ``django_rq.get_connection`` builds a new client (a new TCP connection) on every call: at checkout that was
+    most of the time the app added (docs/benchmarks.md). redis-py's pool opens fresh connections after a fork.
+    """
+    name = get_settings().queue
+    key = repr(sorted(filter_connection_params(django_settings.RQ_QUEUES[name]).items()))
+    client = _clients.get(key)
+    if client is None:
+        client = _clients[key] = django_rq.get_connection(name)
+    return client
 
 
 def lock_ttl(account: AccountConfig) -> float:
@@ -52,7 +65,7 @@ def request_drain(account: str, conn: Redis | None = None) -> bool:
     if not conn.set(flag, "1", nx=True, ex=DRAIN_FLAG_TTL):
         return False  # a job is already waiting in the queue; it will see our record
     try:
-        queue = django_rq.get_queue(get_settings().queue, commit_mode="auto")
+        queue = django_rq.get_queue(get_settings().queue, commit_mode="auto", connection=conn)
         queue.enqueue(
             jobs.drain_account,
             account,
@@ -70,7 +83,7 @@ def request_drain(account: str, conn: Redis | None = None) -> bool:
 
 def jobs_waiting() -> bool:
     """Whether other jobs wait in our queue (then a drain job should not idle on its own backoff)."""
-    return django_rq.get_queue(get_settings().queue).count > 0
+    return django_rq.get_queue(get_settings().queue, connection=connection()).count > 0
 
 
 def clear_drain_request(account: str, conn: Redis | None = None) -> None:
