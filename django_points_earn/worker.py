@@ -31,6 +31,32 @@ class EarningWorker(Worker):
         base = super().dequeue_timeout
         return max(1, min(base, int(self.sweep_interval))) if self.sweep_interval else base
 
+    def execute_job(self, job, queue):
+        self.warm_tokens()
+        return super().execute_job(job, queue)
+
+    def warm_tokens(self) -> None:
+        """fabric tokens are cached per process: fetch (or keep) them here, in the parent, so that every forked
+        job inherits a fresh one instead of fetching its own. Pooled sockets are closed before the fork."""
+        from django.core.exceptions import ImproperlyConfigured
+
+        from .providers import get_backend
+        from .providers.base import close_sessions
+
+        try:
+            settings = get_settings()
+            accounts = [settings.account(name) for name in settings.account_names]
+        except ImproperlyConfigured:
+            return  # the job itself reports configuration errors, on the record
+        for account in accounts:
+            if account.provider != "fabric":
+                continue
+            try:
+                get_backend(account).warm_token()
+            except Exception:  # never let the parent die over a token: the job will meet the problem itself
+                log.exception("could not prepare a token for account %s before the job", account.name)
+        close_sessions()
+
     def heartbeat(self, *args, **kwargs):
         result = super().heartbeat(*args, **kwargs)
         self.maybe_sweep()

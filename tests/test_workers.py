@@ -95,3 +95,24 @@ def test_worker_killed_mid_call_leads_to_exactly_one_award(place_order, sandbox,
     assert sandbox.awards("SO-KILL") == 1
     outcomes = list(EarningRecord.objects.get().attempt_set.order_by("number").values_list("outcome", flat=True))
     assert outcomes == ["abandoned", "duplicate"]
+
+
+def test_forked_jobs_of_one_worker_share_the_parents_fabric_token(place_order, fabric_sandbox):
+    """RQ forks a work horse per job; EarningWorker fetches the token in the parent, so each job inherits it."""
+    import django_rq
+
+    from django_points_earn import jobs
+    from django_points_earn.sandbox import SandboxServer
+
+    with SandboxServer(fabric=fabric_sandbox) as server:
+        env = worker_env(FABRIC_BASE_URL=server.fabric_base_url, FABRIC_TOKEN_URL=server.fabric_token_url)
+        for n in range(3):
+            place_order(f"SO-T{n}", account="fabric")
+            for _ in range(2):  # several separate jobs, each a fork of the same worker
+                django_rq.get_queue("default").enqueue(jobs.drain_account, "fabric")
+        worker = start_worker(name=f"forking-{time.monotonic_ns()}", env=env, burst=True)
+        output, _ = worker.communicate(timeout=60)
+    assert set(EarningRecord.objects.values_list("status", flat=True)) == {Status.AWARDED}, output.decode()[-2000:]
+    ledger = fabric_sandbox.ledger()["merchants"]["fabric"]
+    assert ledger["token_requests"] == 1
+    assert output.decode().count("Job OK") >= 6  # really several forked jobs

@@ -139,6 +139,13 @@ def to_json_number(amount: Decimal | None) -> float | None:
 _sessions = threading.local()
 
 
+def close_sessions() -> None:
+    """Close this thread's sessions: a worker's parent must not hand pooled sockets down to forked jobs."""
+    for session in (getattr(_sessions, "by_account", None) or {}).values():
+        session.close()
+    _sessions.by_account = {}
+
+
 class BaseBackend:
     """Template for a platform client. Subclasses fill in the hooks; the base owns HTTP and error wrapping."""
 

@@ -413,6 +413,14 @@ class FabricBackend(BaseBackend):
         headers = {"Authorization": f"Bearer {token.value}"}
         return self.send(method, path, json_body=json_body, params=params, request_id=request_id, headers=headers)
 
+    def warm_token(self) -> None:
+        """Have a fresh token in this process's cache (EarningWorker calls it before forking each job, so every
+        job of the worker starts with the parent's token instead of fetching its own)."""
+        try:
+            self._token(self._token_key())
+        except TokenUnavailable as exc:
+            log.warning("fabric account %s: no token before the job (%s); the job will say so", self.account.name, exc)
+
     def _token_key(self) -> tuple[str, ...]:
         options = self.account.options
         return cache_key(
