@@ -3,6 +3,8 @@
 #   make admin   Django admin on http://127.0.0.1:8000/admin/ over the last demo's database (demo / demo)
 #   make test    the test suite (scripts/test.sh)
 #   make lint    ruff
+#   make bench   every benchmark at full size, a few minutes (BENCH_ARGS=--record appends to docs/benchmarks.md)
+#   make bench-quick   each benchmark at a small size (CI): fails on a correctness check, never on a timing
 
 PYTHON ?= python3
 VENV := .venv
@@ -10,7 +12,7 @@ PY := $(VENV)/bin/python
 # Rebuilt (pip install again) only when pyproject.toml changes.
 STAMP := $(VENV)/.installed-from-pyproject
 
-.PHONY: venv demo admin test lint
+.PHONY: venv demo admin test lint bench bench-quick
 
 venv: $(STAMP)
 
@@ -54,3 +56,23 @@ test: venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
+
+# Benchmarks need PostgreSQL (POSTGRES_URL, as for make test) and start their own Redis, sandbox and workers.
+# The admin benchmark (benchmarks/admin_bench.py) keeps its 1,000,000-row database between runs: run it by itself.
+bench: venv
+	$(PY) benchmarks/checkout.py $(BENCH_ARGS)
+	$(PY) benchmarks/throughput.py $(BENCH_ARGS)
+	$(PY) benchmarks/profile_drain.py $(BENCH_ARGS)
+	$(PY) benchmarks/scaleout.py $(BENCH_ARGS)
+	$(PY) benchmarks/storm.py $(BENCH_ARGS)
+	$(PY) benchmarks/memory.py $(BENCH_ARGS)
+	$(PY) benchmarks/reconcile_bench.py $(BENCH_ARGS)
+
+bench-quick: venv
+	$(PY) benchmarks/checkout.py --orders 50 --naive 5
+	$(PY) benchmarks/throughput.py --orders 40 --workers 2
+	$(PY) benchmarks/profile_drain.py --earnings 50
+	$(PY) benchmarks/scaleout.py --orders 10
+	$(PY) benchmarks/storm.py --orders 40
+	$(PY) benchmarks/memory.py --earnings 150
+	$(PY) benchmarks/reconcile_bench.py --rows 20000

@@ -12,38 +12,19 @@ queries growing with batches, not with rows.
 
 from __future__ import annotations
 
-import argparse
 import io
-import os
-import platform
 import resource
-import subprocess
 import sys
 import time
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-PG = os.environ.get("POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/points_earn").rsplit("/", 1)[0]
-DB_NAME = "points_earn_bench"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import common
 
-def setup_django() -> None:
-    import psycopg
-
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME}")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
-    os.environ["DATABASE_URL"] = f"{PG}/{DB_NAME}"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+SECTION = "points_reconcile (issue 5)"  # in docs/benchmarks.md
 
 
 def fill(rows: int, repair_fraction: float) -> dict[str, int]:
@@ -98,21 +79,12 @@ def _copy(connection, columns: str, buf: io.StringIO) -> None:
     raw.commit()
 
 
-class QueryCounter:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, execute, sql, params, many, context):
-        self.count += 1
-        return execute(sql, params, many, context)
-
-
 def run_reconcile() -> tuple[float, int, int, int, dict]:
     from django.db import connection
 
     from django_points_earn import reconcile
 
-    counter = QueryCounter()
+    counter = common.QueryCounter()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tracemalloc.start()
     started = time.perf_counter()
@@ -126,20 +98,16 @@ def run_reconcile() -> tuple[float, int, int, int, dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.parser(__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repair", type=float, default=0.01, help="fraction needing repair (default 0.01)")
-    parser.add_argument("--record", action="store_true", help="append the result to docs/benchmarks.md")
     args = parser.parse_args()
 
-    setup_django()
-    from django.conf import settings
-
-    from django_points_earn.redis_server import start_redis
-
-    redis = start_redis()
-    settings.RQ_QUEUES["default"]["URL"] = redis.url
+    run = common.Run(__file__)
+    redis = common.private_redis()
     try:
+        common.setup_django(common.fresh_database_url("postgres", common.BENCH_DB))
+        run.databases = [common.database_version()]
         t0 = time.perf_counter()
         mix = fill(args.rows, args.repair)
         fill_s = time.perf_counter() - t0
@@ -164,31 +132,10 @@ def main() -> None:
         ("queries", f"{queries:,}", f"{queries / max(1, batches):.1f} per batch of 500 repaired rows"),
         ("fill (COPY)", f"{fill_s:.1f} s", "not part of the measurement"),
     ]
-    width = max(len(r[0]) for r in rows_out)
-    table = "\n".join(f"| {k:<{width}} | {v} | {note} |" for k, v, note in rows_out)
-    header = f"| {'reconcile':<{width}} | figure | note |\n|{'-' * (width + 2)}|---|---|"
-    print(header)
+    table = common.markdown_table(["reconcile", "figure", "note"], rows_out)
     print(table)
     if args.record:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip()
-        machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-        pg_version = _pg_version()
-        with open(ROOT / "docs" / "benchmarks.md", "a", encoding="utf-8") as out:
-            out.write(
-                f"\n### points_reconcile, {args.rows:,} records, {args.repair:.0%} needing repair\n\n"
-                f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit}, {machine}, {pg_version}, "
-                f"`python benchmarks/reconcile_bench.py --rows {args.rows}`\n\n{header}\n{table}\n"
-            )
-
-
-def _pg_version() -> str:
-    from django.db import connection
-
-    with connection.cursor() as cur:
-        cur.execute("SHOW server_version")
-        return f"PostgreSQL {cur.fetchone()[0].split()[0]}"
+        run.record(SECTION, f"{args.rows:,} records, {args.repair:.0%} needing repair", table)
 
 
 if __name__ == "__main__":

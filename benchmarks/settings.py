@@ -1,0 +1,50 @@
+"""Settings for the benchmarks: the test shop and database handling of ``tests.settings``, with four Points
+accounts on the local sandbox and the app's own defaults (timeouts, retries, lease, drain, sweep) — what a shop
+would run, not the test suite's shortened timings.
+
+The driver sets DATABASE_URL, REDIS_URL and POINTS_BASE_URL before anything imports this, and hands the same
+environment to the sandbox and the worker processes.
+"""
+
+import os
+
+from tests.settings import *  # noqa: F403
+from tests.settings import env
+
+BENCH_ACCOUNTS = ("acct1", "acct2", "acct3", "acct4")
+# Placeholder keys for the local sandbox only (it is given the same ones); never printed by the benchmarks.
+BENCH_API_KEYS = {name: f"bench-{name}-key-{i}Zq" for i, name in enumerate(BENCH_ACCOUNTS, start=1)}
+BENCH_MERCHANTS = {name: f"merchant-{name}" for name in BENCH_ACCOUNTS}
+
+POINTS_EARN = {
+    "ACCOUNTS": {
+        name: {
+            "PROVIDER": "points",
+            "API_KEY": BENCH_API_KEYS[name],
+            "BASE_URL": env("POINTS_BASE_URL", default="http://127.0.0.1:8765/api/v1"),
+        }
+        for name in BENCH_ACCOUNTS
+    },
+    "ORDER_ADAPTER": "tests.shop.adapters.ShopAdapter",
+    # memory.py and profile_drain.py keep one drain job (one work horse) on the account for all its earnings.
+    "DRAIN": {"MAX_SECONDS": env.float("POINTS_BENCH_DRAIN_SECONDS", default=60.0)},
+}
+
+# Every process logs what it would log in production (the app at INFO), to a file instead of the terminal.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"timed": {"format": "%(asctime)s %(process)d %(name)s %(message)s"}},
+    "handlers": {
+        "file": {
+            "class": "logging.FileHandler",
+            "filename": os.environ.get("POINTS_BENCH_LOG", os.devnull),
+            "formatter": "timed",
+        }
+    },
+    "root": {"handlers": ["file"], "level": "WARNING"},
+    "loggers": {
+        "django_points_earn": {"handlers": ["file"], "level": "INFO", "propagate": False},
+        "rq.worker": {"handlers": ["file"], "level": "INFO", "propagate": False},
+    },
+}
