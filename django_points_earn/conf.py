@@ -38,7 +38,9 @@ DEFAULTS: dict[str, Any] = {
     },
     # A drain job holds one account; it stops after MAX_SECONDS (and enqueues its successor) so that other
     # accounts get workers, and it waits in place only for retries due within MAX_WAIT seconds.
-    "DRAIN": {"MAX_SECONDS": 60.0, "MAX_WAIT": 5.0},
+    # COOLDOWN_AFTER_TIMEOUT: after a call that got no answer in time, the account waits this long before its next
+    # call, since the platform may still be working on the timed-out one (and would answer the next with 429).
+    "DRAIN": {"MAX_SECONDS": 60.0, "MAX_WAIT": 5.0, "COOLDOWN_AFTER_TIMEOUT": 2.0},
     # EarningWorker runs the due/lease sweep this often (seconds); 0 turns it off (then cron points_reconcile).
     "SWEEP_INTERVAL": 5.0,
     # Prefix of every Redis key the app writes (locks, drain flags).

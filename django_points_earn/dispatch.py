@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Min
@@ -24,6 +25,14 @@ from .providers import get_backend
 from .providers.base import REJECTED, UNAUTHORIZED, UNAVAILABLE, BaseBackend, EarnResult, PlatformError
 
 log = logging.getLogger("django_points_earn")
+
+
+class Sent(NamedTuple):
+    """What one call did: the record's (or reversal's) new status, and whether the platform may still be working
+    on it (no answer within the timeout: its side of the call can outlive ours)."""
+
+    status: str
+    platform_may_be_busy: bool = False
 
 
 @dataclass
@@ -101,7 +110,9 @@ def drain_account(account_name: str, *, trigger: str = Trigger.WORKER, actor: st
 
 
 def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigger, actor) -> None:
-    lease = float(get_settings().lease_seconds)
+    settings = get_settings()
+    lease = float(settings.lease_seconds)
+    cooldown = float(settings.drain["COOLDOWN_AFTER_TIMEOUT"])
     while time.monotonic() < deadline:
         if lifecycle.is_paused(account_name):
             report.paused = True
@@ -114,8 +125,10 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
         if record_id is None and (reversal_id := reversals.next_due(account_name)) is not None:
             reversal = reversals.claim(reversal_id, lease_seconds=lease)
             if reversal is not None:
-                outcome = send_reversal(reversal, backend, trigger=trigger, actor=actor)
-                report.outcomes[f"reversal_{outcome}"] = report.outcomes.get(f"reversal_{outcome}", 0) + 1
+                sent = send_reversal(reversal, backend, trigger=trigger, actor=actor)
+                report.outcomes[f"reversal_{sent.status}"] = report.outcomes.get(f"reversal_{sent.status}", 0) + 1
+                if sent.platform_may_be_busy:
+                    cool_down(lock, cooldown)
             continue
         if record_id is None:
             wait = seconds_until_next(account_name)
@@ -135,21 +148,23 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
             lifecycle.release(record, "account lock lost")
             log.warning("account %s: lock lost before sending %s; handing over", account_name, record.order_number)
             return
-        outcome = send_claimed(record, backend, trigger=trigger, actor=actor)
+        sent = send_claimed(record, backend, trigger=trigger, actor=actor)
         report.sent += 1
-        report.outcomes[outcome] = report.outcomes.get(outcome, 0) + 1
-        if outcome in (Status.BLOCKED,):
+        report.outcomes[sent.status] = report.outcomes.get(sent.status, 0) + 1
+        if sent.status == Status.BLOCKED:
             report.paused = True
             return
+        if sent.platform_may_be_busy:
+            cool_down(lock, cooldown)
 
 
-def send_claimed(record: EarningRecord, backend: BaseBackend, *, trigger: str, actor: str = "") -> str:
-    """One attempt for a record this process has claimed. Returns the record's new status."""
+def send_claimed(record: EarningRecord, backend: BaseBackend, *, trigger: str, actor: str = "") -> Sent:
+    """One attempt for a record this process has claimed."""
     try:
         backend.auth_headers()  # a missing credential is an account problem, found before any call
     except ImproperlyConfigured as exc:
         saved = lifecycle.complete(record, None, EarnResult(UNAUTHORIZED, message=str(exc)), trigger=trigger)
-        return saved.status
+        return Sent(saved.status)
     attempt = lifecycle.start_attempt(record, trigger=trigger, actor=actor)
     result = backend.earn(record.payload, request_id=str(attempt.request_id), outcome_unknown=record.outcome_unknown)
     saved = lifecycle.complete(record, attempt, result, trigger=trigger)
@@ -164,7 +179,7 @@ def send_claimed(record: EarningRecord, backend: BaseBackend, *, trigger: str, a
         result.duration_ms,
         f": {result.message}" if result.message else "",
     )
-    return saved.status
+    return Sent(saved.status, _may_be_busy(result))
 
 
 def call_in_flight(account: str) -> bool:
@@ -180,23 +195,34 @@ def call_in_flight(account: str) -> bool:
     )
 
 
+def _may_be_busy(result: EarnResult) -> bool:
+    return result.outcome_unknown and result.http_status is None
+
+
+def cool_down(lock, seconds: float) -> None:
+    """After a call that timed out, the platform may still be working on it (Points holds its merchant lock until
+    it is done): wait before the account's next call, so that it cannot overlap that unfinished one."""
+    time.sleep(seconds)
+    lock.reacquire()
+
+
 def has_due(account: str) -> bool:
     return next_due(account) is not None or reversals.next_due(account) is not None
 
 
-def send_reversal(reversal: Reversal, backend: BaseBackend, *, trigger: str, actor: str = "") -> str:
+def send_reversal(reversal: Reversal, backend: BaseBackend, *, trigger: str, actor: str = "") -> Sent:
     """One refund call for a claimed reversal: read the order first (once), then ask the platform to refund."""
     record = reversal.record
     if not hasattr(backend, "reverse"):
         result = EarnResult(REJECTED, f"taking points back is not supported on {backend.provider} yet")
-        return reversals.complete(reversal, None, result, trigger=trigger).status
+        return Sent(reversals.complete(reversal, None, result, trigger=trigger).status)
     body = backend.refund_body(record, reversal)
     if reversal.remote_before is None:
         try:
             reversals.remember_remote_before(reversal, backend.snapshot(record))
         except PlatformError as exc:
             result = EarnResult(UNAVAILABLE, f"could not read the order before refunding it: {exc}")
-            return reversals.complete(reversal, None, result, trigger=trigger).status
+            return Sent(reversals.complete(reversal, None, result, trigger=trigger).status)
     attempt = reversals.start_attempt(reversal, body, trigger=trigger, actor=actor)
     result = backend.reverse(
         record,
@@ -216,7 +242,7 @@ def send_reversal(reversal: Reversal, backend: BaseBackend, *, trigger: str, act
         result.http_status,
         f": {result.message}" if result.message else "",
     )
-    return saved.status
+    return Sent(saved.status, _may_be_busy(result))
 
 
 def _block_next(account_name: str, message: str, trigger: str) -> None:

@@ -19,7 +19,10 @@ from .conf import AccountConfig, get_settings
 
 log = logging.getLogger("django_points_earn")
 
-DRAIN_FLAG_TTL = 120  # seconds; a lost job's flag expires and the sweep enqueues a new one
+# Seconds a "drain requested" flag suppresses further enqueues for the account. Short on purpose: a worker killed
+# between dequeuing the job and starting it loses the job but not the flag, and the account must not wait long for
+# the sweep. Under load a queued job may outlive it; the extra job it lets through finds nothing to do.
+DRAIN_FLAG_TTL = 15
 _clients: dict[str, Redis] = {}
 
 

@@ -116,3 +116,20 @@ def test_forked_jobs_of_one_worker_share_the_parents_fabric_token(place_order, f
     ledger = fabric_sandbox.ledger()["merchants"]["fabric"]
     assert ledger["token_requests"] == 1
     assert output.decode().count("Job OK") >= 6  # really several forked jobs
+
+
+def test_no_call_overlaps_one_the_platform_is_still_working_on(place_order, sandbox, sandbox_server):
+    """A call times out on our side while Points still holds its merchant lock: the next call of that account
+    waits (COOLDOWN_AFTER_TIMEOUT) instead of running into it."""
+    sandbox.script("slow")
+    sandbox.set_faults(slow_seconds=2.4)  # the client gives up at ~2 s (the test settings' read timeout)
+    for n in range(3):
+        place_order(f"SO-C{n}")
+    env = worker_env(POINTS_BASE_URL=sandbox_server.points_base_url)
+    worker = start_worker(name=f"cool-{time.monotonic_ns()}", env=env, burst=True)
+    output, _ = worker.communicate(timeout=60)
+    ledger = sandbox.ledger()["merchants"]["main"]
+    assert ledger["overlaps"] == 0, output.decode()[-2000:]
+    assert ledger["faults"] == {"slow": 1}
+    wait_for(lambda: sandbox.total_awards("main") == 3, 5, "the three awards")
+    assert sandbox.double_awards("main") == []
