@@ -114,9 +114,15 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
     lease = float(settings.lease_seconds)
     cooldown = float(settings.drain["COOLDOWN_AFTER_TIMEOUT"])
     while time.monotonic() < deadline:
-        if lifecycle.is_paused(account_name):
+        paused, wait = lifecycle.account_gate(account_name)
+        if paused:
             report.paused = True
             return
+        if wait:
+            time.sleep(min(wait, max_wait))  # a timed-out call may still run on the platform's side
+            if not _still_ours(lock):
+                return
+            continue
         if call_in_flight(account_name):
             # Redis lost our lock (flush, failover) while another worker is mid-call: the database says so.
             report.busy = True
@@ -128,7 +134,7 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
                 sent = send_reversal(reversal, backend, trigger=trigger, actor=actor)
                 report.outcomes[f"reversal_{sent.status}"] = report.outcomes.get(f"reversal_{sent.status}", 0) + 1
                 if sent.platform_may_be_busy:
-                    cool_down(lock, cooldown)
+                    lifecycle.mark_account_busy(account_name, cooldown)
             continue
         if record_id is None:
             wait = seconds_until_next(account_name)
@@ -137,7 +143,8 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
             if queueing.jobs_waiting():
                 return  # other accounts' jobs are queued: free this worker, the sweep brings us back when due
             time.sleep(wait)  # a short backoff (429, first retry) and an idle queue: cheaper to wait here
-            lock.reacquire()
+            if not _still_ours(lock):
+                return
             continue
         record = lifecycle.claim(record_id, lease_seconds=lease)
         if record is None:
@@ -155,7 +162,7 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
             report.paused = True
             return
         if sent.platform_may_be_busy:
-            cool_down(lock, cooldown)
+            lifecycle.mark_account_busy(account_name, cooldown)
 
 
 def send_claimed(record: EarningRecord, backend: BaseBackend, *, trigger: str, actor: str = "") -> Sent:
@@ -199,11 +206,13 @@ def _may_be_busy(result: EarnResult) -> bool:
     return result.outcome_unknown and result.http_status is None
 
 
-def cool_down(lock, seconds: float) -> None:
-    """After a call that timed out, the platform may still be working on it (Points holds its merchant lock until
-    it is done): wait before the account's next call, so that it cannot overlap that unfinished one."""
-    time.sleep(seconds)
-    lock.reacquire()
+def _still_ours(lock) -> bool:
+    """Extend the account lock after a wait; False if it is gone (expired, or Redis lost it): stop draining."""
+    try:
+        lock.reacquire()
+        return True
+    except LockError:
+        return False
 
 
 def has_due(account: str) -> bool:

@@ -410,6 +410,23 @@ def is_paused(account: str) -> bool:
     return AccountState.objects.filter(pk=account, paused=True).exists()
 
 
+def account_gate(account: str) -> tuple[bool, float]:
+    """One query: whether the account is paused, and how many seconds its next call must still wait."""
+    state = AccountState.objects.filter(pk=account).values_list("paused", "busy_until").first()
+    if state is None:
+        return False, 0.0
+    paused, busy_until = state
+    wait = (busy_until - timezone.now()).total_seconds() if busy_until else 0.0
+    return paused, max(0.0, wait)
+
+
+def mark_account_busy(account: str, seconds: float) -> None:
+    """A call timed out: the platform may be working on it for a while yet. Every worker holds back until then."""
+    until = timezone.now() + timedelta(seconds=seconds)
+    if not AccountState.objects.filter(pk=account).update(busy_until=until):
+        AccountState.objects.get_or_create(account=account, defaults={"busy_until": until})
+
+
 def resume_account(account: str, *, actor: str = "", trigger: str = Trigger.ADMIN) -> int:
     """Unpause and send the account's blocked earnings again. Returns how many were requeued."""
     AccountState.objects.filter(pk=account).update(paused=False, resumed_at=timezone.now(), resumed_by=actor[:150])

@@ -194,6 +194,9 @@ class AccountState(models.Model):
     paused_at = models.DateTimeField(_("paused at"), null=True, blank=True)
     resumed_at = models.DateTimeField(_("resumed at"), null=True, blank=True)
     resumed_by = models.CharField(_("resumed by"), max_length=150, blank=True)
+    # After a call that got no answer in time, the platform may still be working on it: no call of this account
+    # before this moment, whichever worker (the database remembers it even if Redis loses the account lock).
+    busy_until = models.DateTimeField(_("busy until"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("account")
