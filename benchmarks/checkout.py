@@ -157,9 +157,13 @@ def run_child(kind: str, orders: int, naive: int) -> dict[str, Any]:
 
 
 def describe_added(with_app: dict[str, float], without: dict[str, float]) -> str:
-    added = Counter(with_app)
-    added.subtract(without)
-    parts = [f"{k}" + (f" x{v:g}" if v != 1 else "") for k, v in sorted(added.items()) if abs(v) > 1e-9]
+    """The statements the app's receiver adds, in the order they run; the shop adapter's reads marked as such."""
+    parts = []
+    for kind, count in with_app.items():
+        extra = count - without.get(kind, 0)
+        if abs(extra) > 1e-9:
+            owner = " (the shop's adapter)" if " shop_" in kind else ""
+            parts.append(f"{kind}{f' x{extra:g}' if extra != 1 else ''}{owner}")
     return ", ".join(parts) or "none"
 
 

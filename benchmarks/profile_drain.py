@@ -72,6 +72,7 @@ def targets() -> list[tuple[Any, str, str]]:
     checks = "checks before each record (paused? a call in flight? next due)"
     return [
         (lifecycle, "is_paused", checks),
+        (lifecycle, "account_gate", checks),
         (dispatch, "call_in_flight", checks),
         (dispatch, "next_due", checks),
         (reversals, "next_due", checks),
