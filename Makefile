@@ -5,6 +5,8 @@
 #   make lint    ruff
 #   make bench   every benchmark at full size, a few minutes (BENCH_ARGS=--record appends to docs/benchmarks.md)
 #   make bench-quick   each benchmark at a small size (CI): fails on a correctness check, never on a timing
+#   make chaos   2,000 orders while workers are killed, Redis loses its data and the platform misbehaves
+#   make chaos-quick   the same with 200 orders (CI)
 
 PYTHON ?= python3
 VENV := .venv
@@ -12,7 +14,7 @@ PY := $(VENV)/bin/python
 # Rebuilt (pip install again) only when pyproject.toml changes.
 STAMP := $(VENV)/.installed-from-pyproject
 
-.PHONY: venv demo admin test lint bench bench-quick
+.PHONY: venv demo admin test lint bench bench-quick chaos chaos-quick
 
 venv: $(STAMP)
 
@@ -76,3 +78,10 @@ bench-quick: venv
 	$(PY) benchmarks/storm.py --orders 40
 	$(PY) benchmarks/memory.py --earnings 150
 	$(PY) benchmarks/reconcile_bench.py --rows 20000
+
+# The chaos run (benchmarks/chaos.py): exits 1 if any order is missing, awarded twice, or two calls overlapped.
+chaos: venv
+	$(PY) benchmarks/chaos.py --orders 2000 $(CHAOS_ARGS)
+
+chaos-quick: venv
+	$(PY) benchmarks/chaos.py --orders 200

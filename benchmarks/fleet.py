@@ -108,7 +108,14 @@ class Stack:
 
 
 @contextmanager
-def stack(name: str, *, latency_ms: float, rate_429: float = 0, database: str | None = "postgres") -> Iterator[Stack]:
+def stack(
+    name: str,
+    *,
+    latency_ms: float,
+    rate_429: float = 0,
+    database: str | None = "postgres",
+    settings_module: str = SETTINGS,
+) -> Iterator[Stack]:
     """A private Redis, the sandbox process and (unless ``database`` is None) Django on a fresh database.
 
     Logs (the app's, the sandbox's, each worker's) go to a temporary directory: kept and named when something
@@ -125,7 +132,7 @@ def stack(name: str, *, latency_ms: float, rate_429: float = 0, database: str | 
     try:
         sandbox = start_sandbox(workdir / "sandbox.log", latency_ms=latency_ms, rate_429=rate_429)
         if database_url:
-            setup_django(database_url, SETTINGS)
+            setup_django(database_url, settings_module)
         yield Stack(workdir, sandbox, redis)
         ok = True
     finally:
@@ -150,14 +157,17 @@ class Workers:
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     def start(self) -> Workers:
-        for i in range(self.count):
-            cmd = manage("rqworker", "--name", f"bench-{i}-{time.monotonic_ns()}", "default")
-            if self.worker_class:
-                cmd[4:4] = ["--worker-class", self.worker_class]
-            env = child_env(POINTS_BENCH_LOG=str(self.log_dir / f"worker-{i}.django.log"), **self.env)
-            with (self.log_dir / f"worker-{i}.log").open("ab") as out:
-                self.processes.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
+        self.processes.extend(self.spawn_one(i) for i in range(self.count))
         return self
+
+    def spawn_one(self, i: int) -> subprocess.Popen:
+        """One more worker process (the chaos run starts one for each it kills)."""
+        cmd = manage("rqworker", "--name", f"bench-{i}-{time.monotonic_ns()}", "default")
+        if self.worker_class:
+            cmd[4:4] = ["--worker-class", self.worker_class]
+        env = child_env(POINTS_BENCH_LOG=str(self.log_dir / f"worker-{i}.django.log"), **self.env)
+        with (self.log_dir / f"worker-{i}.log").open("ab") as out:
+            return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
     def horses(self) -> list[int]:
         """The work horses (RQ forks one per job) of our workers, as they are right now."""
