@@ -6,7 +6,7 @@
 #   make bench   every benchmark at full size, a few minutes (BENCH_ARGS=--record appends to docs/benchmarks.md)
 #   make bench-quick   each benchmark at a small size (CI): fails on a correctness check, never on a timing
 #   make chaos   2,000 orders while workers are killed, Redis loses its data and the platform misbehaves
-#   make chaos-quick   the same with 200 orders (CI)
+#   make chaos-quick   the same with 200 orders (make test runs it after the PostgreSQL pass)
 
 PYTHON ?= python3
 VENV := .venv

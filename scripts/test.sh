@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command (`make test`): ruff, then the whole suite on SQLite and on PostgreSQL.
+# The test command (`make test`): ruff, the whole suite on SQLite and on PostgreSQL, then the CI-sized chaos run.
 # Redis: the suite starts its own private redis-server (or an embedded one where no binary exists).
 # PostgreSQL: POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/points_earn); pytest creates test_points_earn.
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -x -k outbox`.
@@ -29,6 +29,12 @@ PYEOF
 then
   echo "== tests on PostgreSQL"
   DATABASE_URL="$PG_URL" "$PY" -m pytest "$@"
+  if [ "$#" -eq 0 ] && [ -z "${SKIP_CHAOS:-}" ]; then
+    # The whole suite also means the CI-sized chaos run (worker processes killed, Redis restarted, faults): it
+    # fails if any order is awarded twice or never, or two calls of one account overlap. SKIP_CHAOS=1 skips it.
+    echo "== chaos run, 200 orders (PostgreSQL)"
+    POSTGRES_URL="$PG_URL" "$PY" benchmarks/chaos.py --orders 200
+  fi
 elif [ "${CI:-}" = "true" ]; then
   echo "PostgreSQL is not reachable at $PG_URL, and CI must test it" >&2
   exit 1
