@@ -40,6 +40,7 @@ from .fabric_rules import (
     validate_earn,
     validate_reverse,
 )
+from .ledger import LedgerQueries
 from .points import (
     _BAD_GATEWAY_HTML,
     _BEFORE_WORK,
@@ -123,7 +124,7 @@ class _Merchant:
         self.token_refusals = 0
 
 
-class FabricSandbox:
+class FabricSandbox(LedgerQueries):
     """A thread-safe fake of fabric Loyalty for one or more programs (merchants), each reached by API clients.
 
     ``clients`` maps a client id to its secret, all of them for ``merchant``; :meth:`add_client` adds others.
@@ -564,23 +565,8 @@ class FabricSandbox:
                 "token_lifetime": self.token_lifetime,
             }
 
-    def awards(self, order_number: str, merchant: str | None = None) -> int:
-        """How many times an earn was recorded for this transactionExternalReference (1 is the only right one)."""
-        with self._state:
-            return sum(len(m.earns.get(order_number, ())) for m in self._selected(merchant))
-
-    def total_awards(self, merchant: str | None = None) -> int:
-        with self._state:
-            return sum(len(earns) for m in self._selected(merchant) for earns in m.earns.values())
-
-    def overlaps(self, merchant: str | None = None) -> int:
-        """Earn calls that arrived while another earn call of the same merchant was in flight."""
-        with self._state:
-            return sum(m.overlaps for m in self._selected(merchant))
-
-    def double_awards(self, merchant: str | None = None) -> list[str]:
-        with self._state:
-            return sorted({ref for m in self._selected(merchant) for ref, earns in m.earns.items() if len(earns) > 1})
+    def _credits(self, merchant: Any) -> dict[str, list[Any]]:
+        return merchant.earns
 
     def token_requests(self, merchant: str | None = None) -> int:
         """Calls to the token endpoint (of one merchant's clients, or all, unknown clients included)."""

@@ -29,6 +29,8 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .ledger import LedgerQueries
+
 DUPLICATE_MODES = ("422", "400", "409", "replay", "accept")
 FAULT_KINDS = ("429", "500", "created_500", "slow", "html", "truncated", "reset")
 # Faults that strike before the order is looked at: nothing is created.
@@ -190,7 +192,7 @@ def normalize_phone(raw: str) -> str | None:
     return raw if re.fullmatch(r"5[0-9]{8}", raw) else None
 
 
-class PointsSandbox:
+class PointsSandbox(LedgerQueries):
     """A thread-safe fake Points platform for one or more merchants (one per private API key).
 
     ``api_keys`` maps a private key to a merchant name; several keys may share a merchant (key rotation).
@@ -634,26 +636,8 @@ class PointsSandbox:
                 "duplicate_mode": self._duplicate_mode,
             }
 
-    def awards(self, order_number: str, merchant: str | None = None) -> int:
-        """How many times points were credited for ``order_number`` (1 is the only right answer)."""
-        with self._state:
-            return sum(len(m.orders.get(order_number, ())) for m in self._selected(merchant))
-
-    def total_awards(self, merchant: str | None = None) -> int:
-        with self._state:
-            return sum(len(orders) for m in self._selected(merchant) for orders in m.orders.values())
-
-    def overlaps(self, merchant: str | None = None) -> int:
-        """Earning calls that arrived while the merchant's lock was held (answered 429)."""
-        with self._state:
-            return sum(m.overlaps for m in self._selected(merchant))
-
-    def double_awards(self, merchant: str | None = None) -> list[str]:
-        """Order numbers credited more than once for the same merchant."""
-        with self._state:
-            return sorted(
-                {number for m in self._selected(merchant) for number, orders in m.orders.items() if len(orders) > 1}
-            )
+    def _credits(self, merchant: Any) -> dict[str, list[Any]]:
+        return merchant.orders
 
     # -- control (the HTTP server's /__sandbox__ endpoints) -----------------------------------------------
 
