@@ -91,6 +91,12 @@ def drain_account(account_name: str, *, trigger: str = Trigger.WORKER, actor: st
             report.busy = True
             return report
         try:
+            if call_in_flight(account_name):
+                # We got the lock, yet a call of this account is in flight: Redis lost the holder's lock (flush,
+                # failover). The database says so; step back. (A holder that keeps its lock needs no such check:
+                # it re-checks its own lock before every call.)
+                report.busy = True
+                return report
             _drain_locked(account_name, backend, lock, report, deadline, float(drain["MAX_WAIT"]), trigger, actor)
         finally:
             try:
@@ -123,13 +129,12 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
             if not _still_ours(lock):
                 return
             continue
-        if call_in_flight(account_name):
-            # Redis lost our lock (flush, failover) while another worker is mid-call: the database says so.
-            report.busy = True
-            return
         record_id = next_due(account_name)
         if record_id is None and (reversal_id := reversals.next_due(account_name)) is not None:
             reversal = reversals.claim(reversal_id, lease_seconds=lease)
+            if reversal is not None and not _still_ours(lock):
+                reversals.release(reversal)
+                return
             if reversal is not None:
                 sent = send_reversal(reversal, backend, trigger=trigger, actor=actor)
                 report.outcomes[f"reversal_{sent.status}"] = report.outcomes.get(f"reversal_{sent.status}", 0) + 1

@@ -151,6 +151,11 @@ def claim(reversal_id: int, *, lease_seconds: float) -> Reversal | None:
     return Reversal.objects.select_related("record").get(pk=reversal_id) if won else None
 
 
+def release(reversal: Reversal) -> bool:
+    """Give back a claim without having called the platform (the account lock was lost)."""
+    return _move(reversal, R.SENDING, R.QUEUED, claimed_by=reversal.lease_token, lease_token="", lease_expires_at=None)
+
+
 def start_attempt(reversal: Reversal, body: dict[str, Any], *, trigger: str, actor: str = "") -> EarningAttempt:
     number = EarningAttempt.objects.filter(record_id=reversal.record_id).count() + 1
     return EarningAttempt.objects.create(
