@@ -143,8 +143,10 @@ def measure(orders: int, naive: int) -> dict[str, Any]:
 
 
 def child(kind: str, orders: int, naive: int) -> None:
-    common.setup_django(common.fresh_database_url(kind, f"{common.BENCH_DB}_checkout"), fleet.SETTINGS)
-    print(json.dumps(measure(orders, naive)))
+    with common.own_database(kind, "checkout") as url:
+        common.setup_django(url, fleet.SETTINGS)
+        result = measure(orders, naive)
+    print(json.dumps(result))
 
 
 # -- the parent: both databases, one table --------------------------------------------------------------------

@@ -16,7 +16,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +50,31 @@ def fresh_database_url(kind: str = "postgres", name: str = BENCH_DB) -> str:
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         return f"sqlite:///{path}"
     raise ValueError(f"unknown database kind {kind!r} (postgres or sqlite)")
+
+
+@contextmanager
+def own_database(kind: str, name: str) -> Iterator[str]:
+    """A database of this run only (``points_earn_bench_<name>_<pid>``), so that concurrent runs of the same
+    benchmark never drop each other's; dropped at the end. Yields its DATABASE_URL."""
+    url = fresh_database_url(kind, f"{BENCH_DB}_{name}_{os.getpid()}")
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+def drop_database(url: str) -> None:
+    from django.db import connections
+
+    connections.close_all()
+    if url.startswith("sqlite:///"):
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{url.removeprefix('sqlite:///')}{suffix}").unlink(missing_ok=True)
+        return
+    import psycopg
+
+    with psycopg.connect(f"{PG_BASE}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
 
 
 def setup_django(database_url: str, settings_module: str = "tests.settings") -> None:

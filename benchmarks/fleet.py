@@ -17,13 +17,13 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BENCH_DB, ROOT, fresh_database_url, private_redis, setup_django
+from benchmarks.common import ROOT, own_database, private_redis, setup_django
 from django_points_earn.redis_server import RunningRedis, free_port
 
 SETTINGS = "benchmarks.settings"
@@ -123,26 +123,26 @@ def stack(
     """
     workdir = Path(tempfile.mkdtemp(prefix=f"points-bench-{name}-"))
     os.environ["POINTS_BENCH_LOG"] = str(workdir / "django.log")
-    database_url = fresh_database_url(database, f"{BENCH_DB}_{name}") if database else None
-    if database_url:
-        os.environ["DATABASE_URL"] = database_url  # before anything imports the settings
-    redis = private_redis()
-    sandbox = None
-    ok = False
-    try:
-        sandbox = start_sandbox(workdir / "sandbox.log", latency_ms=latency_ms, rate_429=rate_429)
+    with own_database(database, name) if database else nullcontext("") as database_url:
         if database_url:
-            setup_django(database_url, settings_module)
-        yield Stack(workdir, sandbox, redis)
-        ok = True
-    finally:
-        if sandbox is not None:
-            sandbox.stop()
-        redis.stop()
-        if ok:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"logs: {workdir}", file=sys.stderr)
+            os.environ["DATABASE_URL"] = database_url  # before anything imports the settings
+        redis = private_redis()
+        sandbox = None
+        ok = False
+        try:
+            sandbox = start_sandbox(workdir / "sandbox.log", latency_ms=latency_ms, rate_429=rate_429)
+            if database_url:
+                setup_django(database_url, settings_module)
+            yield Stack(workdir, sandbox, redis)
+            ok = True
+        finally:
+            if sandbox is not None:
+                sandbox.stop()
+            redis.stop()
+            if ok:
+                shutil.rmtree(workdir, ignore_errors=True)
+            else:
+                print(f"logs: {workdir}", file=sys.stderr)
 
 
 # -- workers --------------------------------------------------------------------------------------------------
