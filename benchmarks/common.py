@@ -186,6 +186,7 @@ class Run:
     script: str
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     load_at_start: tuple[float, float, float] = field(default_factory=os.getloadavg)
+    commit_at_start: str = field(default_factory=lambda: commit())
     databases: list[str] = field(default_factory=list)
 
     @property
@@ -199,7 +200,8 @@ class Run:
 
         parts = [
             f"{self.started:%Y-%m-%d %H:%M} UTC",
-            f"commit {commit()}",
+            f"commit {self.commit_at_start}"
+            + (f" (HEAD moved to {now} during the run)" if (now := commit()) != self.commit_at_start else ""),
             machine(),
             *self.databases,
             redis_version(),
