@@ -90,8 +90,16 @@ def reconcile_until_done(timeout: float) -> int:
             return runs
         if os.environ.get("CHAOS_DEBUG"):
             for r in EarningRecord.objects.filter(status__in=IN_PROGRESS):
-                print(runs, r.order_number, r.status, r.next_attempt_at, r.lease_expires_at, r.attempts,
-                      r.status_reason[:80], flush=True)
+                print(
+                    runs,
+                    r.order_number,
+                    r.status,
+                    r.next_attempt_at,
+                    r.lease_expires_at,
+                    r.attempts,
+                    r.status_reason[:80],
+                    flush=True,
+                )
         time.sleep(2)
     raise fleet.BenchmarkFailure(f"earnings still queued or sending after {timeout:.0f} s of reconcile")
 
