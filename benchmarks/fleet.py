@@ -119,7 +119,7 @@ def stack(
     """A private Redis, the sandbox process and (unless ``database`` is None) Django on a fresh database.
 
     Logs (the app's, the sandbox's, each worker's) go to a temporary directory: kept and named when something
-    fails, removed otherwise.
+    fails (or POINTS_BENCH_KEEP_LOGS is set), removed otherwise.
     """
     workdir = Path(tempfile.mkdtemp(prefix=f"points-bench-{name}-"))
     os.environ["POINTS_BENCH_LOG"] = str(workdir / "django.log")
@@ -139,9 +139,9 @@ def stack(
             if sandbox is not None:
                 sandbox.stop()
             redis.stop()
-            if ok:
+            if ok and not os.environ.get("POINTS_BENCH_KEEP_LOGS"):
                 shutil.rmtree(workdir, ignore_errors=True)
-            else:
+            if workdir.exists():
                 print(f"logs: {workdir}", file=sys.stderr)
 
 
