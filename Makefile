@@ -3,7 +3,7 @@
 #   make admin   Django admin on http://127.0.0.1:8000/admin/ over the last demo's database (demo / demo)
 #   make test    the test suite (scripts/test.sh)
 #   make lint    ruff
-#   make bench   every benchmark at full size, a few minutes (BENCH_ARGS=--record appends to docs/benchmarks.md)
+#   make bench   every benchmark at full size, ~30 min on 2 cores (BENCH_ARGS=--record appends to docs/benchmarks.md)
 #   make bench-quick   each benchmark at a small size (CI): fails on a correctness check, never on a timing
 #   make chaos   2,000 orders while workers are killed, Redis loses its data and the platform misbehaves
 #   make chaos-quick   the same with 200 orders (make test runs it after the PostgreSQL pass)
