@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -18,8 +19,9 @@ from django.utils import timezone
 from redis.exceptions import LockError
 
 from . import lifecycle, queueing, reversals
+from .call_thread import CallThread
 from .conf import get_settings
-from .models import EarningRecord, Reversal, Status, Trigger
+from .models import EarningAttempt, EarningRecord, Reversal, Status, Trigger
 from .phones import mask_phone
 from .providers import get_backend
 from .providers.base import REJECTED, UNAUTHORIZED, UNAVAILABLE, BaseBackend, EarnResult, PlatformError
@@ -115,70 +117,202 @@ def drain_account(account_name: str, *, trigger: str = Trigger.WORKER, actor: st
             return report
 
 
+@dataclass
+class _Prepared:
+    """A claimed record with its attempt row committed: ready to go out the moment the account is free."""
+
+    record: EarningRecord
+    attempt: EarningAttempt
+    lock_refreshed: float = 0.0  # time.monotonic() when the account lock was last extended for this call
+
+
+# A call prepared while the previous one was in flight starts when that one returns. If that took longer than this,
+# the account lock is extended again first, so it still outlives the whole call.
+LOCK_REFRESH_AFTER = 1.0
+
+
+@dataclass
+class _InFlight:
+    prepared: _Prepared
+    answer: Future[EarnResult]
+
+
 def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigger, actor) -> None:
+    """Send the account's due work, one call at a time; the bookkeeping around a call overlaps the next call.
+
+    While one earning's call is in flight (in the call thread), this thread claims the next record and writes its
+    attempt row; when the answer arrives, the next call starts at once, and the answer is recorded while that call
+    runs. Refunds and waits (backoff, cooldown, a paused account) take the plain path, with no call in flight.
+    """
     settings = get_settings()
     lease = float(settings.lease_seconds)
     cooldown = float(settings.drain["COOLDOWN_AFTER_TIMEOUT"])
-    while time.monotonic() < deadline:
-        paused, wait = lifecycle.account_gate(account_name)
-        if paused:
-            report.paused = True
-            return
-        if wait:
-            time.sleep(min(wait, max_wait))  # a timed-out call may still run on the platform's side
-            if not _still_ours(lock):
-                return
-            continue
-        record_id = next_due(account_name)
-        if record_id is None and (reversal_id := reversals.next_due(account_name)) is not None:
-            reversal = reversals.claim(reversal_id, lease_seconds=lease)
-            if reversal is not None and not _still_ours(lock):
-                reversals.release(reversal)
-                return
-            if reversal is not None:
-                sent = send_reversal(reversal, backend, trigger=trigger, actor=actor)
-                report.outcomes[f"reversal_{sent.status}"] = report.outcomes.get(f"reversal_{sent.status}", 0) + 1
-                if sent.platform_may_be_busy:
-                    lifecycle.mark_account_busy(account_name, cooldown)
-            continue
-        if record_id is None:
-            wait = seconds_until_next(account_name)
-            if wait is None or wait > max_wait or time.monotonic() + wait >= deadline:
-                return
-            if queueing.jobs_waiting():
-                return  # other accounts' jobs are queued: free this worker, the sweep brings us back when due
-            time.sleep(wait)  # a short backoff (429, first retry) and an idle queue: cheaper to wait here
-            if not _still_ours(lock):
-                return
-            continue
-        record = lifecycle.claim(record_id, lease_seconds=lease)
-        if record is None:
-            continue  # an admin action or another claimant got it first
+    inflight: _InFlight | None = None
+    with CallThread(account_name) as calls:
         try:
-            lock.reacquire()  # our lock must outlive this call; if it is gone, someone else may be sending
-        except LockError:
-            lifecycle.release(record, "account lock lost")
-            log.warning("account %s: lock lost before sending %s; handing over", account_name, record.order_number)
-            return
-        sent = send_claimed(record, backend, trigger=trigger, actor=actor)
-        report.sent += 1
-        report.outcomes[sent.status] = report.outcomes.get(sent.status, 0) + 1
-        if sent.status == Status.BLOCKED:
-            report.paused = True
-            return
-        if sent.platform_may_be_busy:
-            lifecycle.mark_account_busy(account_name, cooldown)
+            while True:
+                if inflight is not None:
+                    following = None
+                    if time.monotonic() < deadline:
+                        following = _prepare_next(account_name, backend, lock, lease, trigger, actor, report)
+                    current, inflight = inflight, None  # from here on, _overlap answers for it
+                    inflight = _overlap(current, following, calls, backend, lock, report, cooldown, trigger)
+                    if report.paused:
+                        return
+                    continue
+                if time.monotonic() >= deadline:
+                    return
+                paused, wait = lifecycle.account_gate(account_name)
+                if paused:
+                    report.paused = True
+                    return
+                if wait:
+                    time.sleep(min(wait, max_wait))  # a timed-out call may still run on the platform's side
+                    if not _still_ours(lock):
+                        return
+                    continue
+                record_id = next_due(account_name)
+                if record_id is None and (reversal_id := reversals.next_due(account_name)) is not None:
+                    reversal = reversals.claim(reversal_id, lease_seconds=lease)
+                    if reversal is not None and not _still_ours(lock):
+                        reversals.release(reversal)
+                        return
+                    if reversal is not None:
+                        sent = send_reversal(reversal, backend, trigger=trigger, actor=actor)
+                        key = f"reversal_{sent.status}"
+                        report.outcomes[key] = report.outcomes.get(key, 0) + 1
+                        if sent.platform_may_be_busy:
+                            lifecycle.mark_account_busy(account_name, cooldown)
+                    continue
+                if record_id is None:
+                    wait = seconds_until_next(account_name)
+                    if wait is None or wait > max_wait or time.monotonic() + wait >= deadline:
+                        return
+                    if queueing.jobs_waiting():
+                        return  # other accounts' jobs are queued: free this worker, the sweep brings us back when due
+                    time.sleep(wait)  # a short backoff (429, first retry) and an idle queue: cheaper to wait here
+                    if not _still_ours(lock):
+                        return
+                    continue
+                prepared = _claim_and_prepare(record_id, backend, lock, lease, trigger, actor, report)
+                if prepared is False:
+                    return  # the account lock is gone
+                if prepared is not None:
+                    inflight = _InFlight(prepared, calls.submit(_earn, backend, prepared))
+        finally:
+            if inflight is not None:  # an error while a call was in flight: wait for it, record it if we can
+                _record_after_error(inflight, report, trigger, cooldown)
 
 
-def send_claimed(record: EarningRecord, backend: BaseBackend, *, trigger: str, actor: str = "") -> Sent:
-    """One attempt for a record this process has claimed."""
+def _prepare_next(account_name, backend, lock, lease, trigger, actor, report) -> _Prepared | None:
+    """While a call is in flight: get the next due earning ready, if the account is free to go on."""
+    paused, wait = lifecycle.account_gate(account_name)
+    if paused or wait:
+        return None
+    record_id = next_due(account_name)
+    if record_id is None:
+        return None  # nothing due, or only refunds: the plain path takes over once the call is in
+    prepared = _claim_and_prepare(record_id, backend, lock, lease, trigger, actor, report)
+    return prepared or None
+
+
+def _overlap(inflight, following, calls, backend, lock, report, cooldown, trigger) -> _InFlight | None:
+    """Collect the call in flight, start the following one at once if the answer allows, then record the answer."""
     try:
-        backend.auth_headers()  # a missing credential is an account problem, found before any call
+        result = inflight.answer.result()
+    except BaseException:
+        if following is not None:
+            lifecycle.release(following.record, "the previous call failed unexpectedly", following.attempt)
+        raise
+    started = None
+    if following is not None:
+        stale = time.monotonic() - following.lock_refreshed > LOCK_REFRESH_AFTER
+        if not lifecycle.next_call_may_follow(result):
+            note = f"not sent after the previous answer ({result.status})"
+            lifecycle.release(following.record, note, following.attempt)
+        elif stale and not _still_ours(lock):
+            lifecycle.release(following.record, "account lock lost", following.attempt)
+        else:
+            started = _InFlight(following, calls.submit(_earn, backend, following))
+    try:
+        _record(inflight.prepared, result, report, trigger, cooldown)
+    except BaseException:
+        if started is not None:
+            _record_after_error(started, report, trigger, cooldown)
+        raise
+    return started
+
+
+def _claim_and_prepare(record_id, backend, lock, lease, trigger, actor, report) -> _Prepared | bool | None:
+    """Claim the record and write its attempt row. None: nothing to send (taken, or settled without a call);
+    False: the account lock is gone, so this drain must stop."""
+    record = lifecycle.claim(record_id, lease_seconds=lease)
+    if record is None:
+        return None  # an admin action or another claimant got it first
+    try:
+        lock.reacquire()  # our lock must outlive this call; if it is gone, someone else may be sending
+    except LockError:
+        lifecycle.release(record, "account lock lost")
+        log.warning("account %s: lock lost before sending %s; handing over", record.account, record.order_number)
+        return False
+    locked_at = time.monotonic()
+    prepared = prepare(record, backend, trigger=trigger, actor=actor)
+    if isinstance(prepared, Sent):
+        _count(report, prepared)
+        return None
+    prepared.lock_refreshed = locked_at
+    return prepared
+
+
+def _earn(backend: BaseBackend, prepared: _Prepared) -> EarnResult:
+    record = prepared.record
+    return backend.earn(
+        record.payload, request_id=str(prepared.attempt.request_id), outcome_unknown=record.outcome_unknown
+    )
+
+
+def _record(prepared: _Prepared, result: EarnResult, report: DrainReport, trigger: str, cooldown: float) -> None:
+    sent = finish(prepared, result, trigger=trigger)
+    _count(report, sent)
+    if sent.status == Status.BLOCKED:
+        report.paused = True
+    if sent.platform_may_be_busy:
+        lifecycle.mark_account_busy(prepared.record.account, cooldown)
+
+
+def _record_after_error(inflight: _InFlight, report: DrainReport, trigger: str, cooldown: float) -> None:
+    """The drain is failing with a call in flight: wait for its answer and try to record it. If that fails too,
+    the record stays ``sending`` until its lease expires, and the sweep sends it again as outcome unknown."""
+    try:
+        _record(inflight.prepared, inflight.answer.result(), report, trigger, cooldown)
+    except Exception:
+        log.exception("earning %s: could not record the answer of the call in flight", inflight.prepared.record.pk)
+
+
+def _count(report: DrainReport, sent: Sent) -> None:
+    report.sent += 1
+    report.outcomes[sent.status] = report.outcomes.get(sent.status, 0) + 1
+    if sent.status == Status.BLOCKED:
+        report.paused = True
+
+
+def prepare(record: EarningRecord, backend: BaseBackend, *, trigger: str, actor: str = "") -> _Prepared | Sent:
+    """Everything before the call, for a claimed record: its credentials checked, its attempt row committed.
+
+    A missing credential is an account problem found before any call: the record is settled (blocked) at once and
+    the :class:`Sent` returned instead.
+    """
+    try:
+        backend.auth_headers()
     except ImproperlyConfigured as exc:
         saved = lifecycle.complete(record, None, EarnResult(UNAUTHORIZED, message=str(exc)), trigger=trigger)
         return Sent(saved.status)
-    attempt = lifecycle.start_attempt(record, trigger=trigger, actor=actor)
-    result = backend.earn(record.payload, request_id=str(attempt.request_id), outcome_unknown=record.outcome_unknown)
+    return _Prepared(record, lifecycle.start_attempt(record, trigger=trigger, actor=actor))
+
+
+def finish(prepared: _Prepared, result: EarnResult, *, trigger: str) -> Sent:
+    """Record a call's answer (lifecycle decides what it means) and log it."""
+    record, attempt = prepared.record, prepared.attempt
     saved = lifecycle.complete(record, attempt, result, trigger=trigger)
     log.info(
         "earning %s/%s phone=%s attempt=%s -> %s (HTTP %s, %s ms)%s",
@@ -191,7 +325,15 @@ def send_claimed(record: EarningRecord, backend: BaseBackend, *, trigger: str, a
         result.duration_ms,
         f": {result.message}" if result.message else "",
     )
-    return Sent(saved.status, _may_be_busy(result))
+    return Sent(saved.status, lifecycle.platform_may_be_busy(result))
+
+
+def send_claimed(record: EarningRecord, backend: BaseBackend, *, trigger: str, actor: str = "") -> Sent:
+    """One attempt for a record this process has claimed, start to end (the admin's and reconcile's path)."""
+    prepared = prepare(record, backend, trigger=trigger, actor=actor)
+    if isinstance(prepared, Sent):
+        return prepared
+    return finish(prepared, _earn(backend, prepared), trigger=trigger)
 
 
 def call_in_flight(account: str) -> bool:
@@ -205,10 +347,6 @@ def call_in_flight(account: str) -> bool:
         EarningRecord.objects.filter(account=account, status=Status.SENDING, lease_expires_at__gt=now).exists()
         or Reversal.objects.filter(record__account=account, status="sending", lease_expires_at__gt=now).exists()
     )
-
-
-def _may_be_busy(result: EarnResult) -> bool:
-    return result.outcome_unknown and result.http_status is None
 
 
 def _still_ours(lock) -> bool:
@@ -256,7 +394,7 @@ def send_reversal(reversal: Reversal, backend: BaseBackend, *, trigger: str, act
         result.http_status,
         f": {result.message}" if result.message else "",
     )
-    return Sent(saved.status, _may_be_busy(result))
+    return Sent(saved.status, lifecycle.platform_may_be_busy(result))
 
 
 def _block_next(account_name: str, message: str, trigger: str) -> None:

@@ -117,13 +117,37 @@ def claim(record_id: int, *, lease_seconds: float) -> EarningRecord | None:
     return EarningRecord.objects.get(pk=record_id)
 
 
-def release(record: EarningRecord, note: str) -> bool:
-    """Give back a claim without having called the platform (e.g. the account lock was lost)."""
-    return bool(
-        EarningRecord.objects.filter(pk=record.pk, status=Status.SENDING, lease_token=record.lease_token).update(
-            status=Status.QUEUED, lease_token="", lease_expires_at=None, updated_at=timezone.now()
-        )
-    )
+def release(record: EarningRecord, note: str, attempt: EarningAttempt | None = None) -> bool:
+    """Give back a claim without having called the platform (e.g. the account lock was lost).
+
+    ``attempt`` is an attempt row written for a call that was then never made (the previous call's answer said to
+    stop): it is removed with the claim, so the history lists only calls that went out. If the claim was no longer
+    ours, the row stays for whoever took the record over.
+    """
+    with transaction.atomic():
+        released = EarningRecord.objects.filter(
+            pk=record.pk, status=Status.SENDING, lease_token=record.lease_token
+        ).update(status=Status.QUEUED, lease_token="", lease_expires_at=None, updated_at=timezone.now())
+        if released and attempt is not None:
+            EarningAttempt.objects.filter(pk=attempt.pk, finished_at__isnull=True).delete()
+    if released:
+        log.info("earning %s/%s given back unsent: %s", record.account, record.order_number, note)
+    return bool(released)
+
+
+def blocks_account(result: EarnResult) -> bool:
+    """The answer says the account's credentials are refused: no further call until a human resumes it."""
+    return result.status in (results.UNAUTHORIZED, results.FORBIDDEN)
+
+
+def platform_may_be_busy(result: EarnResult) -> bool:
+    """No answer within the timeout: the platform's side of the call may still be running (and hold its lock)."""
+    return result.outcome_unknown and result.http_status is None
+
+
+def next_call_may_follow(result: EarnResult) -> bool:
+    """Whether the account's next call may start as soon as this answer is in, before it is even recorded."""
+    return not blocks_account(result) and not platform_may_be_busy(result)
 
 
 def start_attempt(record: EarningRecord, *, trigger: str, actor: str = "") -> EarningAttempt:
@@ -197,7 +221,7 @@ def complete(
         # account says to skip them): final, like a skip decided at checkout; nothing was awarded.
         to = Status.SKIPPED
         fields.update(response=result.body, completed_at=now, next_attempt_at=None)
-    elif result.status in (results.UNAUTHORIZED, results.FORBIDDEN):
+    elif blocks_account(result):
         to = Status.BLOCKED
         fields.update(response=result.body, next_attempt_at=None)
         pause_reason = result.message

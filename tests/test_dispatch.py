@@ -330,3 +330,66 @@ def test_a_live_claim_elsewhere_stops_a_drain_even_if_redis_forgot_the_lock(plac
     settle()  # A's lease expires: recovered, resent with the same order number; B's goes too
     assert set(EarningRecord.objects.values_list("status", flat=True)) == {Status.AWARDED}
     assert points_api.overlaps("main") == 0
+
+
+def test_the_next_call_is_prepared_while_one_is_in_flight_yet_calls_never_overlap(place_order, points_api):
+    """The drain claims the next record and writes its attempt during the current call, and sends it only after."""
+    points_api.set_faults(latency_ms=15)  # every call really takes a while, in the call thread
+    for n in range(6):
+        place_order(f"SO-P{n}")
+    run_worker()
+    assert set(EarningRecord.objects.values_list("status", flat=True)) == {Status.AWARDED}
+    attempts = list(EarningAttempt.objects.order_by("started_at").values_list("started_at", "finished_at"))
+    assert len(attempts) == 6  # one attempt per order: nothing prepared was left behind
+    # Each attempt after the first was written before its predecessor's answer was recorded...
+    assert all(later[0] < earlier[1] for earlier, later in itertools.pairwise(attempts))
+    # ...yet the platform never had two calls of the account at once, and credited each order once.
+    assert points_api.overlaps("main") == 0
+    assert [points_api.awards(f"SO-P{n}") for n in range(6)] == [1] * 6
+
+
+def test_no_call_follows_a_timeout_until_the_cooldown(place_order, points_api, settings):
+    """A call with no answer may still run on the platform: the record prepared meanwhile waits, unsent."""
+    points_api.script("slow")  # the first call times out (the platform created the order all the same)
+    place_order("SO-T1")
+    place_order("SO-T2")
+    settle()
+    first = EarningRecord.objects.get(order_number="SO-T1")
+    second = EarningRecord.objects.get(order_number="SO-T2")
+    assert (first.status, second.status) == (Status.AWARDED, Status.AWARDED)
+    timed_out = first.attempt_set.get(number=1)
+    assert timed_out.outcome == "unavailable" and timed_out.outcome_unknown
+    sent = second.attempt_set.get()  # the attempt prepared during the timed-out call was given back, not kept
+    assert sent.number == 1 and sent.outcome == "awarded"
+    gap = (sent.started_at - timed_out.finished_at).total_seconds()
+    assert gap >= settings.POINTS_EARN["DRAIN"]["COOLDOWN_AFTER_TIMEOUT"]
+    assert points_api.overlaps("main") == 0
+    assert (points_api.awards("SO-T1"), points_api.awards("SO-T2")) == (1, 1)
+
+
+def test_an_unexpected_error_in_a_call_gives_back_the_record_prepared_meanwhile(place_order, sandbox):
+    """Nothing prepared is stranded by a failing drain: the next record goes back to the queue, unsent."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from django_points_earn.dispatch import drain_account
+    from django_points_earn.sandbox import register_responses
+
+    place_order("SO-E1")
+    place_order("SO-E2")
+    with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.post(f"{POINTS_URL}/orders/earning", body=RuntimeError("the transport broke in an unforeseen way"))
+        register_responses(rsps, sandbox, POINTS_URL)
+        with pytest.raises(RuntimeError, match="unforeseen"):
+            drain_account("main")
+        failed = EarningRecord.objects.get(order_number="SO-E1")
+        given_back = EarningRecord.objects.get(order_number="SO-E2")
+        assert failed.status == Status.SENDING  # outcome unknown: left to its lease, like a crash mid-call
+        assert failed.attempt_set.get().finished_at is None
+        assert (given_back.status, given_back.attempt_set.count()) == (Status.QUEUED, 0)
+
+        EarningRecord.objects.filter(pk=failed.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+        settle()
+    assert set(EarningRecord.objects.values_list("status", flat=True)) == {Status.AWARDED}
+    assert (sandbox.awards("SO-E1"), sandbox.awards("SO-E2")) == (1, 1)
