@@ -11,6 +11,7 @@ import logging
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from typing import NamedTuple
 
 from django.core.exceptions import ImproperlyConfigured
@@ -19,7 +20,7 @@ from django.utils import timezone
 from redis.exceptions import LockError
 
 from . import lifecycle, queueing, reversals
-from .call_thread import CallThread
+from .call_thread import Answer, CallThread
 from .conf import get_settings
 from .models import EarningAttempt, EarningRecord, Reversal, Status, Trigger
 from .phones import mask_phone
@@ -50,13 +51,19 @@ class DrainReport:
         return self.__dict__.copy()
 
 
+def _due(account: str):
+    return EarningRecord.objects.filter(
+        account=account, status=Status.QUEUED, next_attempt_at__lte=timezone.now()
+    ).order_by("next_attempt_at", "id")
+
+
 def next_due(account: str) -> int | None:
-    return (
-        EarningRecord.objects.filter(account=account, status=Status.QUEUED, next_attempt_at__lte=timezone.now())
-        .order_by("next_attempt_at", "id")
-        .values_list("id", flat=True)
-        .first()
-    )
+    return _due(account).values_list("id", flat=True).first()
+
+
+def next_due_record(account: str) -> EarningRecord | None:
+    """The next due record, whole: the drain claims this very instance (no second read)."""
+    return _due(account).first()
 
 
 def seconds_until_next(account: str) -> float | None:
@@ -134,7 +141,7 @@ LOCK_REFRESH_AFTER = 1.0
 @dataclass
 class _InFlight:
     prepared: _Prepared
-    answer: Future[EarnResult]
+    answer: Future[Answer[_Prepared, EarnResult]]
 
 
 def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigger, actor) -> None:
@@ -148,7 +155,7 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
     lease = float(settings.lease_seconds)
     cooldown = float(settings.drain["COOLDOWN_AFTER_TIMEOUT"])
     inflight: _InFlight | None = None
-    with CallThread(account_name) as calls:
+    with CallThread(account_name, partial(_earn, backend), _may_follow) as calls:
         try:
             while True:
                 if inflight is not None:
@@ -156,7 +163,7 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
                     if time.monotonic() < deadline:
                         following = _prepare_next(account_name, backend, lock, lease, trigger, actor, report)
                     current, inflight = inflight, None  # from here on, _overlap answers for it
-                    inflight = _overlap(current, following, calls, backend, lock, report, cooldown, trigger)
+                    inflight = _overlap(current, following, calls, lock, report, cooldown, trigger)
                     if report.paused:
                         return
                     continue
@@ -171,8 +178,8 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
                     if not _still_ours(lock):
                         return
                     continue
-                record_id = next_due(account_name)
-                if record_id is None and (reversal_id := reversals.next_due(account_name)) is not None:
+                due = next_due_record(account_name)
+                if due is None and (reversal_id := reversals.next_due(account_name)) is not None:
                     reversal = reversals.claim(reversal_id, lease_seconds=lease)
                     if reversal is not None and not _still_ours(lock):
                         reversals.release(reversal)
@@ -184,7 +191,7 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
                         if sent.platform_may_be_busy:
                             lifecycle.mark_account_busy(account_name, cooldown)
                     continue
-                if record_id is None:
+                if due is None:
                     wait = seconds_until_next(account_name)
                     if wait is None or wait > max_wait or time.monotonic() + wait >= deadline:
                         return
@@ -194,11 +201,11 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
                     if not _still_ours(lock):
                         return
                     continue
-                prepared = _claim_and_prepare(record_id, backend, lock, lease, trigger, actor, report)
+                prepared = _claim_and_prepare(due, backend, lock, lease, trigger, actor, report)
                 if prepared is False:
                     return  # the account lock is gone
                 if prepared is not None:
-                    inflight = _InFlight(prepared, calls.submit(_earn, backend, prepared))
+                    inflight = _InFlight(prepared, calls.start(prepared))
         finally:
             if inflight is not None:  # an error while a call was in flight: wait for it, record it if we can
                 _record_after_error(inflight, report, trigger, cooldown)
@@ -209,31 +216,36 @@ def _prepare_next(account_name, backend, lock, lease, trigger, actor, report) ->
     paused, wait = lifecycle.account_gate(account_name)
     if paused or wait:
         return None
-    record_id = next_due(account_name)
-    if record_id is None:
+    due = next_due_record(account_name)
+    if due is None:
         return None  # nothing due, or only refunds: the plain path takes over once the call is in
-    prepared = _claim_and_prepare(record_id, backend, lock, lease, trigger, actor, report)
+    prepared = _claim_and_prepare(due, backend, lock, lease, trigger, actor, report)
     return prepared or None
 
 
-def _overlap(inflight, following, calls, backend, lock, report, cooldown, trigger) -> _InFlight | None:
-    """Collect the call in flight, start the following one at once if the answer allows, then record the answer."""
-    try:
-        result = inflight.answer.result()
-    except BaseException:
-        if following is not None:
-            lifecycle.release(following.record, "the previous call failed unexpectedly", following.attempt)
-        raise
-    started = None
+def _overlap(inflight, following, calls, lock, report, cooldown, trigger) -> _InFlight | None:
+    """Collect the call in flight with the following one queued behind it (the call thread starts it the moment
+    the answer allows), then record the answer while the following call runs."""
     if following is not None:
-        stale = time.monotonic() - following.lock_refreshed > LOCK_REFRESH_AFTER
+        calls.queue_next(following)
+    try:
+        answer = inflight.answer.result()
+    except BaseException:
+        if (leftover := calls.take_back()) is not None:
+            lifecycle.release(leftover.record, "the previous call failed unexpectedly", leftover.attempt)
+        raise
+    result, started = answer.result, None
+    if answer.following is not None:
+        started = _InFlight(*answer.following)
+    elif (leftover := calls.take_back()) is not None:
+        # Not started by the call thread: the answer came before it was queued, or did not allow it.
         if not lifecycle.next_call_may_follow(result):
             note = f"not sent after the previous answer ({result.status})"
-            lifecycle.release(following.record, note, following.attempt)
-        elif stale and not _still_ours(lock):
-            lifecycle.release(following.record, "account lock lost", following.attempt)
+            lifecycle.release(leftover.record, note, leftover.attempt)
+        elif _lock_is_stale(leftover) and not _still_ours(lock):
+            lifecycle.release(leftover.record, "account lock lost", leftover.attempt)
         else:
-            started = _InFlight(following, calls.submit(_earn, backend, following))
+            started = _InFlight(leftover, calls.start(leftover))
     try:
         _record(inflight.prepared, result, report, trigger, cooldown)
     except BaseException:
@@ -243,10 +255,20 @@ def _overlap(inflight, following, calls, backend, lock, report, cooldown, trigge
     return started
 
 
-def _claim_and_prepare(record_id, backend, lock, lease, trigger, actor, report) -> _Prepared | bool | None:
+def _may_follow(following: _Prepared, result: EarnResult) -> bool:
+    """For the call thread: start the queued call at once? Only on an answer that allows it, and only while the
+    account lock extended when it was prepared is surely still ours (otherwise the drain's thread checks first)."""
+    return lifecycle.next_call_may_follow(result) and not _lock_is_stale(following)
+
+
+def _lock_is_stale(prepared: _Prepared) -> bool:
+    return time.monotonic() - prepared.lock_refreshed > LOCK_REFRESH_AFTER
+
+
+def _claim_and_prepare(due, backend, lock, lease, trigger, actor, report) -> _Prepared | bool | None:
     """Claim the record and write its attempt row. None: nothing to send (taken, or settled without a call);
     False: the account lock is gone, so this drain must stop."""
-    record = lifecycle.claim(record_id, lease_seconds=lease)
+    record = lifecycle.claim(due, lease_seconds=lease)
     if record is None:
         return None  # an admin action or another claimant got it first
     try:
@@ -281,12 +303,17 @@ def _record(prepared: _Prepared, result: EarnResult, report: DrainReport, trigge
 
 
 def _record_after_error(inflight: _InFlight, report: DrainReport, trigger: str, cooldown: float) -> None:
-    """The drain is failing with a call in flight: wait for its answer and try to record it. If that fails too,
-    the record stays ``sending`` until its lease expires, and the sweep sends it again as outcome unknown."""
+    """The drain is failing with a call in flight: wait for its answer and try to record it (and the call's that
+    followed it, if any). If that fails too, the record stays ``sending`` until its lease expires, and the sweep
+    sends it again as outcome unknown."""
     try:
-        _record(inflight.prepared, inflight.answer.result(), report, trigger, cooldown)
+        answer = inflight.answer.result()
+        _record(inflight.prepared, answer.result, report, trigger, cooldown)
     except Exception:
         log.exception("earning %s: could not record the answer of the call in flight", inflight.prepared.record.pk)
+        return
+    if answer.following is not None:
+        _record_after_error(_InFlight(*answer.following), report, trigger, cooldown)
 
 
 def _count(report: DrainReport, sent: Sent) -> None:
