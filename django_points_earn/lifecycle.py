@@ -102,19 +102,27 @@ def create(*, status: str, reason: str = "", **fields: Any) -> tuple[EarningReco
 
 
 # -- the worker's path -----------------------------------------------------------------------------------------
-def claim(record_id: int, *, lease_seconds: float) -> EarningRecord | None:
-    """Take a due record for one attempt. Exactly one caller wins; the others get ``None``."""
+def claim(record: int | EarningRecord, *, lease_seconds: float) -> EarningRecord | None:
+    """Take a due record for one attempt. Exactly one caller wins; the others get ``None``.
+
+    Given the record as just read (the drain reads the next due row whole), the claim also requires the row to be
+    unchanged since (``updated_at``), and returns that instance updated: no second read.
+    """
     now = timezone.now()
     token = uuid.uuid4().hex
-    won = EarningRecord.objects.filter(pk=record_id, status=Status.QUEUED, next_attempt_at__lte=now).update(
-        status=Status.SENDING,
-        lease_expires_at=now + timedelta(seconds=lease_seconds),
-        lease_token=token,
-        updated_at=now,
-    )
-    if not won:
+    pk = record if isinstance(record, int) else record.pk
+    due = EarningRecord.objects.filter(pk=pk, status=Status.QUEUED, next_attempt_at__lte=now)
+    if isinstance(record, EarningRecord):
+        due = due.filter(updated_at=record.updated_at)
+    lease = {"lease_expires_at": now + timedelta(seconds=lease_seconds), "lease_token": token, "updated_at": now}
+    if not due.update(status=Status.SENDING, **lease):
         return None
-    return EarningRecord.objects.get(pk=record_id)
+    if not isinstance(record, EarningRecord):
+        return EarningRecord.objects.get(pk=pk)
+    record.status = Status.SENDING
+    for name, value in lease.items():
+        setattr(record, name, value)
+    return record
 
 
 def release(record: EarningRecord, note: str, attempt: EarningAttempt | None = None) -> bool:
@@ -228,7 +236,7 @@ def complete(
     elif result.status == results.RATE_LIMITED:
         to = Status.QUEUED
         fields.update(
-            rate_limited=F("rate_limited") + 1,
+            rate_limited=record.rate_limited + 1,  # a plain value: the write below requires our lease
             next_attempt_at=now + timedelta(seconds=rate_limit_delay(result.retry_after)),
         )
         note = ""  # not a failure: no audit entry, the attempt row is the trace
@@ -254,7 +262,7 @@ def complete(
     with transaction.atomic():
         if attempt is not None:
             finish_attempt(attempt, result, now)
-        moved = _move(record, Status.SENDING, to, fields, lease_token=record.lease_token)
+        moved = ours = _move(record, Status.SENDING, to, fields, lease_token=record.lease_token)
         if not moved and to in (Status.AWARDED, Status.PENDING_ACTIVATION) and result.status != results.DUPLICATE:
             # Our lease was taken from us (a sweep thought this worker dead), yet the platform confirmed:
             # its word wins over whatever state the record went back to.
@@ -274,10 +282,19 @@ def complete(
             _event(record, Status.SENDING, to, trigger, attempt.actor if attempt else "", note)
         if pause_reason:
             pause_account(record.account, pause_reason)
-        saved = EarningRecord.objects.get(pk=record.pk)
+        # Moved under our lease, the row is exactly what we wrote; taken over by a sweep meanwhile, it is not.
+        saved = _as_written(record, to, fields) if ours else EarningRecord.objects.get(pk=record.pk)
         _announce(saved)
         _release_reversals(saved)
     return saved
+
+
+def _as_written(record: EarningRecord, status: str, fields: dict[str, Any]) -> EarningRecord:
+    """The record as the UPDATE just wrote it (every value in ``fields`` is plain), without reading it back."""
+    record.status = status
+    for name, value in fields.items():
+        setattr(record, name, value)
+    return record
 
 
 def _release_reversals(record: EarningRecord) -> None:

@@ -195,6 +195,23 @@ def test_a_claimed_record_cannot_be_claimed_twice(place_order):
     assert second is None
 
 
+def test_a_record_read_before_another_claim_and_release_cannot_be_claimed_from_that_read(place_order):
+    """The drain claims the row it read, not just its id: if the row changed since (claimed and given back by
+    another drain, say), the claim fails and the drain reads again."""
+    from django_points_earn.dispatch import next_due_record
+
+    place_order("SO-STALE")
+    stale = next_due_record("main")
+    other = lifecycle.claim(stale.pk, lease_seconds=30)
+    assert lifecycle.release(other, "account lock lost")
+    assert EarningRecord.objects.get().status == Status.QUEUED  # due again, yet not the row we read
+    assert lifecycle.claim(stale, lease_seconds=30) is None
+    fresh = next_due_record("main")
+    claimed = lifecycle.claim(fresh, lease_seconds=30)
+    assert claimed is fresh and claimed.status == Status.SENDING
+    assert EarningRecord.objects.get().lease_token == claimed.lease_token
+
+
 def test_expired_lease_is_recovered_as_unknown_outcome(place_order):
     from datetime import timedelta
 
