@@ -307,3 +307,27 @@ def test_lookup_error_raises_with_status(backend):
     with pytest.raises(r.PlatformError) as info:
         backend.lookup("u-3")
     assert info.value.http_status == 502
+
+
+@responses.activate
+def test_proxy_and_ca_bundle_from_the_environment_reach_the_transport(backend, monkeypatch):
+    """Read once per session (not per call), but honoured as requests would: a shop behind an egress proxy."""
+    from django_points_earn.providers.base import close_sessions
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://egress.shop.internal:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/shop-ca.pem")
+    monkeypatch.setenv("NO_PROXY", "")
+    close_sessions()  # a session made before the variables were set would not know them
+    try:
+        responses.post(URL, json={"uuid": "u-1", "order_status": "approved", "total_points": 10})
+        assert earn(backend).status == r.AWARDED
+        sent = responses.calls[0].request.req_kwargs
+        assert sent["proxies"]["https"] == "http://egress.shop.internal:3128"
+        assert sent["verify"] == "/etc/ssl/shop-ca.pem"
+
+        monkeypatch.setenv("NO_PROXY", "sandbox.papp.sa")
+        close_sessions()
+        assert earn(backend).status == r.AWARDED
+        assert "https" not in responses.calls[1].request.req_kwargs["proxies"]
+    finally:
+        close_sessions()  # leave no session built from this test's environment behind

@@ -9,6 +9,7 @@ queue, decided by the lifecycle from the result.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -146,6 +147,20 @@ def close_sessions() -> None:
     _sessions.by_account = {}
 
 
+def _read_environment_once(session: requests.Session, base_url: str) -> None:
+    """Honour the proxy and CA-bundle variables as requests would, but read them once per session.
+
+    With ``trust_env`` on, requests re-reads the whole environment (and looks for ``~/.netrc``) on every call:
+    measurable on an account's critical path, where calls run back to back. ``.netrc`` is not consulted: every
+    platform here authenticates with its own key or token.
+    """
+    session.trust_env = False
+    session.proxies.update(requests.utils.get_environ_proxies(base_url))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+
+
 class BaseBackend:
     """Template for a platform client. Subclasses fill in the hooks; the base owns HTTP and error wrapping."""
 
@@ -182,6 +197,7 @@ class BaseBackend:
                     "User-Agent": f"django-points-earn/{__version__}",
                 }
             )
+            _read_environment_once(session, self.account.base_url)
             cache[self.account.name] = session
         return session
 
