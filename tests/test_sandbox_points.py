@@ -801,3 +801,20 @@ def test_command_refuses_a_public_host() -> None:
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 1
     assert "loopback" in err
+
+
+def test_latency_is_the_round_trip_played_with_the_sandboxs_own_work_inside_it(monkeypatch):
+    """Behind the HTTP server, the latency sleep only fills up the time since the request arrived; in process
+    (no arrival noted) it is the whole latency."""
+    from django_points_earn.sandbox import timing
+
+    slept: list[float] = []
+    monkeypatch.setattr(timing.time, "sleep", slept.append)
+    timing.sleep_out(0.020)
+    with timing.request_arrived(time.monotonic() - 0.015):  # 15 ms already spent reading and working
+        timing.sleep_out(0.020)
+    with timing.request_arrived(time.monotonic() - 1.0):  # slower than the latency: answer at once
+        timing.sleep_out(0.020)
+    assert slept[0] == 0.020
+    assert 0 < slept[1] <= 0.005
+    assert len(slept) == 2

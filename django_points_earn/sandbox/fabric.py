@@ -49,6 +49,7 @@ from .points import (
     Faults,
     SandboxResponse,
 )
+from .timing import latency_seconds, sleep_out
 
 API_PREFIX = "/api"
 TOKEN_PATH = "/oauth2/default/v1/token"  # noqa: S105 - a path, not a password
@@ -394,10 +395,11 @@ class FabricSandbox(LedgerQueries):
         if fault is not None:
             with self._state:
                 m.faults[fault] += 1
-        self._sleep_latency()
         if fault in _BEFORE_WORK:
+            self._sleep_latency()
             return _fault_response(fault)
         response = self._record(m, clean, "EARN")
+        self._sleep_latency()  # the work is done within the round trip
         if fault == "created_500":
             return envelope(500, "Internal Server Error")
         if fault == "truncated":
@@ -646,11 +648,8 @@ class FabricSandbox(LedgerQueries):
 
     def _sleep_latency(self) -> None:
         with self._state:
-            f = self._faults
-            jitter = self._rng.uniform(-f.latency_jitter_ms, f.latency_jitter_ms) if f.latency_jitter_ms else 0
-        seconds = max(0.0, f.latency_ms + jitter) / 1000
-        if seconds:
-            time.sleep(seconds)
+            seconds = latency_seconds(self._faults.latency_ms, self._faults.latency_jitter_ms, self._rng)
+        sleep_out(seconds)
 
     def _new_uuid(self) -> str:
         if self._id_rng is None:

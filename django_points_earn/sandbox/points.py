@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .ledger import LedgerQueries
+from .timing import latency_seconds, sleep_out
 
 DUPLICATE_MODES = ("422", "400", "409", "replay", "accept")
 FAULT_KINDS = ("429", "500", "created_500", "slow", "html", "truncated", "reset")
@@ -399,10 +400,11 @@ class PointsSandbox(LedgerQueries):
             if fault is not None:
                 with self._state:
                     m.faults[fault] += 1
-            self._sleep_latency()
             if fault in _BEFORE_WORK:
+                self._sleep_latency()
                 return _fault_response(fault)
             response = self._create(m, clean)
+            self._sleep_latency()  # the work is done within the round trip, holding the lock throughout
             if fault == "created_500":
                 return _server_error()
             if fault == "truncated":
@@ -717,11 +719,8 @@ class PointsSandbox(LedgerQueries):
 
     def _sleep_latency(self) -> None:
         with self._state:
-            f = self._faults
-            jitter = self._rng.uniform(-f.latency_jitter_ms, f.latency_jitter_ms) if f.latency_jitter_ms else 0
-        seconds = max(0.0, f.latency_ms + jitter) / 1000
-        if seconds:
-            time.sleep(seconds)
+            seconds = latency_seconds(self._faults.latency_ms, self._faults.latency_jitter_ms, self._rng)
+        sleep_out(seconds)
 
     def _points(self, total_price: Decimal) -> int:
         return int((total_price * self.points_per_sar).quantize(Decimal(1), ROUND_HALF_UP))

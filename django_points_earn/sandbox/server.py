@@ -15,6 +15,7 @@ import socket
 import socketserver
 import struct
 import threading
+import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -24,6 +25,7 @@ from .fabric import API_PREFIX as FABRIC_API
 from .fabric import TOKEN_PATH as FABRIC_TOKEN_PATH
 from .fabric import FabricSandbox
 from .points import PointsSandbox, SandboxResponse
+from .timing import request_arrived
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +209,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
     timeout = 60  # idle keep-alive connections are closed after this
     server: _HTTPServer
 
+    def parse_request(self) -> bool:
+        self.arrived = time.monotonic()  # the request line is in: the round trip's clock starts (see timing.py)
+        return super().parse_request()
+
     def do_GET(self) -> None:
         self._dispatch()
 
@@ -216,7 +222,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         body = self._read_body()
         app = self.server.app
         try:
-            response = app.dispatch(self.command, self.path, dict(self.headers.items()), body)
+            with request_arrived(self.arrived):
+                response = app.dispatch(self.command, self.path, dict(self.headers.items()), body)
         except Exception:
             logger.exception("sandbox: %s %s failed", self.command, self.path.split("?", 1)[0])
             payload = json.dumps({"message": "Server Error"}).encode()
