@@ -228,6 +228,14 @@ class Run:
         print(f"recorded in {DOCS}, section {section!r}")
 
 
+def cpu_times() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, every core and process, from /proc/stat."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    hz = float(os.sysconf("SC_CLK_TCK"))
+    return (sum(fields[:8]) - idle) / hz, sum(fields[:8]) / hz
+
+
 def commit() -> str:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT).stdout.strip()

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -23,7 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, own_database, private_redis, setup_django
+from benchmarks.common import ROOT, cpu_times, own_database, private_redis, setup_django
 from django_points_earn.redis_server import RunningRedis, free_port
 
 SETTINGS = "benchmarks.settings"
@@ -292,6 +293,8 @@ class Window:
     attempts: int
     rate_limited: int
     mean_call_ms: float
+    first: float = 0.0  # the window's ends, as Unix timestamps
+    last: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -319,8 +322,36 @@ def attempt_window(account: str | None = None) -> Window:
         limited=Count("id", filter=Q(outcome="rate_limited")),
         call=Avg("duration_ms"),
     )
-    seconds = (agg["last"] - agg["first"]).total_seconds() if agg["first"] and agg["last"] else 0.0
-    return Window(records.count(), seconds, agg["n"], agg["limited"], float(agg["call"] or 0))
+    if not (agg["first"] and agg["last"]):
+        return Window(records.count(), 0.0, agg["n"], agg["limited"], float(agg["call"] or 0))
+    first, last = agg["first"].timestamp(), agg["last"].timestamp()
+    return Window(records.count(), last - first, agg["n"], agg["limited"], float(agg["call"] or 0), first, last)
+
+
+class CPUSampler(threading.Thread):
+    """The machine's CPU counters every 0.2 s, so a window known only afterwards can be read off them."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, float, float]] = []  # (unix time, busy, total)
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.samples.append((time.time(), *cpu_times()))
+            self.done.wait(0.2)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+        self.samples.append((time.time(), *cpu_times()))
+
+    def between(self, start: float, end: float) -> tuple[float, float]:
+        """(share busy, busy CPU seconds) from the last sample at or before ``start`` to the first after ``end``."""
+        before = [s for s in self.samples if s[0] <= start] or self.samples[:1]
+        after = [s for s in self.samples if s[0] >= end] or self.samples[-1:]
+        (_, busy0, total0), (_, busy1, total1) = before[-1], after[0]
+        return (busy1 - busy0) / max(1e-9, total1 - total0), busy1 - busy0
 
 
 def exactly_once_problems(ledger: dict[str, Any], placed: dict[str, list[str]]) -> list[str]:
@@ -364,6 +395,8 @@ class AppRun:
     per_account: dict[str, Window]
     counts: dict[str, int]
     problems: list[str]
+    cpu_busy: float = 0.0  # share of the machine's CPU in use over the window (all processes)
+    cpu_seconds: float = 0.0  # CPU seconds the machine spent meanwhile (workers, PostgreSQL, sandbox, Redis…)
 
 
 def run_app(
@@ -380,24 +413,63 @@ def run_app(
     earning settled. Correctness problems (double or missing awards, overlapping calls) are returned, not raised."""
     clear_state(sandbox)
     placed = place_orders(orders, accounts, prefix=f"TP{workers}")
+    sampler = CPUSampler()
+    sampler.start()
     fleet = Workers(workers, log_dir, env=worker_env or {}).start()
     try:
         wait_until_settled(orders, fleet, timeout)
     finally:
+        sampler.stop()
         fleet.stop()
     ledger = sandbox.ledger()
     counts = merchant_counts(ledger, accounts)
     problems = exactly_once_problems(ledger, placed)
     if counts["overlaps"]:
         problems.append(f"{counts['overlaps']} overlapping call(s) for one account (must be 0)")
+    window = attempt_window()
+    cpu_busy, cpu_seconds = sampler.between(window.first, window.last)
     return AppRun(
         workers=workers,
         orders=orders,
-        window=attempt_window(),
+        window=window,
         per_account={account: attempt_window(account) for account in accounts},
         counts=counts,
         problems=problems,
+        cpu_busy=cpu_busy,
+        cpu_seconds=cpu_seconds,
     )
+
+
+def bare_client_rate(sandbox: Sandbox, account: str, calls: int = 300) -> tuple[float, float]:
+    """The ceiling this sandbox and HTTP stack allow: the app's own client (``backend.earn``) calling back to back
+    in this process, with no database, queue or worker around it. Returns (calls per second, median call ms).
+
+    The limit 1/round-trip assumes a client that costs nothing; this is what a client that does nothing else
+    actually gets, so the app's figure can be read against both.
+    """
+    from django_points_earn.conf import get_settings
+    from django_points_earn.providers import get_backend
+
+    backend = get_backend(get_settings().account(account))
+    clear_state(sandbox)
+    durations = []
+    started = time.perf_counter()
+    for n in range(calls):
+        payload = {
+            "phone_number": "512345678",
+            "total_price": 10.0,
+            "order_number": f"BARE-{n}",
+            "products": [{"product_name": "Coffee", "product_price": 10.0, "quantity": 1}],
+        }
+        t = time.perf_counter()
+        result = backend.earn(payload, request_id=f"bare-{n}")
+        durations.append(time.perf_counter() - t)
+        if result.status != "awarded":
+            raise BenchmarkFailure(f"bare client: call {n} was not awarded: {result.status} {result.message}")
+    elapsed = time.perf_counter() - started
+    clear_state(sandbox)
+    durations.sort()
+    return calls / elapsed, durations[len(durations) // 2] * 1000
 
 
 def fail_on(problems: Sequence[str]) -> None:

@@ -12,6 +12,7 @@ attempt's start to the last attempt's end. Target (issue 7): ≥ 3x the one-acco
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -67,10 +68,16 @@ def main() -> None:
         for account, w in many.per_account.items()
     ]
     headers = ["run", "orders", "rate", "of the limit", "vs one account", "overlaps", "429s"]
+    cores = os.cpu_count() or 1
+    per_earning = many.cpu_seconds / max(1, args.orders * len(accounts))
     body = (
         f"{args.workers} workers, sandbox latency {args.latency_ms:g} ms (limit {limit:g} earnings/s per account); "
         f"an account's own rate is over its own first-to-last attempt.\n\n{common.markdown_table(headers, rows)}\n\n"
-        f"target ≥ 3x the one-account rate: {common.target(ratio >= 3)} ({ratio:.1f}x)"
+        f"target ≥ 3x the one-account rate: {common.target(ratio >= 3)} ({ratio:.1f}x)\n\n"
+        f"The machine's CPU while the workers drained (every process: workers, PostgreSQL, the sandbox, Redis): "
+        f"one account {one.cpu_busy:.0%} busy, {one.cpu_seconds * 1000 / max(1, args.orders):.1f} ms of CPU per "
+        f"earning; {len(accounts)} accounts {many.cpu_busy:.0%} busy, {per_earning * 1000:.1f} ms per earning, so "
+        f"{cores} cores allow at most ~{cores / per_earning:.0f} earnings/s whatever the accounts."
     )
     print(body)
     if args.record:
