@@ -236,6 +236,32 @@ def cpu_times() -> tuple[float, float]:
     return (sum(fields[:8]) - idle) / hz, sum(fields[:8]) / hz
 
 
+def process_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) of every process on the machine: ``{pid: (command name, seconds)}``."""
+    hz = float(os.sysconf("SC_CLK_TCK"))
+    seen = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # exited meanwhile
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        seen[int(stat.parent.name)] = (name, (float(fields[11]) + float(fields[12])) / hz)
+    return seen
+
+
+def cpu_by_process(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], groups) -> dict:
+    """CPU seconds spent between two :func:`process_cpu` readings, summed by ``groups(pid, name) -> label``."""
+    spent: dict[str, float] = {}
+    for pid, (name, seconds) in after.items():
+        used = seconds - before.get(pid, (name, 0.0))[1]
+        if used > 0:
+            label = groups(pid, name)
+            spent[label] = spent.get(label, 0.0) + used
+    return spent
+
+
 def commit() -> str:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT).stdout.strip()

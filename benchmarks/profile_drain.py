@@ -118,11 +118,28 @@ def main() -> None:
         phases, statements = Phases(), common.QueryCounter(keep=True)
         profiler = _profiler() if args.pyinstrument else None
         cpu = resource.getrusage(resource.RUSAGE_SELF)
+        machine_before = common.process_cpu()
         started = time.perf_counter()
         with phases.wrapped(targets()), connection.execute_wrapper(statements):
             report = drain_account(ACCOUNT)
         elapsed = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_SELF)
+        sandbox_pid = stack.sandbox.process.pid
+        by_process = common.cpu_by_process(
+            machine_before,
+            common.process_cpu(),
+            lambda pid, name: (
+                "the drain (this process)"
+                if pid == os.getpid()
+                else "the sandbox"
+                if pid == sandbox_pid
+                else "PostgreSQL"
+                if name.startswith("postgres")
+                else "Redis"
+                if name.startswith("redis")
+                else "anything else on the machine"
+            ),
+        )
         if profiler is not None:
             profiler.stop()
             print(profiler.output_text(unicode=True, color=False, show_all=False))
@@ -155,7 +172,9 @@ def main() -> None:
         f"{args.latency_ms:g} ms.\n\n{table}"
         f"\n\nPer earning: {statements.count / n:.1f} statements ("
         + ", ".join(f"{kind} x{count / n:.1f}" for kind, count in kinds.most_common())
-        + f"); this process's CPU: {cpu_ms:.1f} ms."
+        + f"); this process's CPU: {cpu_ms:.1f} ms. CPU per earning on the whole machine: "
+        + ", ".join(f"{label} {seconds * 1000 / n:.1f} ms" for label, seconds in sorted(by_process.items()))
+        + f" (total {sum(by_process.values()) * 1000 / n:.1f} ms)."
     )
     print(body)
     if args.record:
