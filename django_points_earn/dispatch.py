@@ -266,24 +266,23 @@ def _lock_is_stale(prepared: _Prepared) -> bool:
 
 
 def _claim_and_prepare(due, backend, lock, lease, trigger, actor, report) -> _Prepared | bool | None:
-    """Claim the record and write its attempt row. None: nothing to send (taken, or settled without a call);
-    False: the account lock is gone, so this drain must stop."""
-    record = lifecycle.claim(due, lease_seconds=lease)
-    if record is None:
-        return None  # an admin action or another claimant got it first
+    """Claim the record and write its attempt row (one transaction). None: nothing to send (taken, or settled
+    without a call); False: the account lock is gone, so this drain must stop."""
     try:
-        lock.reacquire()  # our lock must outlive this call; if it is gone, someone else may be sending
+        lock.reacquire()  # our lock must outlive the call; if it is gone, someone else may be sending
     except LockError:
-        lifecycle.release(record, "account lock lost")
-        log.warning("account %s: lock lost before sending %s; handing over", record.account, record.order_number)
+        log.warning("account %s: lock lost before sending %s; handing over", due.account, due.order_number)
         return False
     locked_at = time.monotonic()
-    prepared = prepare(record, backend, trigger=trigger, actor=actor)
-    if isinstance(prepared, Sent):
-        _count(report, prepared)
+    if (problem := _credentials_problem(backend)) is not None:
+        record = lifecycle.claim(due, lease_seconds=lease)
+        if record is not None:
+            _count(report, _settle_unsendable(record, problem, trigger))
         return None
-    prepared.lock_refreshed = locked_at
-    return prepared
+    claimed = lifecycle.claim_and_start_attempt(due, lease_seconds=lease, trigger=trigger, actor=actor)
+    if claimed is None:
+        return None  # an admin action or another claimant got it first
+    return _Prepared(*claimed, lock_refreshed=locked_at)
 
 
 def _earn(backend: BaseBackend, prepared: _Prepared) -> EarnResult:
@@ -329,12 +328,22 @@ def prepare(record: EarningRecord, backend: BaseBackend, *, trigger: str, actor:
     A missing credential is an account problem found before any call: the record is settled (blocked) at once and
     the :class:`Sent` returned instead.
     """
+    if (problem := _credentials_problem(backend)) is not None:
+        return _settle_unsendable(record, problem, trigger)
+    return _Prepared(record, lifecycle.start_attempt(record, trigger=trigger, actor=actor))
+
+
+def _credentials_problem(backend: BaseBackend) -> str | None:
     try:
         backend.auth_headers()
     except ImproperlyConfigured as exc:
-        saved = lifecycle.complete(record, None, EarnResult(UNAUTHORIZED, message=str(exc)), trigger=trigger)
-        return Sent(saved.status)
-    return _Prepared(record, lifecycle.start_attempt(record, trigger=trigger, actor=actor))
+        return str(exc)
+    return None
+
+
+def _settle_unsendable(record: EarningRecord, problem: str, trigger: str) -> Sent:
+    saved = lifecycle.complete(record, None, EarnResult(UNAUTHORIZED, message=problem), trigger=trigger)
+    return Sent(saved.status)
 
 
 def finish(prepared: _Prepared, result: EarnResult, *, trigger: str) -> Sent:
