@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
@@ -17,7 +18,7 @@ from typing import NamedTuple
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Min
 from django.utils import timezone
-from redis.exceptions import LockError
+from redis.exceptions import LockError, RedisError
 
 from . import lifecycle, queueing, reversals
 from .call_thread import Answer, CallThread
@@ -163,7 +164,7 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
                     if time.monotonic() < deadline:
                         following = _prepare_next(account_name, backend, lock, lease, trigger, actor, report)
                     current, inflight = inflight, None  # from here on, _overlap answers for it
-                    inflight = _overlap(current, following, calls, lock, report, cooldown, trigger)
+                    inflight = _overlap(current, following, calls, lock, lease, report, cooldown, trigger)
                     if report.paused:
                         return
                     continue
@@ -223,29 +224,41 @@ def _prepare_next(account_name, backend, lock, lease, trigger, actor, report) ->
     return prepared or None
 
 
-def _overlap(inflight, following, calls, lock, report, cooldown, trigger) -> _InFlight | None:
+def _overlap(inflight, following, calls, lock, lease, report, cooldown, trigger) -> _InFlight | None:
     """Collect the call in flight with the following one queued behind it (the call thread starts it the moment
-    the answer allows), then record the answer while the following call runs."""
+    the answer allows), then record the answer while the following call runs.
+
+    Whatever interrupts this (RQ's job timeout, a Redis or database error), the call in flight runs to its end in the
+    call thread, and so does one the call thread started after it: their answers are recorded on the way out, not
+    dropped and left to the lease."""
     if following is not None:
         calls.queue_next(following)
+    answer: Answer[_Prepared, EarnResult] | None = None
+    started: _InFlight | None = None
     try:
-        answer = inflight.answer.result()
+        answer = _await_answer(inflight, calls, lock)
+        result = answer.result
+        if answer.following is not None:
+            started = _InFlight(*answer.following)
+        elif (leftover := calls.take_back()) is not None:
+            # Not started by the call thread: the answer came before it was queued, or did not allow it.
+            if not lifecycle.next_call_may_follow(result):
+                note = f"not sent after the previous answer ({result.status})"
+                lifecycle.release(leftover.record, note, leftover.attempt)
+            elif _lock_is_stale(leftover) and not (
+                _still_ours(lock) and lifecycle.extend_lease(leftover.record, lease_seconds=lease)
+            ):
+                # Prepared a while ago: the lock and the record's lease must still cover a whole call.
+                lifecycle.release(leftover.record, "account lock lost", leftover.attempt)
+            else:
+                started = _InFlight(leftover, calls.start(leftover))
     except BaseException:
         if (leftover := calls.take_back()) is not None:
-            lifecycle.release(leftover.record, "the previous call failed unexpectedly", leftover.attempt)
+            lifecycle.release(leftover.record, "the drain stopped before sending it", leftover.attempt)
+        _record_after_error(inflight, report, trigger, cooldown)  # also the call the call thread started after it
+        if started is not None and (answer is None or answer.following is None):
+            _record_after_error(started, report, trigger, cooldown)  # started by this thread
         raise
-    result, started = answer.result, None
-    if answer.following is not None:
-        started = _InFlight(*answer.following)
-    elif (leftover := calls.take_back()) is not None:
-        # Not started by the call thread: the answer came before it was queued, or did not allow it.
-        if not lifecycle.next_call_may_follow(result):
-            note = f"not sent after the previous answer ({result.status})"
-            lifecycle.release(leftover.record, note, leftover.attempt)
-        elif _lock_is_stale(leftover) and not _still_ours(lock):
-            lifecycle.release(leftover.record, "account lock lost", leftover.attempt)
-        else:
-            started = _InFlight(leftover, calls.start(leftover))
     try:
         _record(inflight.prepared, result, report, trigger, cooldown)
     except BaseException:
@@ -253,6 +266,17 @@ def _overlap(inflight, following, calls, lock, report, cooldown, trigger) -> _In
             _record_after_error(started, report, trigger, cooldown)
         raise
     return started
+
+
+def _await_answer(inflight: _InFlight, calls: CallThread, lock) -> Answer[_Prepared, EarnResult]:
+    """The answer of the call in flight, keeping the account lock alive for as long as it takes (a fabric earn
+    may make several requests). If the lock cannot be kept, the call queued behind this one is taken back."""
+    while True:
+        try:
+            return inflight.answer.result(timeout=lock.timeout / 3)
+        except FutureTimeout:
+            if not _still_ours(lock) and (leftover := calls.take_back()) is not None:
+                lifecycle.release(leftover.record, "account lock lost", leftover.attempt)
 
 
 def _may_follow(following: _Prepared, result: EarnResult) -> bool:
@@ -270,7 +294,7 @@ def _claim_and_prepare(due, backend, lock, lease, trigger, actor, report) -> _Pr
     without a call); False: the account lock is gone, so this drain must stop."""
     try:
         lock.reacquire()  # our lock must outlive the call; if it is gone, someone else may be sending
-    except LockError:
+    except RedisError:  # LockError, or Redis unreachable: we cannot tell it is still ours
         log.warning("account %s: lock lost before sending %s; handing over", due.account, due.order_number)
         return False
     locked_at = time.monotonic()
@@ -390,7 +414,7 @@ def _still_ours(lock) -> bool:
     try:
         lock.reacquire()
         return True
-    except LockError:
+    except RedisError:  # LockError, or Redis unreachable: not provably ours, so no call
         return False
 
 

@@ -11,6 +11,7 @@ import logging
 import random
 import uuid
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -138,9 +139,25 @@ def release(record: EarningRecord, note: str, attempt: EarningAttempt | None = N
         ).update(status=Status.QUEUED, lease_token="", lease_expires_at=None, updated_at=timezone.now())
         if released and attempt is not None:
             EarningAttempt.objects.filter(pk=attempt.pk, finished_at__isnull=True).delete()
+        if released:
+            from .reversals import cancel_if_refunded_unsent
+
+            record.status = Status.QUEUED
+            cancel_if_refunded_unsent(record)
     if released:
         log.info("earning %s/%s given back unsent: %s", record.account, record.order_number, note)
     return bool(released)
+
+
+def extend_lease(record: EarningRecord, *, lease_seconds: float) -> bool:
+    """Renew the claim of a record still ours (its lease token): for one prepared a while before its call."""
+    expires = timezone.now() + timedelta(seconds=lease_seconds)
+    extended = EarningRecord.objects.filter(pk=record.pk, status=Status.SENDING, lease_token=record.lease_token).update(
+        lease_expires_at=expires
+    )
+    if extended:
+        record.lease_expires_at = expires
+    return bool(extended)
 
 
 def blocks_account(result: EarnResult) -> bool:
@@ -306,6 +323,9 @@ def _as_written(record: EarningRecord, status: str, fields: dict[str, Any]) -> E
     record.status = status
     for name, value in fields.items():
         setattr(record, name, value)
+    if record.points is not None:  # as the column stores it, for the earning_awarded receivers
+        places = EarningRecord._meta.get_field("points").decimal_places
+        record.points = Decimal(record.points).quantize(Decimal(1).scaleb(-places))
     return record
 
 

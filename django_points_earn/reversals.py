@@ -141,6 +141,27 @@ def release_waiting(record: EarningRecord) -> int:
     return queued
 
 
+def cancel_if_refunded_unsent(record: EarningRecord) -> bool:
+    """The earning went back to the queue without its call being made (prepared during another call, then given
+    back): a full refund that waited for that call cancels it now, as it would have had it found it queued."""
+    if record.outcome_unknown:
+        return False  # an earlier attempt may have landed: the refund must wait for the outcome
+    full = Reversal.objects.filter(record=record, status=R.WAITING, amount__isnull=True).first()
+    if full is None:
+        return False
+    if not lifecycle.cancel_unsent(record, note=f"refunded before it was sent (refund {full.refund_id})"):
+        return False
+    _move(
+        full,
+        R.WAITING,
+        R.CANCELLED,
+        completed_at=timezone.now(),
+        status_reason="the earning had not been sent: it is cancelled and nothing is sent",
+    )
+    release_waiting(record)  # any other reversal that waited: nothing to take back now
+    return True
+
+
 # -- the worker's path -----------------------------------------------------------------------------------------
 def claim(reversal_id: int, *, lease_seconds: float) -> Reversal | None:
     now = timezone.now()

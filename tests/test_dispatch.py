@@ -410,3 +410,160 @@ def test_an_unexpected_error_in_a_call_gives_back_the_record_prepared_meanwhile(
         settle()
     assert set(EarningRecord.objects.values_list("status", flat=True)) == {Status.AWARDED}
     assert (sandbox.awards("SO-E1"), sandbox.awards("SO-E2")) == (1, 1)
+
+
+class JobTimeout(Exception):
+    """Stands for rq.timeouts.JobTimeoutException, which RQ raises in the job's thread from SIGALRM."""
+
+
+def test_a_job_timeout_while_a_call_is_in_flight_still_records_its_answer(place_order, points_api):
+    """The call thread finishes the call whatever happens to the drain's thread (the account lock is held until it
+    has): its answer, with the only uuid Points will ever give for it, must be recorded, not left to the lease."""
+    import signal
+
+    from django_points_earn.dispatch import drain_account
+
+    points_api.set_faults(latency_ms=400)
+    place_order("SO-I1")
+    place_order("SO-I2")
+
+    def on_alarm(signum, frame):
+        raise JobTimeout("Task exceeded maximum timeout value")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 0.2)  # SO-I1's call in flight, SO-I2 prepared behind it
+    try:
+        with pytest.raises(JobTimeout):
+            drain_account("main")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    first = EarningRecord.objects.get(order_number="SO-I1")
+    assert points_api.awards("SO-I1") == 1
+    assert first.status == Status.AWARDED and first.remote_id  # a resend would only get "duplicate", no uuid
+    second = EarningRecord.objects.get(order_number="SO-I2")
+    assert (second.status, second.attempt_set.count()) == (Status.QUEUED, 0)  # prepared, given back unsent
+
+
+def _during_call(sandbox, order_number, action):
+    """A sandbox that runs ``action()`` (in the call thread) when ``order_number``'s first earning call arrives."""
+    import json
+
+    original = sandbox.handle
+    pending = [action]
+
+    def handle(method, path, headers, body):
+        if pending and body and json.loads(body).get("order_number") == order_number:
+            pending.pop()()
+        return original(method, path, headers, body)
+
+    return handle
+
+
+def _wait_until_sending(order_number: str) -> None:
+    """From the call thread: give the drain's thread time to prepare ``order_number`` behind the call in flight,
+    then check that it did. (Not a polling loop: on SQLite's shared in-memory test database, reads from this
+    thread while the drain's thread writes would make that write fail with "table is locked".)"""
+    import time
+
+    from django.db import connection
+
+    time.sleep(0.5)  # preparing takes a few milliseconds
+    try:
+        status = EarningRecord.objects.get(order_number=order_number).status
+        assert status == Status.SENDING, f"{order_number} was not prepared behind the call: {status}"
+    finally:
+        connection.close()  # this thread's own connection
+
+
+def test_redis_gone_between_an_answer_and_the_next_call_loses_neither(place_order, sandbox, settings):
+    """A call that took over a second makes the drain confirm its account lock before starting the record it
+    prepared meanwhile. Redis is gone by then: the answer in hand is recorded, the prepared record given back."""
+    from django_points_earn.dispatch import drain_account
+    from django_points_earn.redis_server import start_redis
+    from django_points_earn.sandbox import register_responses
+
+    doomed = start_redis()
+    good_url = settings.RQ_QUEUES["default"]["URL"]
+    settings.RQ_QUEUES["default"]["URL"] = doomed.url
+    sandbox.set_faults(latency_ms=1100)  # longer than LOCK_REFRESH_AFTER
+
+    def redis_dies():
+        _wait_until_sending("SO-R2")
+        doomed.stop()
+
+    try:
+        place_order("SO-R1")
+        place_order("SO-R2")
+        with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+            sandbox.handle = _during_call(sandbox, "SO-R1", redis_dies)
+            register_responses(rsps, sandbox, POINTS_URL)
+            with pytest.raises(Exception, match="(?i)connect"):
+                drain_account("main")
+    finally:
+        doomed.stop()
+        settings.RQ_QUEUES["default"]["URL"] = good_url
+    first = EarningRecord.objects.get(order_number="SO-R1")
+    second = EarningRecord.objects.get(order_number="SO-R2")
+    assert first.status == Status.AWARDED and first.remote_id
+    assert (second.status, second.attempt_set.count()) == (Status.QUEUED, 0)  # not sent: no lock to prove it
+    assert (sandbox.awards("SO-R1"), sandbox.awards("SO-R2")) == (1, 0)
+
+
+def test_a_full_refund_of_an_earning_prepared_then_given_back_cancels_it(place_order, sandbox):
+    """SO-B is claimed behind SO-A's call (sending, yet never sent) when the shop refunds it in full; SO-A then
+    times out, so SO-B goes back unsent. Nothing went out for SO-B: cancelled, never sent, like any full refund
+    of an unsent earning (not awarded and then reversed)."""
+    from tests.shop.models import Order
+
+    from django_points_earn.sandbox import register_responses
+    from django_points_earn.signals import order_refunded
+
+    sandbox.script("slow")  # SO-A's call times out (the platform created it all the same)
+    place_order("SO-A")
+    b = place_order("SO-B")
+
+    def refund_b():
+        _wait_until_sending("SO-B")
+        order_refunded.send(sender=Order, order=b, amount=None, reason="returned", refund_id="R-B")
+        from django.db import connection
+
+        connection.close()
+
+    with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        sandbox.handle = _during_call(sandbox, "SO-A", refund_b)
+        register_responses(rsps, sandbox, POINTS_URL)
+        settle()
+    record = EarningRecord.objects.get(order_number="SO-B")
+    assert record.status == Status.CANCELLED
+    assert record.reversal_set.get().status == "cancelled"
+    assert (sandbox.awards("SO-A"), sandbox.awards("SO-B")) == (1, 0)
+
+
+def test_a_record_prepared_behind_a_long_call_has_its_lease_renewed_before_it_goes(place_order, sandbox, settings):
+    """Behind a call that took over a second, the prepared record is started by the drain's thread, which first
+    confirms the account lock and renews the record's lease: the lease covers its whole call, not what is left."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from django_points_earn.dispatch import drain_account
+    from django_points_earn.sandbox import register_responses
+
+    sandbox.set_faults(latency_ms=1200)  # longer than LOCK_REFRESH_AFTER
+    place_order("SO-L1")
+    place_order("SO-L2")
+    lease = settings.POINTS_EARN["LEASE_SECONDS"]
+    left = []
+
+    def note_lease():
+        record = EarningRecord.objects.get(order_number="SO-L2")
+        left.append((record.lease_expires_at - timezone.now()).total_seconds())
+        connection.close()
+
+    with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        sandbox.handle = _during_call(sandbox, "SO-L2", note_lease)
+        register_responses(rsps, sandbox, POINTS_URL)
+        drain_account("main")
+    assert set(EarningRecord.objects.values_list("status", flat=True)) == {Status.AWARDED}
+    assert left and left[0] > lease - 0.5  # renewed when sent, not claimed 1.2 s before
+    assert sandbox.overlaps("main") == 0
