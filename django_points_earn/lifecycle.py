@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -76,29 +76,128 @@ def rate_limit_delay(retry_after: float | None = None) -> float:
 
 # -- creation (inside the shop's transaction) ------------------------------------------------------------------
 def create(*, status: str, reason: str = "", **fields: Any) -> tuple[EarningRecord, bool]:
-    """Insert the record in a savepoint; a second signal for the same order finds the first record.
+    """Insert the record; a second signal for the same order finds the first record.
 
-    The row itself (``created_at``, initial ``status``, ``status_reason``) is the audit of its creation, so
-    checkout pays for exactly one INSERT.
+    The INSERT runs in a savepoint, so that nothing it raises can abort the shop's transaction (on PostgreSQL an
+    error aborts the whole transaction): a duplicate signal meets the unique ``(account, order_number)``
+    constraint, and any other error (a value the database refuses) is rolled back to the savepoint and raised.
+    On PostgreSQL the savepoint, ``INSERT … ON CONFLICT (account, order_number) DO NOTHING RETURNING id`` and its
+    release travel in one round trip (:func:`_insert_once`). The row itself (``created_at``, initial ``status``,
+    ``status_reason``) is the audit of its creation, so checkout pays for exactly one INSERT.
     """
     if status not in INITIAL:
         raise TransitionError(f"a new earning cannot start as {status}")
     now = timezone.now()
-    try:
-        with transaction.atomic():
-            record = EarningRecord.objects.create(
-                status=status,
-                status_reason=reason,
-                next_attempt_at=now if status == Status.QUEUED else None,
-                completed_at=None if status == Status.QUEUED else now,
-                **fields,
-            )
+    record = EarningRecord(
+        status=status,
+        status_reason=reason,
+        next_attempt_at=now if status == Status.QUEUED else None,
+        completed_at=None if status == Status.QUEUED else now,
+        **fields,
+    )
+    using = router.db_for_write(EarningRecord)
+    inserted = _insert_once(connections[using], record)
+    if inserted is None:  # not PostgreSQL with client-side binding: Django's savepoint, then the INSERT
+        try:
+            with transaction.atomic(using=using):
+                record.save(force_insert=True, using=using)
+            return record, True
+        except IntegrityError:
+            existing = _existing(using, fields)
+            if existing is None:
+                raise
+            return existing, False
+    if inserted:
         return record, True
-    except IntegrityError:
-        existing = EarningRecord.objects.filter(account=fields["account"], order_number=fields["order_number"]).first()
-        if existing is None:
+    existing = _existing(using, fields)
+    if existing is None:  # the row that conflicted is not visible to this transaction
+        raise IntegrityError(f"earning {fields['account']}/{fields['order_number']} exists but cannot be read")
+    return existing, False
+
+
+def _existing(using: str, fields: dict[str, Any]) -> EarningRecord | None:
+    return (
+        EarningRecord.objects.using(using)
+        .filter(account=fields["account"], order_number=fields["order_number"])
+        .first()
+    )
+
+
+_SAVEPOINT = "points_earn_create"
+
+
+def _insert_once(connection: Any, record: EarningRecord) -> bool | None:
+    """PostgreSQL: ``SAVEPOINT; INSERT … ON CONFLICT (account, order_number) DO NOTHING RETURNING id; RELEASE``
+    as one statement string, one round trip instead of three. True: inserted (``record`` gets its id); False: the
+    order already has a record. ``None``: not possible on this connection (another database, psycopg 2, or
+    server-side binding, which takes one statement at a time); the caller uses Django's savepoint instead.
+
+    Only the unique conflict is ignored: a NOT NULL or any other error is raised, after rolling back to the
+    savepoint, so the shop's transaction goes on. Outside a transaction no savepoint is needed.
+    """
+    if connection.vendor != "postgresql":
+        return None
+    in_transaction = not connection.get_autocommit()
+    with connection.cursor() as cursor:
+        if in_transaction and not _binds_client_side(cursor):
+            return None
+        sql, fields = _insert_sql(connection)
+        params = [field.get_db_prep_save(field.pre_save(record, add=True), connection) for field in fields]
+        if in_transaction:
+            sql = f"SAVEPOINT {_SAVEPOINT}; {sql}; RELEASE SAVEPOINT {_SAVEPOINT}"
+        try:
+            cursor.execute(sql, params)
+        except Exception:
+            if in_transaction:
+                _rollback_to_savepoint(connection)
             raise
-        return existing, False
+        if in_transaction:
+            cursor.nextset()  # from the SAVEPOINT's result to the INSERT's
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    record.pk = row[0]
+    record._state.adding = False
+    record._state.db = connection.alias
+    return True
+
+
+def _binds_client_side(cursor: Any) -> bool:
+    """psycopg 3's client-side binding cursor (Django's default) takes several statements with parameters."""
+    try:
+        from psycopg import ClientCursor
+    except ImportError:  # psycopg 2
+        return False
+    return isinstance(cursor.cursor, ClientCursor)
+
+
+def _rollback_to_savepoint(connection: Any) -> None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}; RELEASE SAVEPOINT {_SAVEPOINT}")
+    except Exception:  # e.g. the SAVEPOINT itself failed: the caller raises the first error
+        log.exception("could not roll back to the savepoint of a failed earning INSERT")
+
+
+_insert_sql_cache: dict[str, tuple[str, list[Any]]] = {}
+
+
+def _insert_sql(connection: Any) -> tuple[str, list[Any]]:
+    """The INSERT of a new record (every concrete field but the id), built once per database alias."""
+    cached = _insert_sql_cache.get(connection.alias)
+    if cached is None:
+        opts = EarningRecord._meta
+        qn = connection.ops.quote_name
+        fields = [f for f in opts.concrete_fields if not f.primary_key and not getattr(f, "generated", False)]
+        unique = [opts.get_field(name).column for name in ("account", "order_number")]
+        columns = ", ".join(qn(f.column) for f in fields)
+        values = ", ".join(["%s"] * len(fields))
+        conflict = ", ".join(qn(c) for c in unique)
+        # Names from the model, values as parameters.
+        sql = f"INSERT INTO {qn(opts.db_table)} ({columns}) VALUES ({values}) ON CONFLICT ({conflict}) DO NOTHING"  # noqa: S608
+        sql += f" RETURNING {qn(opts.pk.column)}"
+        cached = _insert_sql_cache[connection.alias] = (sql, fields)
+    return cached
 
 
 # -- the worker's path -----------------------------------------------------------------------------------------
