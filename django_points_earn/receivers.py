@@ -141,6 +141,8 @@ def _money_or_none(value: Any) -> Decimal | None:
 def _request_json(request: EarningRequest) -> dict[str, Any]:
     """The neutral request as JSON; values that cannot be JSON (bad metadata) are kept as their repr."""
     data = request.to_json()
+    if _jsonable(data):  # the usual case: one check of the whole
+        return data
     return {k: (v if _jsonable(v) else repr(v)[:2000]) for k, v in data.items()}
 
 
