@@ -78,11 +78,12 @@ def rate_limit_delay(retry_after: float | None = None) -> float:
 def create(*, status: str, reason: str = "", **fields: Any) -> tuple[EarningRecord, bool]:
     """Insert the record; a second signal for the same order finds the first record.
 
-    The INSERT runs in a savepoint, so that nothing it raises can abort the shop's transaction (on PostgreSQL an
-    error aborts the whole transaction): a duplicate signal meets the unique ``(account, order_number)``
-    constraint, and any other error (a value the database refuses) is rolled back to the savepoint and raised.
-    On PostgreSQL the savepoint, ``INSERT … ON CONFLICT (account, order_number) DO NOTHING RETURNING id`` and its
-    release travel in one round trip (:func:`_insert_once`). The row itself (``created_at``, initial ``status``,
+    Nothing this INSERT raises may break the shop's transaction. A duplicate signal meets the unique
+    ``(account, order_number)`` constraint: ``INSERT … ON CONFLICT (account, order_number) DO NOTHING RETURNING id``
+    returns no row, and the existing record is fetched. Any other error (NOT NULL, a value the database refuses)
+    is raised: on PostgreSQL, where an error aborts the whole transaction, after rolling back to a savepoint sent in
+    the same round trip; on SQLite a failed statement is undone on its own (:func:`_insert_once`). Elsewhere,
+    Django's savepoint around a plain INSERT. The row itself (``created_at``, initial ``status``,
     ``status_reason``) is the audit of its creation, so checkout pays for exactly one INSERT.
     """
     if status not in INITIAL:
@@ -97,7 +98,7 @@ def create(*, status: str, reason: str = "", **fields: Any) -> tuple[EarningReco
     )
     using = router.db_for_write(EarningRecord)
     inserted = _insert_once(connections[using], record)
-    if inserted is None:  # not PostgreSQL with client-side binding: Django's savepoint, then the INSERT
+    if inserted is None:  # see _insert_once: Django's savepoint, then a plain INSERT
         try:
             with transaction.atomic(using=using):
                 record.save(force_insert=True, using=using)
@@ -127,31 +128,34 @@ _SAVEPOINT = "points_earn_create"
 
 
 def _insert_once(connection: Any, record: EarningRecord) -> bool | None:
-    """PostgreSQL: ``SAVEPOINT; INSERT … ON CONFLICT (account, order_number) DO NOTHING RETURNING id; RELEASE``
-    as one statement string, one round trip instead of three. True: inserted (``record`` gets its id); False: the
-    order already has a record. ``None``: not possible on this connection (another database, psycopg 2, or
-    server-side binding, which takes one statement at a time); the caller uses Django's savepoint instead.
+    """``INSERT … ON CONFLICT (account, order_number) DO NOTHING RETURNING id`` in one round trip. True: inserted
+    (``record`` has its id); False: the order already has a record. Only the unique conflict is ignored (SQLite's
+    ``INSERT OR IGNORE`` would also hide NOT NULL violations; this does not): any other error is raised.
 
-    Only the unique conflict is ignored: a NOT NULL or any other error is raised, after rolling back to the
-    savepoint, so the shop's transaction goes on. Outside a transaction no savepoint is needed.
+    PostgreSQL, in a transaction: ``SAVEPOINT; INSERT …; RELEASE SAVEPOINT`` as one statement string, and a
+    failed INSERT is rolled back to the savepoint before raising. That takes psycopg 3's client-side binding
+    (Django's default); with server-side binding or psycopg 2 this returns ``None`` and the caller uses Django's
+    savepoint (three round trips). SQLite (3.35+) undoes a failed statement by itself and keeps the transaction:
+    no savepoint. Other databases: ``None``.
     """
-    if connection.vendor != "postgresql":
+    vendor = connection.vendor
+    if vendor not in ("postgresql", "sqlite") or not connection.features.can_return_columns_from_insert:
         return None
-    in_transaction = not connection.get_autocommit()
+    savepoint = vendor == "postgresql" and not connection.get_autocommit()
     with connection.cursor() as cursor:
-        if in_transaction and not _binds_client_side(cursor):
+        if savepoint and not _binds_client_side(cursor):
             return None
         sql, fields = _insert_sql(connection)
         params = [field.get_db_prep_save(field.pre_save(record, add=True), connection) for field in fields]
-        if in_transaction:
+        if savepoint:
             sql = f"SAVEPOINT {_SAVEPOINT}; {sql}; RELEASE SAVEPOINT {_SAVEPOINT}"
         try:
             cursor.execute(sql, params)
         except Exception:
-            if in_transaction:
+            if savepoint:
                 _rollback_to_savepoint(connection)
             raise
-        if in_transaction:
+        if savepoint:
             cursor.nextset()  # from the SAVEPOINT's result to the INSERT's
         row = cursor.fetchone()
     if row is None:
@@ -172,10 +176,16 @@ def _binds_client_side(cursor: Any) -> bool:
 
 
 def _rollback_to_savepoint(connection: Any) -> None:
+    """After a failed INSERT: only if the server saw an error. A value psycopg refuses before sending anything
+    (e.g. a NUL character in a text column) leaves no savepoint, and rolling back to one would be an error."""
+    from psycopg.pq import TransactionStatus
+
+    if connection.connection.info.transaction_status != TransactionStatus.INERROR:
+        return
     try:
         with connection.cursor() as cursor:
             cursor.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}; RELEASE SAVEPOINT {_SAVEPOINT}")
-    except Exception:  # e.g. the SAVEPOINT itself failed: the caller raises the first error
+    except Exception:  # e.g. the connection is gone: the caller raises the first error
         log.exception("could not roll back to the savepoint of a failed earning INSERT")
 
 
@@ -183,7 +193,8 @@ _insert_sql_cache: dict[str, tuple[str, list[Any]]] = {}
 
 
 def _insert_sql(connection: Any) -> tuple[str, list[Any]]:
-    """The INSERT of a new record (every concrete field but the id), built once per database alias."""
+    """The INSERT of a new record (every concrete field but the id), built once per database alias. Values are
+    prepared by each field's own ``get_db_prep_save``, as Django's ``save()`` does."""
     cached = _insert_sql_cache.get(connection.alias)
     if cached is None:
         opts = EarningRecord._meta

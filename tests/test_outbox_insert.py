@@ -1,8 +1,8 @@
 """The outbox INSERT itself (``lifecycle.create``), on the real database: a duplicate signal is harmless, a value the
 database refuses is raised without aborting the shop's transaction, and our row lives and dies with the shop's.
 
-On PostgreSQL the INSERT is ``SAVEPOINT; INSERT … ON CONFLICT (account, order_number) DO NOTHING RETURNING id;
-RELEASE SAVEPOINT`` in one round trip; elsewhere Django's savepoint around a plain INSERT.
+The INSERT is ``INSERT … ON CONFLICT (account, order_number) DO NOTHING RETURNING id``, on PostgreSQL between a
+SAVEPOINT and its RELEASE sent in the same round trip.
 """
 
 from decimal import Decimal
@@ -56,9 +56,10 @@ def test_duplicate_signal_in_one_transaction_returns_the_first_record_and_the_tr
     assert (record.pk, record.status, record.order_number) == (first.pk, Status.QUEUED, "SO-TWICE")
     inserts = [q["sql"] for q in queries.captured_queries if "INSERT" in q["sql"]]
     assert len(inserts) == 1
-    if connection.vendor == "postgresql":  # the savepoint, the INSERT and the release in one statement string
-        assert "ON CONFLICT" in inserts[0] and inserts[0].startswith("SAVEPOINT")
-        assert [q["sql"] for q in queries.captured_queries if "shop_orderline" not in q["sql"]] == inserts
+    assert "ON CONFLICT" in inserts[0]
+    assert [q["sql"] for q in queries.captured_queries if "shop_orderline" not in q["sql"]] == inserts
+    if connection.vendor == "postgresql":  # the savepoint, the INSERT and its release in one statement string
+        assert inserts[0].startswith("SAVEPOINT")
 
 
 def test_the_duplicate_returns_the_stored_record_not_the_new_data():
@@ -119,3 +120,22 @@ def test_an_error_after_our_insert_rolls_it_back_with_the_checkout():
         order_paid.send(sender=Order, order=order)
         Order.objects.create(number="SO-LATE")  # the shop's own error, after our INSERT
     assert not EarningRecord.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("customer_name", "Sa\x00ra"), ("phone", "0512345678\x00")],
+    ids=["nul-in-json", "nul-in-text-column"],
+)
+def test_a_nul_character_from_the_adapter_never_breaks_checkout(field, value):
+    """PostgreSQL refuses NUL in JSON on the server (the transaction is aborted until rolled back to the savepoint)
+    and psycopg refuses it in a text column before sending anything (there is no savepoint to roll back to)."""
+    order = _unpaid("SO-NUL")
+    setattr(order, field, value)  # what the adapter reads, not saved
+    with transaction.atomic():
+        order.paid = True
+        order.save(update_fields=["paid"])
+        order_paid.send(sender=Order, order=order)
+        Order.objects.filter(pk=order.pk).update(shipping=Decimal("1.00"))  # the shop's work goes on
+    stored = Order.objects.get(pk=order.pk)
+    assert (stored.paid, stored.shipping) == (True, Decimal("1.00"))
