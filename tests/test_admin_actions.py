@@ -314,8 +314,9 @@ def test_no_secret_on_any_admin_page(admin_client, place_order, points_api):
     assert records
 
 
-def test_reverse_points_full_or_part_from_the_earning_page(admin_client, place_order, points_api, client,
-                                                          django_user_model):
+def test_reverse_points_full_or_part_from_the_earning_page(
+    admin_client, place_order, points_api, client, django_user_model
+):
     import re
 
     from django_points_earn.models import Reversal
