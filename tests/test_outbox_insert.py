@@ -127,9 +127,10 @@ def test_an_error_after_our_insert_rolls_it_back_with_the_checkout():
     [("customer_name", "Sa\x00ra"), ("phone", "0512345678\x00")],
     ids=["nul-in-json", "nul-in-text-column"],
 )
-def test_a_nul_character_from_the_adapter_never_breaks_checkout(field, value):
+def test_a_nul_character_from_the_adapter_never_breaks_checkout_nor_loses_the_order(field, value):
     """PostgreSQL refuses NUL in JSON on the server (the transaction is aborted until rolled back to the savepoint)
-    and psycopg refuses it in a text column before sending anything (there is no savepoint to roll back to)."""
+    and psycopg refuses it in a text column before sending anything (there is no savepoint to roll back to). The
+    order is kept all the same: rejected with the reason, the NUL replaced (SQLite stores it as it is)."""
     order = _unpaid("SO-NUL")
     setattr(order, field, value)  # what the adapter reads, not saved
     with transaction.atomic():
@@ -139,3 +140,9 @@ def test_a_nul_character_from_the_adapter_never_breaks_checkout(field, value):
         Order.objects.filter(pk=order.pk).update(shipping=Decimal("1.00"))  # the shop's work goes on
     stored = Order.objects.get(pk=order.pk)
     assert (stored.paid, stored.shipping) == (True, Decimal("1.00"))
+    record = EarningRecord.objects.get(order_number="SO-NUL")
+    if connection.vendor == "postgresql":
+        assert record.status == Status.REJECTED
+        assert record.status_reason.startswith("the database refused the order's data: ")
+        assert "\x00" not in str(record.request)
+        assert value.replace("\x00", "\ufffd") in (record.request["customer_name"], record.request["phone"])
