@@ -135,7 +135,11 @@ class QueryCounter:
 
 
 def statement_kind(sql: str) -> str:
-    """``INSERT django_points_earn_earningrecord``, ``SAVEPOINT``…: what a statement does, and to which table."""
+    """``INSERT django_points_earn_earningrecord``, ``SAVEPOINT``…: what a statement does, and to which table (each
+    of them, for several statements sent as one)."""
+    parts = [part for part in sql.split(";") if part.strip()]
+    if len(parts) > 1:  # several statements sent in one round trip
+        return " + ".join(statement_kind(part) for part in parts) + " (one round trip)"
     verb = sql.split(None, 1)[0].upper()
     if verb in ("SAVEPOINT", "RELEASE", "ROLLBACK"):
         return "SAVEPOINT" if verb == "SAVEPOINT" else f"{verb} SAVEPOINT"

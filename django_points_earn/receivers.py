@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
+from django.db import DataError, transaction
 
 from . import lifecycle
 from .adapters import EarningRequest, InvalidEarningRequest, get_adapter, to_money
@@ -82,18 +82,24 @@ def record_paid_order(order: Any) -> EarningRecord | None:
                 log.exception("could not build the earning request for order %s", order_id)
 
     phone = _normalized_or_raw(request.phone)
-    record, created = lifecycle.create(
-        status=status,
-        reason=reason,
-        account=str(request.account)[:64],
-        provider=_provider_of(request.account),
-        order_number=str(request.order_number)[:100],
-        order_id=str(order_id)[:64],
-        phone=phone[:32],
-        total=_money_or_none(request.total),
-        request=_request_json(request),
-        payload=payload,
-    )
+    values: dict[str, Any] = {
+        "account": str(request.account)[:64],
+        "provider": _provider_of(request.account),
+        "order_number": str(request.order_number)[:100],
+        "order_id": str(order_id)[:64],
+        "phone": phone[:32],
+        "total": _money_or_none(request.total),
+        "request": _request_json(request),
+        "payload": payload,
+    }
+    try:
+        record, created = lifecycle.create(status=status, reason=reason, **values)
+    except DataError as exc:
+        # A value the database cannot store (PostgreSQL: a NUL character, in a column or in the JSON). The order
+        # must not be lost: keep it, rejected with the reason, every text made storable.
+        status, reason = Status.REJECTED, f"the database refused the order's data: {str(exc).splitlines()[0]}"
+        values = {**_storable(values), "payload": None}
+        record, created = lifecycle.create(status=status, reason=reason, **values)
     if created:
         level = logging.INFO if status == Status.QUEUED else logging.WARNING
         log.log(
@@ -106,6 +112,17 @@ def record_paid_order(order: Any) -> EarningRecord | None:
             f": {reason}" if reason else "",
         )
     return record
+
+
+def _storable(value: Any) -> Any:
+    """``value`` with every NUL character (which PostgreSQL stores in no text or JSON) replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
 
 
 def _safe(fn: Any, order: Any) -> Any:
@@ -141,6 +158,8 @@ def _money_or_none(value: Any) -> Decimal | None:
 def _request_json(request: EarningRequest) -> dict[str, Any]:
     """The neutral request as JSON; values that cannot be JSON (bad metadata) are kept as their repr."""
     data = request.to_json()
+    if _jsonable(data):  # the usual case: one check of the whole
+        return data
     return {k: (v if _jsonable(v) else repr(v)[:2000]) for k, v in data.items()}
 
 

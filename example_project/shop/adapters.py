@@ -3,15 +3,22 @@
 from datetime import datetime
 from decimal import Decimal
 
-from django_points_earn.adapters import Address, Line, OrderAdapter
+from django.db.models import Prefetch, prefetch_related_objects
 
-from .models import Order
+from django_points_earn.adapters import Address, EarningRequest, Line, OrderAdapter
+
+from .models import Order, OrderLine
 
 # Each brand earns on its own programme: the café on Points, the boutique on fabric Loyalty.
 ACCOUNT_OF_BRAND = {Order.Brand.CAFE: "main", Order.Brand.BOUTIQUE: "boutique"}
 
 
 class ShopOrderAdapter(OrderAdapter):
+    def build_request(self, order: Order) -> EarningRequest:
+        # The total (Order.lines_total) and get_lines() both read the lines: load them once, with their products.
+        prefetch_related_objects([order], Prefetch("lines", queryset=OrderLine.objects.select_related("product")))
+        return super().build_request(order)
+
     def get_account(self, order: Order) -> str:
         return ACCOUNT_OF_BRAND[order.brand]
 
@@ -32,7 +39,7 @@ class ShopOrderAdapter(OrderAdapter):
                 quantity=line.quantity,
                 sku=line.product.sku if line.product else None,
             )
-            for line in order.lines.select_related("product")
+            for line in order.lines.all()  # prefetched by build_request
         ]
 
     def get_customer_name(self, order: Order) -> str:

@@ -1,7 +1,14 @@
+from django.db.models import prefetch_related_objects
+
 from django_points_earn.adapters import Line, OrderAdapter
 
 
 class ShopAdapter(OrderAdapter):
+    def build_request(self, order):
+        # Order.total and get_lines() both read the lines: load them once (a payment callback's order has none).
+        prefetch_related_objects([order], "lines")
+        return super().build_request(order)
+
     def get_account(self, order):
         return order.account
 
