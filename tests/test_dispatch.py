@@ -498,7 +498,7 @@ def test_redis_gone_between_an_answer_and_the_next_call_loses_neither(place_orde
         with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as rsps:
             sandbox.handle = _during_call(sandbox, "SO-R1", redis_dies)
             register_responses(rsps, sandbox, POINTS_URL)
-            with pytest.raises(Exception, match="(?i)connect"):
+            with pytest.raises(Exception, match=r"(?i)connect"):
                 drain_account("main")
     finally:
         doomed.stop()
@@ -514,10 +514,9 @@ def test_a_full_refund_of_an_earning_prepared_then_given_back_cancels_it(place_o
     """SO-B is claimed behind SO-A's call (sending, yet never sent) when the shop refunds it in full; SO-A then
     times out, so SO-B goes back unsent. Nothing went out for SO-B: cancelled, never sent, like any full refund
     of an unsent earning (not awarded and then reversed)."""
-    from tests.shop.models import Order
-
     from django_points_earn.sandbox import register_responses
     from django_points_earn.signals import order_refunded
+    from tests.shop.models import Order
 
     sandbox.script("slow")  # SO-A's call times out (the platform created it all the same)
     place_order("SO-A")
