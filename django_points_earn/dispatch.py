@@ -318,9 +318,7 @@ def _earn(backend: BaseBackend, prepared: _Prepared) -> EarnResult:
 
 def _record(prepared: _Prepared, result: EarnResult, report: DrainReport, trigger: str, cooldown: float) -> None:
     sent = finish(prepared, result, trigger=trigger)
-    _count(report, sent)
-    if sent.status == Status.BLOCKED:
-        report.paused = True
+    _count(report, sent)  # a blocked answer marks the report paused
     if sent.platform_may_be_busy:
         lifecycle.mark_account_busy(prepared.record.account, cooldown)
 
