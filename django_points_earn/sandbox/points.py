@@ -34,8 +34,12 @@ from .timing import latency_seconds, sleep_out
 
 DUPLICATE_MODES = ("422", "400", "409", "replay", "accept")
 FAULT_KINDS = ("429", "500", "created_500", "slow", "html", "truncated", "reset")
+# Answers only a script plays (never drawn at random): a 400 whose words are neither a duplicate nor the key
+# error (undocumented), and the documented key error itself.
+SCRIPT_ONLY_KINDS = ("400", "invalid_key")
 # Faults that strike before the order is looked at: nothing is created.
-_BEFORE_WORK = frozenset({"429", "500", "html", "reset"})
+_BEFORE_WORK = frozenset({"429", "500", "html", "reset", *SCRIPT_ONLY_KINDS})
+UNEXPECTED_400 = "The order could not be processed at this time."
 
 MISSING_KEY = "API key is required"
 INVALID_KEY = "Invalid or inactive API key"
@@ -203,6 +207,8 @@ class PointsSandbox(LedgerQueries):
     a platform that awards again, so tests can prove the client never sends twice).
     ``cancel_approved`` plays the other reading of the docs (cancel of an approved earning order succeeds);
     ``refund_window_days`` makes refunds of older orders answer 400.
+    ``refund_without_amount`` picks what a refund with no ``amount`` takes: ``"remaining"`` (what is left) or
+    ``"captured"`` (the spec's words, "the full captured amount": more than is left after a partial refund, 400).
     """
 
     def __init__(
@@ -215,6 +221,7 @@ class PointsSandbox(LedgerQueries):
         seed: int | None = None,
         cancel_approved: bool = False,
         refund_window_days: float | None = None,
+        refund_without_amount: str = "remaining",
     ) -> None:
         self._state = threading.RLock()  # guards everything below; never held while sleeping
         self._keys: dict[str, _Key] = {}
@@ -228,6 +235,7 @@ class PointsSandbox(LedgerQueries):
         self.points_per_sar = Decimal(str(points_per_sar))
         self.cancel_approved = cancel_approved
         self.refund_window_days = refund_window_days
+        self.refund_without_amount = refund_without_amount
         self._rng = random.Random(seed)
         # uuids are reproducible when seeded; a separate generator keeps fault rolls independent of them.
         self._uuid_rng = random.Random(seed) if seed is not None else None
@@ -301,11 +309,13 @@ class PointsSandbox(LedgerQueries):
     def script(self, *kinds: str | None) -> None:
         """Queue faults for the next earning calls, one each, before any random ones.
 
-        A kind is one of :data:`FAULT_KINDS`; ``"ok"`` (or None) lets one call through untouched.
+        A kind is one of :data:`FAULT_KINDS` or :data:`SCRIPT_ONLY_KINDS`; ``"ok"`` (or None) lets one call through
+        untouched.
         """
+        known = (*FAULT_KINDS, *SCRIPT_ONLY_KINDS)
         for kind in kinds:
-            if kind not in (*FAULT_KINDS, "ok", None):
-                raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(FAULT_KINDS)} or 'ok'")
+            if kind not in (*known, "ok", None):
+                raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(known)} or 'ok'")
         with self._state:
             self._script.extend(None if kind == "ok" else kind for kind in kinds)
 
@@ -541,8 +551,8 @@ class PointsSandbox(LedgerQueries):
                 return _error(400, "The refund window for this order has expired")
             remaining = order.total_price - order.refunded_amount
             if amount is None:
-                amount = remaining
-            elif amount <= 0:
+                amount = order.total_price if self.refund_without_amount == "captured" else remaining
+            if amount <= 0:
                 return _error(400, "The refund amount must be greater than zero")
             elif amount > remaining:
                 return _error(400, f"The refund amount exceeds the refundable amount ({remaining})")
@@ -987,6 +997,10 @@ def _fault_response(kind: str) -> SandboxResponse:
         return SandboxResponse(502, {"Content-Type": "text/html"}, _BAD_GATEWAY_HTML)
     if kind == "reset":
         return SandboxResponse(0, {}, b"", fault="reset")  # status 0: no HTTP answer at all
+    if kind == "400":
+        return _error(400, UNEXPECTED_400)
+    if kind == "invalid_key":
+        return _error(400, INVALID_KEY)
     return _server_error()
 
 
