@@ -110,7 +110,8 @@ def check(ledger: dict, placed: dict[str, list[str]]) -> tuple[list[str], Counte
 
     problems = fleet.exactly_once_problems(ledger, placed)
     states = Counter(EarningRecord.objects.values_list("status", flat=True))
-    final = {Status.AWARDED, *NEEDS_ATTENTION}
+    # accepted: the sandbox holds it (a resend got "duplicate"); no webhook settles it in this run.
+    final = {Status.AWARDED, Status.ACCEPTED, *NEEDS_ATTENTION}
     if set(states) - final:
         problems.append(f"records not final nor waiting for a human: {dict(states)}")
     for account in placed:
@@ -120,11 +121,17 @@ def check(ledger: dict, placed: dict[str, list[str]]) -> tuple[list[str], Counte
         orders = merchant["orders"]
         for record in EarningRecord.objects.filter(account=account):
             remote = orders.get(record.order_number)
-            if record.status == Status.AWARDED and remote is None:
-                problems.append(f"{record.order_number} is awarded here, unknown to the sandbox")
+            if record.status in (Status.AWARDED, Status.ACCEPTED) and remote is None:
+                problems.append(f"{record.order_number} is {record.status} here, unknown to the sandbox")
+            elif record.status == Status.ACCEPTED and not record.outcome_unknown:
+                problems.append(f"{record.order_number} is accepted without a lost answer")
             elif record.status == Status.AWARDED and record.remote_id and record.remote_id != remote["uuid"]:
                 problems.append(f"{record.order_number}: uuid {record.remote_id} here, {remote['uuid']} there")
-            elif record.status != Status.AWARDED and remote is not None and not record.outcome_unknown:
+            elif (
+                record.status not in (Status.AWARDED, Status.ACCEPTED)
+                and remote is not None
+                and not record.outcome_unknown
+            ):
                 problems.append(f"{record.order_number} is {record.status} here but awarded by the sandbox")
     return problems, states
 

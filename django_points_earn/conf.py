@@ -54,6 +54,9 @@ PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
         # are the answers recognised as "this order_number exists already" (status codes and message words).
         "DUPLICATE_STATUS_CODES": (400, 409, 422),
         "DUPLICATE_MARKERS": ("already been taken", "already exists", "duplicate", "already used"),
+        # HTTP 400 is both Points' key error ("Invalid or inactive API key", "API key is required") and a business
+        # refusal: only a 400 whose message has one of these words pauses the account; any other 400 is rejected.
+        "AUTH_ERROR_MARKERS": ("api key",),
     },
     # fabric publishes no token endpoint, no duplicate answer and no error bodies for Loyalty: every such point is
     # a setting (shared/providers/fabric.md). The required ones have no default because they are per tenant.

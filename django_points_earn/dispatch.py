@@ -426,7 +426,11 @@ def send_reversal(reversal: Reversal, backend: BaseBackend, *, trigger: str, act
     if not hasattr(backend, "reverse"):
         result = EarnResult(REJECTED, f"taking points back is not supported on {backend.provider} yet")
         return Sent(reversals.complete(reversal, None, result, trigger=trigger).status)
-    body = backend.refund_body(record, reversal)
+    amount = reversals.amount_to_take(reversal)
+    if amount is not None and amount <= 0:
+        result = EarnResult(REJECTED, "nothing is left to take back: the earning's other refunds took it all")
+        return Sent(reversals.complete(reversal, None, result, trigger=trigger).status)
+    body = backend.refund_body(record, reversal, amount)
     if reversal.remote_before is None:
         try:
             reversals.remember_remote_before(reversal, backend.snapshot(record))

@@ -26,11 +26,14 @@ from .signals import earning_awarded, earning_failed
 
 log = logging.getLogger("django_points_earn")
 
+# The platform's word (its webhook, or an answer that arrived after a sweep took the lease) may settle a record
+# that is not ``sending``: hence ``queued``/``failed``/``blocked`` -> ``awarded``.
 ALLOWED: dict[str, set[str]] = {
-    Status.QUEUED: {Status.SENDING, Status.REJECTED, Status.CANCELLED},
+    Status.QUEUED: {Status.SENDING, Status.REJECTED, Status.CANCELLED, Status.AWARDED, Status.PENDING_ACTIVATION},
     Status.SENDING: {
         Status.AWARDED,
         Status.PENDING_ACTIVATION,
+        Status.ACCEPTED,
         Status.REJECTED,
         Status.BLOCKED,
         Status.FAILED,
@@ -38,9 +41,10 @@ ALLOWED: dict[str, set[str]] = {
         Status.SKIPPED,
     },
     Status.REJECTED: {Status.QUEUED, Status.RESOLVED, Status.CANCELLED},
-    Status.BLOCKED: {Status.QUEUED, Status.RESOLVED, Status.CANCELLED},
-    Status.FAILED: {Status.QUEUED, Status.RESOLVED, Status.CANCELLED},
+    Status.BLOCKED: {Status.QUEUED, Status.RESOLVED, Status.CANCELLED, Status.AWARDED},
+    Status.FAILED: {Status.QUEUED, Status.RESOLVED, Status.CANCELLED, Status.AWARDED, Status.PENDING_ACTIVATION},
     Status.PENDING_ACTIVATION: {Status.AWARDED, Status.RESOLVED},
+    Status.ACCEPTED: {Status.AWARDED, Status.RESOLVED},
     Status.RESOLVED: set(),
     Status.CANCELLED: set(),
     Status.AWARDED: {Status.REVERSED, Status.PARTIALLY_REVERSED},
@@ -49,8 +53,11 @@ ALLOWED: dict[str, set[str]] = {
     Status.SKIPPED: set(),
 }
 INITIAL = {Status.QUEUED, Status.REJECTED, Status.SKIPPED}
-# remote_status of an award known only from a duplicate answer (no uuid yet).
+# remote_status of an ``accepted`` record: the platform answered "duplicate" (it has the order), nothing more.
 DUPLICATE_CONFIRMED = "duplicate_confirmed"
+# States the platform's id of the order (its webhook) settles as ``awarded``: the platform has credited the order,
+# whatever we knew of it before (a lost answer, a pending customer, a duplicate answer).
+SETTLED_BY_PLATFORM_ID = (Status.ACCEPTED, Status.PENDING_ACTIVATION, Status.QUEUED, Status.FAILED, Status.BLOCKED)
 
 
 class TransitionError(Exception):
@@ -345,13 +352,13 @@ def complete(
         if record.outcome_unknown:
             # Same order_number resent after an attempt whose answer we lost: the platform has it already. Points
             # cannot be asked by order number, so whether it was credited or waits for the customer's activation
-            # is unknown until its approved webhook (or support) gives the uuid: say exactly that.
-            to = Status.AWARDED
-            fields.update(completed_at=now, remote_status=DUPLICATE_CONFIRMED)
+            # is unknown until its approved webhook (or support) gives the uuid: say exactly that, never "awarded".
+            to = Status.ACCEPTED
+            fields.update(remote_status=DUPLICATE_CONFIRMED)
             note = (
-                "the platform already holds this order number from an earlier attempt whose answer was lost: "
-                "awarded, or waiting for the customer to activate their account; the platform id is unknown until "
-                "its webhook or a lookup provides it"
+                "accepted by the platform, awaiting confirmation: it already holds this order number from an earlier "
+                "attempt whose answer was lost, but has not said whether it credited the customer or waits for "
+                "their activation; its approved webhook settles it"
             )
         else:
             to = Status.REJECTED
@@ -363,6 +370,11 @@ def complete(
     elif result.status == results.REJECTED:
         to = Status.REJECTED
         fields.update(response=result.body, completed_at=now, next_attempt_at=None)
+        if record.outcome_unknown:
+            note = (
+                f"{note}; an earlier attempt's outcome is unknown, so the platform may hold this order already: "
+                "check the merchant dashboard before sending it again"
+            )
     elif result.status == results.SKIPPED:
         # Found out at send time that the order earns nothing (e.g. the customer is no fabric member and the
         # account says to skip them): final, like a skip decided at checkout; nothing was awarded.
@@ -423,9 +435,31 @@ def complete(
             pause_account(record.account, pause_reason)
         # Moved under our lease, the row is exactly what we wrote; taken over by a sweep meanwhile, it is not.
         saved = _as_written(record, to, fields) if ours else EarningRecord.objects.get(pk=record.pk)
+        if to == Status.ACCEPTED and _settle_from_known_id(saved):
+            return EarningRecord.objects.get(pk=record.pk)
         _announce(saved)
         _release_reversals(saved)
     return saved
+
+
+def _settle_from_known_id(record: EarningRecord) -> bool:
+    """An ``accepted`` record whose platform id already came: from a webhook applied while the record was being
+    sent (kept on the record), or stored in a delivery that found no record to give it to. Settles it as awarded."""
+    from .models import WebhookDelivery
+
+    remote_id = EarningRecord.objects.filter(pk=record.pk).values_list("remote_id", flat=True).first() or ""
+    source = "the platform's webhook, applied while this earning was being sent"
+    if not remote_id:
+        delivery = (
+            WebhookDelivery.objects.filter(account=record.account, order_number=record.order_number, event="approved")
+            .exclude(order_uuid="")
+            .order_by("id")
+            .first()
+        )
+        if delivery is None:
+            return False
+        remote_id, source = delivery.order_uuid, f"the platform's approved webhook (delivery {delivery.pk})"
+    return confirm_award(record, remote_id=remote_id, note=f"{source} gave the id of this order: awarded")
 
 
 def _as_written(record: EarningRecord, status: str, fields: dict[str, Any]) -> EarningRecord:
@@ -765,28 +799,54 @@ def confirm_award(
     note: str,
     trigger: str = Trigger.WORKER,
 ) -> bool:
-    """The platform told us (approved webhook) the id of an earning we only knew as pending or as a duplicate."""
+    """The platform gave the id of this order (its webhook): it holds the order as credited.
+
+    Whatever the record's state, the id is kept if the record has none (a record being sent right now gets it for
+    its answer to find). A record the platform's word settles (:data:`SETTLED_BY_PLATFORM_ID`, or awarded without
+    an id) becomes ``awarded`` with it. Returns whether the record became awarded.
+    """
     now = timezone.now()
+    ids = {"remote_id": remote_id[:64]}
+    if remote_reference:
+        ids["remote_reference"] = remote_reference[:64]
     fields = {
-        "remote_id": remote_id[:64],
-        "remote_reference": remote_reference[:64],
+        **ids,
         "remote_status": "approved",
         "updated_at": now,
         "completed_at": now,
+        "next_attempt_at": None,
+        "lease_token": "",
+        "lease_expires_at": None,
         "status_reason": note,
     }
     if points is not None:
         fields["points"] = points
     with transaction.atomic():
-        if record.status == Status.PENDING_ACTIVATION:
-            moved = _move(record, Status.PENDING_ACTIVATION, Status.AWARDED, fields)
-        elif record.status == Status.AWARDED and not record.remote_id:
-            moved = EarningRecord.objects.filter(pk=record.pk, status=Status.AWARDED, remote_id="").update(**fields)
+        current = (
+            EarningRecord.objects.select_for_update().filter(pk=record.pk).values_list("status", "remote_id").first()
+        )
+        if current is None:
+            return False
+        status, known = current
+        if known and known != remote_id[:64]:
+            log.warning(
+                "earning %s/%s: the platform's webhook names id %s, the record has %s; kept the record's",
+                record.account,
+                record.order_number,
+                remote_id,
+                known,
+            )
+            return False
+        if status in SETTLED_BY_PLATFORM_ID:
+            _move(record, status, Status.AWARDED, fields)
+        elif status == Status.AWARDED and not known:  # awarded before this state existed, without an id
+            EarningRecord.objects.filter(pk=record.pk, status=status, remote_id="").update(**fields)
         else:
+            if not known:
+                EarningRecord.objects.filter(pk=record.pk, remote_id="").update(**ids, updated_at=now)
+                _event(record, status, status, trigger, "", f"{note} (kept; the earning stays {status})")
             return False
-        if not moved:
-            return False
-        _event(record, record.status, Status.AWARDED, trigger, "", note)
+        _event(record, status, Status.AWARDED, trigger, "", note)
         saved = EarningRecord.objects.get(pk=record.pk)
         _announce(saved)
         _release_reversals(saved)

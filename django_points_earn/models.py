@@ -15,6 +15,9 @@ class Status(models.TextChoices):
     SENDING = "sending", _("Sending")
     AWARDED = "awarded", _("Awarded")
     PENDING_ACTIVATION = "pending_activation", _("Pending activation")
+    # The platform holds the order (a resend after a lost answer got "duplicate"), but it never said whether it
+    # credited the customer or waits for their activation: its approved webhook settles it.
+    ACCEPTED = "accepted", _("Accepted by the platform, awaiting confirmation")
     REJECTED = "rejected", _("Rejected")
     BLOCKED = "blocked", _("Blocked")
     FAILED = "failed", _("Failed")

@@ -243,11 +243,18 @@ def requeue_failed(options: Options, progress: Progress | None = None) -> int:
 
 def pending_customers(options: Options) -> dict[str, Any]:
     """Points has no lookup for a pending earning (no uuid): its approved webhook settles it. Old ones need a human."""
-    qs = EarningRecord.objects.filter(status=Status.PENDING_ACTIVATION)
-    if options.account:
-        qs = qs.filter(account=options.account)
-    old = qs.filter(updated_at__lt=timezone.now() - options.pending_after)
-    return {"pending": qs.count(), "older_than_limit": old.count()}
+    limit = timezone.now() - options.pending_after
+    counts: dict[str, Any] = {}
+    # Accepted: the platform holds the order (a duplicate answer) but never said it was credited; also settled by
+    # its approved webhook.
+    for key, status in (("pending", Status.PENDING_ACTIVATION), ("accepted", Status.ACCEPTED)):
+        qs = EarningRecord.objects.filter(status=status)
+        if options.account:
+            qs = qs.filter(account=options.account)
+        counts[key] = qs.count()
+        counts[f"{key}_older_than_limit"] = qs.filter(updated_at__lt=limit).count()
+    counts["older_than_limit"] = counts.pop("pending_older_than_limit")
+    return counts
 
 
 def verify_remote(options: Options, progress: Progress | None = None) -> dict[str, Any]:
@@ -260,7 +267,7 @@ def verify_remote(options: Options, progress: Progress | None = None) -> dict[st
         qs = qs.filter(account=options.account)
     counts = {"checked": 0, "agree": 0, "drift": 0, "errors": 0, "unconfirmed": 0, "drifted": []}
     counts["unconfirmed"] = (
-        EarningRecord.objects.filter(status=Status.AWARDED, completed_at__gte=since, remote_id="")
+        EarningRecord.objects.filter(status=Status.ACCEPTED, created_at__gte=since)
         .filter(Q(account=options.account) if options.account else Q())
         .count()
     )
@@ -292,7 +299,7 @@ def attention_queryset(options: Options | None = None):
     q = (
         Q(status__in=NEEDS_ATTENTION)
         | Q(status=Status.QUEUED, next_attempt_at__lt=now - options.stale_after)
-        | Q(status=Status.PENDING_ACTIVATION, updated_at__lt=now - options.pending_after)
+        | Q(status__in=(Status.PENDING_ACTIVATION, Status.ACCEPTED), updated_at__lt=now - options.pending_after)
         | Q(status=Status.AWARDED) & ~Q(drift="")
     )
     qs = EarningRecord.objects.filter(q)

@@ -44,6 +44,17 @@ def reserved_amount(record: EarningRecord, *, exclude: int | None = None) -> Dec
     return live.aggregate(s=Sum("amount"))["s"] or Decimal("0")
 
 
+def amount_to_take(reversal: Reversal) -> Decimal | None:
+    """What this refund takes back, explicitly: its amount, or for "the rest" the total less what the earning's
+    other refunds take. ``None`` only when the earning's total is unknown."""
+    if reversal.amount is not None:
+        return reversal.amount
+    record = reversal.record
+    if record.total is None:
+        return None
+    return max(Decimal("0"), record.total - reserved_amount(record, exclude=reversal.pk))
+
+
 def create(
     record: EarningRecord, *, refund_id: str, amount: Any, reason: str, source: str = "shop"
 ) -> tuple[Reversal, bool]:
@@ -91,11 +102,21 @@ def _first_state(record: EarningRecord, amount: Any) -> tuple[str, str]:
     elif record.total is not None and reserved_amount(record) >= record.total:
         return R.REJECTED, "everything earned has already been taken back"
     if record.status in NOT_SENT:
+        if record.outcome_unknown:
+            # An earlier call's answer was lost: the platform may hold (and have credited) the order already.
+            return R.WAITING, (
+                "an earlier attempt's outcome is unknown, so the platform may have awarded this earning: waits "
+                "for its outcome, then takes back what was awarded"
+            )
         if amount is None:
             return R.CANCELLED, "the earning had not been sent: it is cancelled and nothing is sent"
         return R.WAITING, "waits until the earning is awarded, then takes back its share"
     if record.status == Status.SENDING:
         return R.WAITING, "the earning is being sent right now: waits for its outcome"
+    if record.status == Status.ACCEPTED:
+        return R.WAITING, (
+            "the platform holds this order but has not confirmed it or given its id yet: waits for its approved webhook"
+        )
     if record.status == Status.PENDING_ACTIVATION:
         return R.WAITING, (
             "the customer has not activated their Points account, so the platform has no id for this earning yet: "
@@ -126,7 +147,9 @@ def release_waiting(record: EarningRecord) -> int:
                 completed_at=now,
                 status_reason=f"nothing to take back: the earning is {record.status}",
             )
-        elif record.status in (Status.REJECTED, Status.FAILED) and reversal.amount is None:
+        elif (
+            record.status in (Status.REJECTED, Status.FAILED) and reversal.amount is None and not record.outcome_unknown
+        ):
             # A fully refunded order must not be awarded by a later retry of its earning.
             if lifecycle.cancel_unsent(
                 record, note=f"refunded while it could not be sent (refund {reversal.refund_id})"

@@ -25,7 +25,8 @@ from django.views.decorators.http import require_POST
 
 from . import lifecycle, reversals
 from .conf import get_settings
-from .models import EarningRecord, Reversal, ReversalStatus, Status, WebhookDelivery
+from .models import EarningRecord, Reversal, ReversalStatus, WebhookDelivery
+from .providers.points import refund_tag
 
 log = logging.getLogger("django_points_earn")
 
@@ -126,12 +127,14 @@ def _apply(delivery: WebhookDelivery) -> str:
     if record is None:
         return "ignored: no earning here for this order"
     uuid = str(order.get("id") or "")
-    if uuid and not record.remote_id and record.status in (Status.PENDING_ACTIVATION, Status.AWARDED):
+    if uuid and not record.remote_id:
+        # Whatever the record's state: a record being sent, or queued again after a lost answer, keeps the id for
+        # its resend's "duplicate" answer; one the platform's word settles becomes awarded (lifecycle decides).
         lifecycle.confirm_award(
             record,
             remote_id=uuid,
             remote_reference=str(order.get("reference_number") or ""),
-            points=_number(order.get("total_points")),
+            points=_number(order.get("total_points")) if event == "approved" else None,
             note=f"the platform's {event} webhook gave the id of this earning",
         )
         record.refresh_from_db()
@@ -149,7 +152,7 @@ def _apply_refund(delivery: WebhookDelivery, record: EarningRecord, order: dict[
     points = _number(order.get("refund_points"))
     amount = _number(order.get("refund_amount"))
     reason = str(order.get("reason") or "")
-    ours = next((r for r in record.reversal_set.all() if f"[refund {r.refund_id}]" in reason), None)
+    ours = next((r for r in record.reversal_set.all() if refund_tag(r.refund_id) in reason), None)
     if ours is not None:
         fields = {"points": points} if points is not None else {}
         if ours.status == ReversalStatus.REVERSED:

@@ -433,7 +433,8 @@ def ledger_problems(account: str, platform: str, merchant: dict[str, Any], id_ke
 
     credited = merchant["orders"]
     records = EarningRecord.objects.filter(account=account)
-    credited_states = (Status.AWARDED, Status.PARTIALLY_REVERSED, Status.REVERSED)  # awarded, then refunded
+    # awarded (then maybe refunded), or accepted: held by the platform, awaiting its approved webhook
+    credited_states = (Status.AWARDED, Status.ACCEPTED, Status.PARTIALLY_REVERSED, Status.REVERSED)
     awarded = {r.order_number: r for r in records.filter(status__in=credited_states)}
     problems = []
     for number, record in sorted(awarded.items()):

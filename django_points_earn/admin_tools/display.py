@@ -22,6 +22,7 @@ BADGE_COLOURS = {
     Status.SENDING: "#0b5ed7",
     Status.AWARDED: "#146c43",
     Status.PENDING_ACTIVATION: "#6f42c1",
+    Status.ACCEPTED: "#3d8bfd",
     Status.REJECTED: "#b02a37",
     Status.BLOCKED: "#842029",
     Status.FAILED: "#c35400",

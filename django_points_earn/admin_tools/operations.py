@@ -18,7 +18,14 @@ from ..models import AccountState, EarningRecord, Status, Trigger
 RETRYABLE = (Status.REJECTED, Status.BLOCKED, Status.FAILED)
 RESOLVABLE = tuple(s for s, targets in lifecycle.ALLOWED.items() if Status.RESOLVED in targets)
 CORRECTABLE = (Status.REJECTED,)
-REVERSIBLE = (Status.AWARDED, Status.PARTIALLY_REVERSED, Status.PENDING_ACTIVATION, Status.SENDING, Status.QUEUED)
+REVERSIBLE = (
+    Status.AWARDED,
+    Status.PARTIALLY_REVERSED,
+    Status.PENDING_ACTIVATION,
+    Status.ACCEPTED,
+    Status.SENDING,
+    Status.QUEUED,
+)
 CORRECTABLE_FIELDS = ("phone", "customer_name")
 # Lookups are HTTP calls made while the agent waits: a bulk verify handles at most this many.
 MAX_VERIFY = 20

@@ -285,7 +285,7 @@ class FabricBackend(BaseBackend):
         return EarnResult(REJECTED, f"no fabric member has phone {masked}", **common)
 
     # -- refunds --------------------------------------------------------------------------------------------
-    def refund_body(self, record: Any, reversal: Any) -> dict[str, Any]:
+    def refund_body(self, record: Any, reversal: Any, amount: Any = None) -> dict[str, Any]:
         earn = {**(record.payload or {})}
         return fabric_reverse.build(
             earn,

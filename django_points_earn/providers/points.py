@@ -28,6 +28,14 @@ from .base import (
     to_json_number,
 )
 
+# Points caps a refund's reason at 500 characters.
+REFUND_REASON_MAX = 500
+
+
+def refund_tag(refund_id: str) -> str:
+    """How our refunds are marked in their reason, to tell them from refunds made in the Points dashboard."""
+    return f"[refund {refund_id}]"
+
 
 def _points(value: Any) -> Decimal | None:
     try:
@@ -154,8 +162,16 @@ class PointsBackend(BaseBackend):
             errors = _field_errors(body)
             detail = "; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()) or message or "validation failed"
             return EarnResult(REJECTED, f"Points refused the data: {detail}", field_errors=errors, **common)
-        if code in (400, 401):
+        if code == 401 or (code == 400 and self.is_key_error(message)):
             return EarnResult(UNAUTHORIZED, f"Points refused the API key: {message or f'HTTP {code}'}", **common)
+        if code == 400:
+            # Not the documented key error: a refusal of this order (the account is not paused for it).
+            return EarnResult(
+                REJECTED,
+                f"Points refused this earning (HTTP 400): {message or 'no message'}; not the documented API-key "
+                "error, so only this earning waits for a human",
+                **common,
+            )
         if code == 403:
             return EarnResult(FORBIDDEN, f"Points refused the merchant: {message or 'HTTP 403'}", **common)
         if code >= 500 or code == 408:
@@ -166,6 +182,12 @@ class PointsBackend(BaseBackend):
                 UNAVAILABLE, f"HTTP {code} from {self.url('orders/earning')}: check the account's BASE_URL", **common
             )
         return EarnResult(REJECTED, f"Points answered HTTP {code}: {message or not_json or 'no detail'}", **common)
+
+    def is_key_error(self, message: str) -> bool:
+        """Points answers a missing or bad key with HTTP 400 and one of its documented messages (§1.2); business
+        refusals are 400 too, so only these words pause the account."""
+        text = message.lower()
+        return any(marker.lower() in text for marker in self.account.option("AUTH_ERROR_MARKERS", ()))
 
     def is_duplicate(self, code: int, body: Any) -> bool:
         """Points does not document its duplicate answer; the status codes and words are settings."""
@@ -183,13 +205,18 @@ class PointsBackend(BaseBackend):
         return any(marker.lower() in haystack for marker in self.account.option("DUPLICATE_MARKERS", ()))
 
     # -- refunds --------------------------------------------------------------------------------------------
-    def refund_body(self, record: Any, reversal: Any) -> dict[str, Any]:
-        """``{reason}`` for the whole remaining amount, ``{amount, reason}`` for a part. The reason carries the
-        shop's refund id, so the ``refunded`` webhook can be matched to this reversal."""
-        reason = f"{reversal.reason} [refund {reversal.refund_id}]".strip()
-        body: dict[str, Any] = {"reason": reason[:500]}
-        if reversal.amount is not None:
-            body["amount"] = to_json_number(reversal.amount)
+    def refund_body(self, record: Any, reversal: Any, amount: Decimal | None = None) -> dict[str, Any]:
+        """``{amount, reason}``: ``amount`` is what this refund takes back, given explicitly even for "the rest"
+        (Points reads a missing amount as the full captured amount, more than is left after a partial refund);
+        omitted only when the order's total is unknown. The reason starts with the shop's refund id, which is
+        never cut (only the free text is), so the ``refunded`` webhook can always be matched to this reversal."""
+        tag = refund_tag(reversal.refund_id)
+        free = " ".join(str(reversal.reason or "").split())
+        room = REFUND_REASON_MAX - len(tag) - 1
+        reason = f"{tag} {free[:room].rstrip()}".strip() if room > 0 and free else tag
+        body: dict[str, Any] = {"reason": reason}
+        if amount is not None:
+            body["amount"] = to_json_number(amount)
         return body
 
     def snapshot(self, record: Any) -> dict[str, Any]:
@@ -248,7 +275,7 @@ class PointsBackend(BaseBackend):
             )
         if code == 429:
             return EarnResult(RATE_LIMITED, message or "busy", retry_after=_retry_after(response), **common)
-        if code == 400 and "api key" in message.lower():
+        if code == 400 and self.is_key_error(message):
             return EarnResult(UNAUTHORIZED, f"Points refused the API key: {message}", **common)
         if code == 403:
             return EarnResult(FORBIDDEN, f"Points refused the merchant: {message}", **common)

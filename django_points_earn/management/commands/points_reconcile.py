@@ -107,6 +107,10 @@ class Command(BaseCommand):
         w(f"Due work without a job ({would}enqueued): {', '.join(enqueued) or 'none'}")
         pending = steps["pending_customers"]
         w(f"Pending customer activation: {pending['pending']} ({pending['older_than_limit']} older than the limit)")
+        w(
+            f"Accepted by the platform, awaiting confirmation (its approved webhook): {pending['accepted']} "
+            f"({pending['accepted_older_than_limit']} older than the limit)"
+        )
         if "remote_verification" in steps:
             v = steps["remote_verification"]
             if report.dry_run:
@@ -114,7 +118,7 @@ class Command(BaseCommand):
             else:
                 w(
                     f"Remote verification: {v['checked']} checked, {v['agree']} agree, {v['drift']} differ, "
-                    f"{v['errors']} could not be checked; {v['unconfirmed']} awarded without a platform id"
+                    f"{v['errors']} could not be checked; {v['unconfirmed']} accepted, awaiting confirmation"
                 )
                 for line in v["drifted"][:20]:
                     w(f"  {line}")
