@@ -272,3 +272,26 @@ def test_points_given_to_a_record_the_merchant_refunded_before_the_outcome_was_k
     assert reversal.status == ReversalStatus.REVERSED
     remote = points_api.ledger()["merchants"]["main"]["orders"]["SO-RQ"]
     assert remote["status"] == "fully_refunded"
+
+
+def test_an_award_that_arrives_after_a_sweep_took_the_lease_is_kept(place_order, points_api):
+    """Failed on 90d0d4b with TransitionError: complete() moves a record the sweep put back in ``queued`` to
+    ``awarded`` (the platform's word wins), but the transition table refused queued -> awarded."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from django_points_earn.conf import get_settings
+    from django_points_earn.dispatch import prepare
+    from django_points_earn.providers import get_backend
+
+    place_order("SO-LATE")
+    record = EarningRecord.objects.get()
+    backend = get_backend(get_settings().account("main"))
+    prepared = prepare(lifecycle.claim(record.pk, lease_seconds=30), backend, trigger="worker")
+    result = backend.earn(prepared.record.payload, request_id=str(prepared.attempt.request_id))
+    EarningRecord.objects.filter(pk=record.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert lifecycle.recover_expired_leases() == 1  # the sweep thought the worker dead
+    saved = lifecycle.complete(prepared.record, prepared.attempt, result)
+    assert (saved.status, saved.remote_id) == (Status.AWARDED, result.remote_id)
+    assert points_api.awards("SO-LATE") == 1
