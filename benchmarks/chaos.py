@@ -7,9 +7,11 @@ N paid orders over 3 accounts, 3 EarningWorker processes, PostgreSQL, a private 
 own HTTP server. While the orders come in: a random worker is SIGKILLed (with its work horse) every few seconds and
 a new one started; Redis is restarted once with its data lost; the sandbox answers 10% of calls with a 5xx, 5% by
 creating the order and answering 500, 5% slower than the client's timeout (the order created), and 10% with 429.
+Meanwhile the sandbox's webhooks reach the app's webhook view as Points would send them (shuffled, some twice).
 Then ``points_reconcile`` runs until nothing is left to do. Pass: the sandbox awarded every order exactly once
 (none missing, none twice), no two calls of one account overlapped, every record is final or waiting for a human,
-and the records agree with the ledger. Exit 1 on any failure.
+every awarded record carries the platform's id (none left "accepted"), and the records agree with the ledger.
+Exit 1 on any failure.
 """
 
 from __future__ import annotations
@@ -73,6 +75,69 @@ class Chaos:
         self._stop.set()
 
 
+@dataclass
+class WebhookRelay:
+    """Points' webhooks, delivered the way Points does while the run goes on: every event of the sandbox posted to
+    the app's webhook view (with the account's secret), in a shuffled order, one in ten twice. ``approved`` is what
+    settles a record the platform holds without having said so (``accepted``, after a lost answer)."""
+
+    sandbox: object
+    rng: random.Random
+    delivered: int = 0
+    duplicated: int = 0
+    refused: int = 0
+    cursor: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        try:
+            while not self._stop.wait(self.rng.uniform(0.3, 1.0)):
+                self.flush()
+        finally:
+            from django.db import connection
+
+            connection.close()
+
+    def flush(self) -> None:
+        from django.conf import settings
+        from django.test import Client
+
+        from benchmarks.settings import BENCH_MERCHANTS
+
+        account_of = {merchant: account for account, merchant in BENCH_MERCHANTS.items()}
+        events = self.sandbox.control("GET", f"events?since={self.cursor}")["events"]
+        if not events:
+            return
+        self.cursor = max(e["seq"] for e in events)
+        self.rng.shuffle(events)  # delivery order is not guaranteed
+        client = Client()
+        for event in events:
+            account = account_of[event["merchant"]]
+            secret = settings.POINTS_EARN["ACCOUNTS"][account]["WEBHOOK_SECRET"]
+            times = 2 if self.rng.random() < 0.1 else 1
+            for _ in range(times):
+                answer = client.post(
+                    f"/loyalty/webhooks/points/{account}/",
+                    data=event["payload"],
+                    content_type="application/json",
+                    headers={"X-Webhook-Secret": secret, "X-Webhook-Event": event["event"]},
+                )
+                self.refused += answer.status_code != 200
+            self.delivered += 1
+            self.duplicated += times - 1
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def finish(self) -> None:
+        """The last events, and every stored delivery applied (their jobs may have died with Redis or a worker)."""
+        from django_points_earn.webhooks import process_pending
+
+        self.flush()
+        while process_pending(older_than_seconds=0):
+            pass
+
+
 def reconcile_until_done(timeout: float) -> int:
     """``points_reconcile`` (as cron would run it) until nothing is queued or sending. Returns how many runs."""
     from django.core.management import call_command
@@ -110,8 +175,8 @@ def check(ledger: dict, placed: dict[str, list[str]]) -> tuple[list[str], Counte
 
     problems = fleet.exactly_once_problems(ledger, placed)
     states = Counter(EarningRecord.objects.values_list("status", flat=True))
-    # accepted: the sandbox holds it (a resend got "duplicate"); no webhook settles it in this run.
-    final = {Status.AWARDED, Status.ACCEPTED, *NEEDS_ATTENTION}
+    # Every approved webhook was delivered: none may stay "accepted" (held by the platform, unconfirmed).
+    final = {Status.AWARDED, *NEEDS_ATTENTION}
     if set(states) - final:
         problems.append(f"records not final nor waiting for a human: {dict(states)}")
     for account in placed:
@@ -121,10 +186,10 @@ def check(ledger: dict, placed: dict[str, list[str]]) -> tuple[list[str], Counte
         orders = merchant["orders"]
         for record in EarningRecord.objects.filter(account=account):
             remote = orders.get(record.order_number)
-            if record.status in (Status.AWARDED, Status.ACCEPTED) and remote is None:
-                problems.append(f"{record.order_number} is {record.status} here, unknown to the sandbox")
-            elif record.status == Status.ACCEPTED and not record.outcome_unknown:
-                problems.append(f"{record.order_number} is accepted without a lost answer")
+            if record.status == Status.AWARDED and remote is None:
+                problems.append(f"{record.order_number} is awarded here, unknown to the sandbox")
+            elif record.status == Status.AWARDED and not record.remote_id:
+                problems.append(f"{record.order_number} is awarded without the platform's id")
             elif record.status == Status.AWARDED and record.remote_id and record.remote_id != remote["uuid"]:
                 problems.append(f"{record.order_number}: uuid {record.remote_id} here, {remote['uuid']} there")
             elif (
@@ -146,8 +211,11 @@ def main() -> None:
         workers = fleet.Workers(3, stack.workdir, env={"DJANGO_SETTINGS_MODULE": SETTINGS}).start()
         chaos = Chaos(workers, stack.redis, restart_redis_after=args.place_seconds * 0.4, rng=rng)
         killer = threading.Thread(target=chaos.run, daemon=True)
+        relay = WebhookRelay(stack.sandbox, random.Random(args.seed + 1))
+        relaying = threading.Thread(target=relay.run, daemon=True)
         started = time.monotonic()
         killer.start()
+        relaying.start()
         try:
             placed = place_over(args.orders, args.place_seconds)
             time.sleep(args.chaos_tail)
@@ -157,11 +225,16 @@ def main() -> None:
         try:
             runs = reconcile_until_done(args.timeout)
         finally:
+            relay.stop()
+            relaying.join(30)
+            relay.finish()
             workers.stop()
         elapsed = time.monotonic() - started
         ledger = stack.sandbox.ledger()
         problems, states = check(ledger, placed)
-        print_table(args, ledger, states, chaos, runs, elapsed, problems)
+        if relay.refused:
+            problems.append(f"{relay.refused} webhook deliveries were refused")
+        print_table(args, ledger, states, chaos, runs, elapsed, problems, relay)
         if problems:  # keep the workers' and the sandbox's logs for whoever looks into it
             kept = Path(tempfile.gettempdir()) / f"points-chaos-failed-{args.seed}-{int(time.time())}"
             shutil.copytree(stack.workdir, kept)
@@ -200,7 +273,14 @@ def place_over(count: int, seconds: float) -> dict[str, list[str]]:
     return placed
 
 
-def print_table(args, ledger, states, chaos, runs, elapsed, problems) -> None:
+def settled_by_webhook() -> int:
+    """Records the platform held without saying so (a lost answer) that its approved webhook settled."""
+    from django_points_earn.models import EarningEvent, Status
+
+    return EarningEvent.objects.filter(to_status=Status.AWARDED, note__contains="webhook").count()
+
+
+def print_table(args, ledger, states, chaos, runs, elapsed, problems, relay) -> None:
     from benchmarks.settings import BENCH_MERCHANTS
 
     merchants = [ledger["merchants"][BENCH_MERCHANTS[a]] for a in ACCOUNTS]
@@ -217,6 +297,8 @@ def print_table(args, ledger, states, chaos, runs, elapsed, problems) -> None:
         ("waiting for a human", sum(n for s, n in states.items() if s != "awarded")),
         ("earning calls", sum(m["calls"] for m in merchants)),
         ("injected faults", ", ".join(f"{n} {kind}" for kind, n in sorted(faults.items()))),
+        ("webhooks delivered (twice)", f"{relay.delivered} ({relay.duplicated})"),
+        ("awarded by the approved webhook", settled_by_webhook()),
         ("workers SIGKILLed", chaos.kills),
         ("Redis restarts (data lost)", chaos.redis_restarts),
         ("reconcile runs at the end", runs),

@@ -7,6 +7,11 @@ from benchmarks.settings import POINTS_EARN as _BENCH
 
 POINTS_EARN = {
     **_BENCH,
+    # Each account receives the sandbox's webhooks (chaos.WebhookRelay): a placeholder secret, local only.
+    "ACCOUNTS": {
+        name: {**account, "WEBHOOK_SECRET": f"chaos-webhook-{name}-placeholder"}
+        for name, account in _BENCH["ACCOUNTS"].items()
+    },
     "HTTP_TIMEOUT": (1.0, 2.0),
     "LEASE_SECONDS": 9,
     "RETRY": {"MAX_ATTEMPTS": 12, "BASE_DELAY": 0.5, "MIN_DELAY": 1.0, "MAX_DELAY": 5.0, "RATE_LIMIT_DELAY": 0.2},
