@@ -189,6 +189,15 @@ class AccountStateAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        refuse_nul(request)
+        return super().changelist_view(request, extra_context)
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+        if "\x00" in object_id:  # the account is the primary key: PostgreSQL refuses a NUL in it outright
+            return None
+        return super().get_object(request, object_id, from_field)
+
     @admin.action(description=gettext_lazy("Resume (send the blocked earnings again)"), permissions=["resume"])
     def resume_selected(self, request: HttpRequest, queryset: QuerySet[AccountState]) -> None:
         for state in queryset.filter(paused=True):

@@ -66,6 +66,22 @@ def test_nul_in_the_query_string_is_400_not_500_on_every_database(web, place_ord
     assert response.status_code == 400, response.content[:300]
 
 
+@pytest.mark.parametrize(
+    "url,expected",
+    [
+        ("/admin/django_points_earn/accountstate/?account=%00", 400),
+        ("/admin/django_points_earn/accountstate/%00/change/", 302),  # "no such account", back to the list
+        (DASHBOARD + "resume/%00/", 404),
+        (CHANGELIST + "%00/change/", 302),
+        (CHANGELIST + "%00/retry/", 302),
+        (CHANGELIST + "99999999999999999999999/change/", 302),
+    ],
+)
+def test_nul_or_huge_ids_in_other_admin_urls_are_not_500(web, url, expected):
+    AccountState.objects.create(account="main", paused=True, reason="API key refused")
+    assert web.get(url).status_code == expected
+
+
 def test_filters_match_nothing_for_a_value_no_column_can_hold(place_order):
     from django_points_earn.admin_tools.filters import _exact
 
