@@ -127,6 +127,8 @@ class Command(BaseCommand):
             app_configs=kwargs.get("app_configs"), tags=kwargs.get("tags"), databases=kwargs.get("databases")
         )
         serious = [e for e in found if e.is_serious() and not e.is_silenced()]
+        for warning in (e for e in found if not e.is_serious() and not e.is_silenced()):
+            self.stderr.write(f"system check warning: {warning.id}: {warning.msg}".replace("\n", " "))
         if serious:
             first = serious[0]
             more = f" (and {len(serious) - 1} more; run manage.py check)" if len(serious) > 1 else ""
