@@ -9,7 +9,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import BadRequest, PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -21,7 +21,7 @@ from .admin_tools import actions as admin_actions
 from .admin_tools import display, earning_page, operations
 from .admin_tools.dashboard import DashboardAdmin
 from .admin_tools.filters import AccountFilter, NeedsAttentionFilter, PlatformFilter
-from .admin_tools.paginator import CappedCountPaginator, limit_for_page
+from .admin_tools.paginator import CappedChangeList, CappedCountPaginator, limit_for_page
 from .models import AccountState, EarningRecord, ReconciliationDashboard
 from .phones import InvalidPhone, mask_phone, normalize_ksa_mobile
 
@@ -78,6 +78,9 @@ class EarningRecordAdmin(admin.ModelAdmin):
         return admin_actions.SPECS["reverse"].allowed(request)
 
     # -- the list ----------------------------------------------------------------------------------------------
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type:
+        return CappedChangeList
+
     def get_paginator(self, request: HttpRequest, queryset: QuerySet, per_page: int, **kwargs: Any):
         limit = limit_for_page(request.GET.get("p", 1), per_page)
         return CappedCountPaginator(queryset, per_page, limit=limit, **kwargs)
@@ -111,6 +114,7 @@ class EarningRecordAdmin(admin.ModelAdmin):
         return display.last_error_cell(obj)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        refuse_nul(request)
         return super().changelist_view(request, {"title": _("Earnings"), **(extra_context or {})})
 
     # -- the earning page and its buttons ------------------------------------------------------------------------
@@ -149,6 +153,8 @@ class EarningRecordAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/django_points_earn/earningrecord/earning.html", context)
 
     def object_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        if not self.has_view_permission(request):  # an action's page shows the earning: seeing it comes first
+            raise PermissionDenied
         spec = admin_actions.SPECS[action]
         if not spec.allowed(request):
             return admin_actions.refused(request, self._admin_context(request), spec)
@@ -160,6 +166,12 @@ class EarningRecordAdmin(admin.ModelAdmin):
             request, spec, [record], admin_context=self._admin_context(request), hidden=[], back_url=page
         )
         return response or HttpResponseRedirect(page)
+
+
+def refuse_nul(request: HttpRequest) -> None:
+    """A NUL in the query string (``?account=%00``) is never a real filter and PostgreSQL refuses it: 400."""
+    if any("\x00" in key or "\x00" in value for key, values in request.GET.lists() for value in values):
+        raise BadRequest("NUL character in the query string")
 
 
 @admin.register(AccountState)
@@ -176,6 +188,15 @@ class AccountStateAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        refuse_nul(request)
+        return super().changelist_view(request, extra_context)
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+        if "\x00" in object_id:  # the account is the primary key: PostgreSQL refuses a NUL in it outright
+            return None
+        return super().get_object(request, object_id, from_field)
 
     @admin.action(description=gettext_lazy("Resume (send the blocked earnings again)"), permissions=["resume"])
     def resume_selected(self, request: HttpRequest, queryset: QuerySet[AccountState]) -> None:

@@ -10,6 +10,8 @@ class PointsEarnConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
+        from .phones import install_log_filter
         from .receivers import connect_receivers
 
         connect_receivers()
+        install_log_filter()  # phones typed into free text never reach a log in full

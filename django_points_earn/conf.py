@@ -45,6 +45,9 @@ DEFAULTS: dict[str, Any] = {
     "SWEEP_INTERVAL": 5.0,
     # Prefix of every Redis key the app writes (locks, drain flags).
     "REDIS_PREFIX": "points-earn",
+    # Largest webhook body accepted (bytes); a bigger one (with the right secret) is answered 413 and not stored.
+    # A Points delivery is one order, a few KB; keep this below Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB).
+    "WEBHOOK_MAX_BYTES": 1_048_576,
 }
 
 PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {

@@ -76,6 +76,11 @@ class EarningRecord(models.Model):
     # What a remote check (reconcile --verify-remote, the admin's "verify") last saw; drift is never "fixed".
     remote_checked_at = models.DateTimeField(_("last checked with the platform"), null=True, blank=True)
     drift = models.CharField(_("differs from the platform"), max_length=255, blank=True)
+    # When ``points_reconcile --fail-on new`` last reported this earning as needing a human; it is new again once
+    # it changes state after that (``updated_at`` is later), so an alert fires once per problem, not every run.
+    attention_reported_at = models.DateTimeField(
+        _("reported as needing a human"), null=True, blank=True, editable=False
+    )
 
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 from redis.exceptions import LockError
 from redis.lock import Lock
@@ -53,6 +53,8 @@ class Options:
     attention_list: int = 50
     trigger: str = Trigger.RECONCILE
     actor: str = ""
+    # Record what this run reports as needing a human, so that the next ``--fail-on new`` run knows it was told.
+    mark_reported: bool = False
 
 
 @dataclass
@@ -62,13 +64,23 @@ class Report:
     by_state: list[dict[str, Any]] = field(default_factory=list)
     needs_attention_total: int = 0
     needs_attention: list[dict[str, Any]] = field(default_factory=list)
+    # Of needs_attention_total: not reported by an earlier ``--fail-on new`` run, or changed state since.
+    new_attention_total: int = 0
+    # Paused accounts send nothing until a person resumes them: they always need a human.
+    paused_accounts: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def needs_a_human(self) -> bool:
+        return bool(self.needs_attention_total or self.paused_accounts)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "dry_run": self.dry_run,
             "steps": self.steps,
             "by_state": self.by_state,
+            "paused_accounts": self.paused_accounts,
             "needs_attention_total": self.needs_attention_total,
+            "new_attention_total": self.new_attention_total,
             "needs_attention": self.needs_attention,
         }
 
@@ -308,13 +320,31 @@ def attention_queryset(options: Options | None = None):
     return qs
 
 
+def not_yet_reported(attention: Any) -> Any:
+    """Of ``attention``: never reported by ``--fail-on new``, or moved to a state needing a human since."""
+    return attention.filter(Q(attention_reported_at__isnull=True) | Q(attention_reported_at__lt=F("updated_at")))
+
+
+def paused_accounts(account: str | None = None) -> list[dict[str, Any]]:
+    qs = AccountState.objects.filter(paused=True).order_by("account")
+    if account:
+        qs = qs.filter(account=account)
+    return [{"account": s.account, "reason": s.reason[:200], "paused_at": s.paused_at} for s in qs]
+
+
 def _summarise(report: Report, options: Options) -> None:
+    cutoff = timezone.now()
     qs = EarningRecord.objects.all()
     if options.account:
         qs = qs.filter(account=options.account)
     report.by_state = list(qs.values("account", "status").annotate(n=Count("id")).order_by("account", "status"))
+    report.paused_accounts = paused_accounts(options.account)
     attention = attention_queryset(options)
     report.needs_attention_total = attention.count()
+    new = not_yet_reported(attention)
+    report.new_attention_total = new.count()
+    if options.mark_reported and not options.dry_run and report.new_attention_total:
+        new.filter(updated_at__lte=cutoff).update(attention_reported_at=cutoff)  # not updated_at: no state change
     report.needs_attention = [
         {
             "account": r.account,

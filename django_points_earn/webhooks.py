@@ -15,7 +15,7 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import lifecycle, reversals
+from . import lifecycle, reversals, webhook_input
 from .conf import get_settings
 from .models import EarningRecord, Reversal, ReversalStatus, WebhookDelivery
 from .providers.points import refund_tag
@@ -43,21 +43,32 @@ def dedupe_key(account: str, payload: dict[str, Any]) -> str:
 @csrf_exempt
 @require_POST
 def points_webhook(request: HttpRequest, account: str) -> HttpResponse:
-    """``X-Webhook-Secret`` must equal the account's ``WEBHOOK_SECRET`` (constant-time); else 403, nothing kept."""
-    try:
-        secret = get_settings().account(account).secrets.get("WEBHOOK_SECRET", "")
-    except ImproperlyConfigured:
-        return JsonResponse({"ok": False, "error": "unknown account"}, status=404)
+    """``X-Webhook-Secret`` must equal the account's ``WEBHOOK_SECRET`` (constant-time); else 403, nothing kept.
+
+    An unknown account is answered exactly like a wrong secret, so an outsider cannot learn account names. With
+    the right secret: a body over ``WEBHOOK_MAX_BYTES`` is 413, a body that is not a storable JSON object with an
+    event is 400 (the message says why); nothing of either is stored.
+    """
     given = request.headers.get("X-Webhook-Secret", "")
-    if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
-        log.warning("webhook for account %s refused: %s secret", account, "wrong" if given else "missing")
+    if not _secret_matches(account, given):
         return JsonResponse({"ok": False, "error": "forbidden"}, status=403)
+    limit = int(get_settings().webhook_max_bytes)
     try:
-        payload = json.loads(request.body)
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
-        return JsonResponse({"ok": False, "error": "body is not JSON"}, status=400)
-    if not isinstance(payload, dict) or not isinstance(payload.get("event"), str):
-        return JsonResponse({"ok": False, "error": "no event"}, status=400)
+        declared = 0
+    try:
+        body = request.body if declared <= limit else None
+    except RequestDataTooBig:
+        body = None
+    if body is None or len(body) > limit:
+        log.warning("webhook for account %s refused: body over %d bytes", account, limit)
+        return JsonResponse({"ok": False, "error": f"body is larger than {limit} bytes"}, status=413)
+    try:
+        payload = webhook_input.parse(body)
+    except webhook_input.BadBody as exc:
+        log.warning("webhook for account %s refused: %s", account, exc)
+        return JsonResponse({"ok": False, "error": str(exc)}, status=400)
     order = payload.get("order") if isinstance(payload.get("order"), dict) else {}
     key = dedupe_key(account, payload)
     try:
@@ -75,6 +86,21 @@ def points_webhook(request: HttpRequest, account: str) -> HttpResponse:
         return JsonResponse({"ok": True, "duplicate": True})
     _enqueue(delivery.pk)
     return JsonResponse({"ok": True})
+
+
+def _secret_matches(account: str, given: str) -> bool:
+    """Constant-time; an unknown account compares against a dummy so that it costs the same as a wrong secret."""
+    try:
+        secret = get_settings().account(account).secrets.get("WEBHOOK_SECRET", "")
+        known = True
+    except ImproperlyConfigured:
+        secret, known = "", False
+    matches = hmac.compare_digest(given.encode(), (secret or "\x00 no secret").encode())
+    if not (known and secret and matches):
+        shown = account.encode("ascii", "backslashreplace").decode()[:64]
+        why = "unknown account" if not known else ("wrong secret" if given else "missing secret")
+        log.warning("webhook for account %s refused: %s", shown, why)
+    return known and bool(secret) and matches
 
 
 def _enqueue(delivery_id: int) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -79,7 +79,7 @@ class DashboardAdmin(admin.ModelAdmin):
     def reconcile_view(self, request: HttpRequest) -> HttpResponse:
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        if not request.user.has_perm(RETRY_PERM):
+        if not self.has_view_permission(request) or not request.user.has_perm(RETRY_PERM):
             raise PermissionDenied
         options = reconcile.Options(trigger=Trigger.ADMIN, actor=request.user.get_username())
         try:
@@ -105,9 +105,13 @@ class DashboardAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:django_points_earn_reconciliationdashboard_changelist"))
 
     def resume_view(self, request: HttpRequest, account: str) -> HttpResponse:
+        if not self.has_view_permission(request):  # the confirmation shows the account's pause reason
+            raise PermissionDenied
         if not request.user.has_perm(RESUME_PERM):
             context = self._context(request, title=_("Not allowed"), action_title=_("Resume"), perm=RESUME_PERM)
             return TemplateResponse(request, "admin/django_points_earn/refused.html", context, status=403)
+        if "\x00" in account:  # no account has one, and PostgreSQL refuses to even look
+            raise Http404
         state = get_object_or_404(AccountState, pk=account)
         back = reverse("admin:django_points_earn_reconciliationdashboard_changelist")
         if request.method == "POST" and request.POST.get("confirm") == "yes":

@@ -14,7 +14,7 @@ from django.utils.safestring import SafeString
 from django.utils.timesince import timesince
 
 from ..models import EarningRecord, Status
-from ..phones import mask_phone
+from ..phones import mask_phone, mask_phones_in_text
 from ..providers.base import scrub
 
 BADGE_COLOURS = {
@@ -44,6 +44,11 @@ def badge(record: EarningRecord) -> SafeString:
     )
 
 
+def shown(text: str) -> str:
+    """Stored text as staff may see it: phones masked wherever they appear, configured secrets scrubbed."""
+    return scrub(mask_phones_in_text(text)) if text else ""
+
+
 def one_line(text: str, limit: int = ONE_LINE) -> str:
     first = text.strip().splitlines()[0] if text and text.strip() else ""
     return first[:limit] + ("…" if len(first) > limit else "")
@@ -53,7 +58,7 @@ def last_error(record: EarningRecord) -> str:
     """The reason a record is where it is, unless it is simply awarded (then there is nothing to explain)."""
     if record.status == Status.AWARDED and not record.drift:
         return ""
-    return one_line(scrub(record.drift or record.status_reason))
+    return one_line(shown(record.drift or record.status_reason))
 
 
 def last_error_cell(record: EarningRecord) -> SafeString | str:
@@ -71,14 +76,22 @@ def age(moment: datetime | None, now: datetime | None = None) -> str:
 
 
 def mask_phones(value: Any) -> Any:
-    """A copy of a JSON value with every phone-like field masked, at any depth."""
+    """A copy of a JSON value with every phone-like field masked, at any depth, and every Saudi mobile number
+    masked wherever else it was typed (an address line, a note, a key)."""
     if isinstance(value, dict):
         return {
-            k: (mask_phone(str(v)) if PHONE_KEYS.search(str(k)) and isinstance(v, str | int) else mask_phones(v))
+            mask_phones_in_text(str(k)): (
+                mask_phone(str(v)) if PHONE_KEYS.search(str(k)) and isinstance(v, str | int) else mask_phones(v)
+            )
             for k, v in value.items()
         }
     if isinstance(value, list):
         return [mask_phones(v) for v in value]
+    if isinstance(value, str):
+        return mask_phones_in_text(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = mask_phones_in_text(str(value))
+        return value if text == str(value) else text
     return value
 
 
@@ -96,4 +109,4 @@ def pretty_text(text: str) -> str:
     try:
         return pretty_json(json.loads(text))
     except ValueError:
-        return scrub(text)
+        return shown(text)

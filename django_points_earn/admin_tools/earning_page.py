@@ -10,9 +10,8 @@ from django.utils.translation import gettext as _
 
 from ..models import EarningAttempt, EarningEvent, EarningRecord, Status, Trigger
 from ..phones import mask_phone
-from ..providers.base import scrub
 from .actions import SPECS
-from .display import badge, pretty_json, pretty_text
+from .display import badge, pretty_json, pretty_text, shown
 from .filters import PLATFORM_NAMES
 
 TIMELINE_LIMIT = 100  # the newest attempts and state changes shown; a 429 storm can leave hundreds
@@ -49,7 +48,7 @@ def remote(record: EarningRecord) -> list[tuple[str, Any]]:
         _field(record, "remote_reference"),
         _field(record, "remote_status"),
         _field(record, "remote_checked_at"),
-        _field(record, "drift"),
+        _field(record, "drift", shown(record.drift)),
     ]
 
 
@@ -80,7 +79,7 @@ def timeline(record: EarningRecord, events: list[EarningEvent]) -> tuple[list[di
         {
             "attempt": a,
             "requested_by": asked.get(a.pk, ""),
-            "error": scrub(a.error),
+            "error": shown(a.error),
             "sent": pretty_json(a.request_body),
             "answer": pretty_text(a.response_body),
         }
@@ -96,10 +95,18 @@ def history(events: list[EarningEvent]) -> list[dict[str, Any]]:
             "event": e,
             "from": labels.get(e.from_status, e.from_status or "—"),
             "to": labels.get(e.to_status, e.to_status),
-            "note": scrub(e.note),
+            "note": shown(e.note),
         }
         for e in events
     ]
+
+
+def reversals(record: EarningRecord) -> list[Any]:
+    """The refunds of this earning, each with ``why`` (its reason, phones masked) ready to show."""
+    found = list(record.reversal_set.order_by("id"))
+    for reversal in found:
+        reversal.why = shown(reversal.status_reason or reversal.reason)
+    return found
 
 
 def buttons(request: HttpRequest, record: EarningRecord) -> list[dict[str, str]]:
@@ -126,14 +133,14 @@ def context(request: HttpRequest, record: EarningRecord) -> dict[str, Any]:
         "badge": badge(record),
         "summary": summary(record),
         "remote": remote(record),
-        "reason": scrub(record.status_reason),
+        "reason": shown(record.status_reason),
         "order_json": pretty_json(record.request),
         "payload_json": pretty_json(record.payload),
         "response_json": pretty_json(record.response),
         "attempts": attempts,
         "hidden_attempts": hidden_attempts,
         "events": history(events),
-        "reversals": list(record.reversal_set.order_by("id")),
+        "reversals": reversals(record),
         "buttons": buttons(request, record),
         "read_only": not any(spec.allowed(request) for spec in SPECS.values()),
     }

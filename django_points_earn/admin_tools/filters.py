@@ -58,7 +58,7 @@ class AccountFilter(admin.SimpleListFilter):
         return [(name, name) for name in names]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
-        return queryset.filter(account=self.value()) if self.value() else queryset
+        return _exact(queryset, "account", self.value())
 
 
 class PlatformFilter(admin.SimpleListFilter):
@@ -75,4 +75,13 @@ class PlatformFilter(admin.SimpleListFilter):
         return [(p, PLATFORM_NAMES.get(p, p)) for p in sorted(providers)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
-        return queryset.filter(provider=self.value()) if self.value() else queryset
+        return _exact(queryset, "provider", self.value())
+
+
+def _exact(queryset: QuerySet, field: str, value: str | None) -> QuerySet:
+    """``field = value``; a value no column can hold (a NUL: PostgreSQL refuses it outright) matches nothing."""
+    if not value:
+        return queryset
+    if "\x00" in value:
+        return queryset.none()
+    return queryset.filter(**{field: value})

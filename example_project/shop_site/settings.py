@@ -86,6 +86,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # -- Redis and the workers -----------------------------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
 RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300}}
+# django-rq registers its dashboard in the admin for every staff member by default: only superusers may see the
+# queues (urls.py mounts them at /django-rq/ behind a superuser check).
+RQ_SHOW_ADMIN_LINK = False
 
 # -- loyalty points ------------------------------------------------------------------------------------------
 POINTS_ACCOUNT = {"PROVIDER": "points", "API_KEY": env("POINTS_API_KEY", default="")}

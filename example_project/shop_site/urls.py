@@ -1,9 +1,25 @@
-"""The shop's URLs: Django admin (where the merchant sees every earning) and django-rq's queue dashboard."""
+"""The shop's URLs: Django admin (where the merchant sees every earning) and django-rq's queue dashboard.
+
+django-rq's own views let in every staff member (``staff_member_required``): its dashboard can empty queues,
+delete and requeue jobs and shows job arguments. A shop's support staff get the earnings admin; the queues are
+for superusers only, so every django-rq view is wrapped here (and its admin copy is off: ``RQ_SHOW_ADMIN_LINK``).
+"""
+
+from collections.abc import Callable
 
 from django.contrib import admin
-from django.urls import include, path
+from django.contrib.auth.decorators import user_passes_test
+from django.urls import URLPattern, include, path
+from django_rq import urls as rq_urls
+
+
+def superusers_only(view: Callable) -> Callable:
+    return user_passes_test(lambda user: user.is_active and user.is_superuser, login_url="admin:login")(view)
+
+
+rq_dashboard = [URLPattern(p.pattern, superusers_only(p.callback), p.default_args, p.name) for p in rq_urls.urlpatterns]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("django-rq/", include("django_rq.urls")),
+    path("django-rq/", include((rq_dashboard, "django_rq"))),
 ]
