@@ -751,7 +751,11 @@ def test_the_member_is_found_by_phone_and_kept(backend, data):
 
 @pytest.mark.parametrize(
     ("status", "body"),
-    [(200, {"status": 200, "data": []}), (200, {"status": 200, "data": None}), (404, {"status": 404})],
+    [
+        (200, {"status": 200, "data": []}),
+        (200, {"status": 200, "data": None}),
+        (404, {"status": 404, "message": "Member not found", "errors": {}}),
+    ],
 )
 @responses.activate
 def test_no_member_is_rejected_or_skipped(backend, options, status, body):
@@ -797,6 +801,75 @@ def test_a_failed_member_lookup_never_posts(backend, answer, expected):
     assert calls_to(EARN_URL) == []
 
 
+@pytest.mark.parametrize(
+    ("status", "body", "shape"),
+    [
+        (200, {"status": 200, "members": [{"profileId": PROFILE}]}, "no data"),
+        (200, {"status": 200, "data": {"content": [{"id": "1000"}], "totalElements": 1}}, "keys content"),
+        (200, {"status": 200, "data": [{"id": "1000", "phoneNumber": "966512345678"}]}, "objects with keys id"),
+        (200, {"status": 200, "data": [{"profileId": PROFILE}, {"id": "1001"}]}, "data is a list"),
+        (200, {"status": 200, "data": "ok"}, "data is a str"),
+        (200, {"status": 200, "data": [], "errors": {"phonenumber": ["timeout"]}}, "keys"),
+        (200, {"status": 500, "data": []}, "keys"),
+        (200, [], "a JSON list"),
+        (404, {"status": 404, "message": "Not Found"}, None),
+    ],
+)
+@responses.activate
+def test_an_unrecognised_member_answer_is_cannot_tell_never_no_member(options, status, body, shape):
+    """With MISSING_MEMBER="skipped", "no member" would earn nothing, silently: an answer we cannot read is retried."""
+    backend = options(MISSING_MEMBER="skipped")
+    responses.post(FABRIC_TOKEN_URL, json=token_answer())
+    responses.get(MEMBERS_URL, status=status, json=body)
+    result = earn(backend, LOOKUP_PAYLOAD)
+    assert (result.status, result.outcome_unknown) == (r.UNAVAILABLE, False)
+    if shape:
+        assert "in a shape we do not recognise" in result.message and shape in result.message
+        assert "cannot tell whether the customer is a member" in result.message
+    else:
+        assert "check the account's BASE_URL" in result.message
+    assert "966512345678" not in result.message  # the phone is masked
+    assert calls_to(EARN_URL) == []
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {
+            k: v
+            for k, v in earn_txn(reference="SO-OTHER", code="other-code").items()
+            if k != "transactionExternalReference"
+        },
+        {"transactionCode": "other-code", "transactionType": "EARN", "points": 99},
+        {"transactionExternalReference": "", "transactionCode": "other-code"},
+        {"transactionExternalReference": None, "transactionCode": "other-code"},
+    ],
+    ids=["no reference field", "code only", "empty reference", "null reference"],
+)
+@responses.activate
+def test_a_transaction_without_our_exact_reference_is_not_our_earn(backend, item):
+    """A server that ignored the filter (and an item lacking the field) must not make another order's earn ours."""
+    responses.post(FABRIC_TOKEN_URL, json=token_answer())
+    responses.get(TXN_URL, json=transactions(item))
+    responses.post(EARN_URL, status=201, json=earned())
+    result = earn(backend, outcome_unknown=True)
+    assert (result.status, result.remote_id, result.remote_status) == (r.AWARDED, CODE, "")
+    assert len(calls_to(EARN_URL)) == 1
+
+
+@responses.activate
+def test_a_reversal_lookup_counts_only_our_exact_reference(backend):
+    responses.post(FABRIC_TOKEN_URL, json=token_answer())
+    someone_elses = {"transactionCode": "other-reversal", "transactionType": "EARN_REVERSE", "points": -40}
+    responses.get(TXN_URL, json=transactions(someone_elses))
+    reversed_ = {**earned("our-reversal", points=-4), "message": "earn reversed"}
+    responses.post(f"{FABRIC_URL}/v2/earn/reverse", status=201, json=reversed_)
+    body = {"transactionExternalReference": "SO-2026-0021-R-1", "profileId": PROFILE}
+    result = backend.reverse(None, body, request_id="r", before={}, outcome_unknown=True)
+    assert (result.status, result.remote_id, result.points) == (r.AWARDED, "our-reversal", Decimal(4))
+    assert len(calls_to(f"{FABRIC_URL}/v2/earn/reverse")) == 1
+
+
 # -- lookup by transactionCode -----------------------------------------------------------------------------
 
 
@@ -809,6 +882,14 @@ def test_lookup(backend):
     assert (found.found, found.remote_id, found.remote_status, found.points) == (True, CODE, "ACTIVE", Decimal(16))
     assert parse_qs(calls_to(TXN_URL)[0].request.url.split("?")[1]) == {"transactionCode": [CODE]}
     assert backend.lookup("unknown").found is False
+
+
+@responses.activate
+def test_lookup_counts_only_an_item_with_the_exact_code(backend):
+    responses.post(FABRIC_TOKEN_URL, json=token_answer())
+    bare = {k: v for k, v in earn_txn(code="another").items() if k != "transactionCode"}
+    responses.get(TXN_URL, json=transactions(bare, earn_txn(code="another")))
+    assert backend.lookup(CODE).found is False
 
 
 @responses.activate

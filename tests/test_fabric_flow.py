@@ -255,3 +255,40 @@ def test_client_secret_and_tokens_are_nowhere(place_order, fabric_sandbox, caplo
         assert secret not in text
         assert all(token not in text for token in issued)
     assert FABRIC_MEMBER_PHONE[3:] not in logs and "559876543" not in logs  # phones masked, URLs included
+
+
+# -- issue 12 item 8: lookups that match too much ------------------------------------------------------------
+
+
+def test_a_get_transaction_that_ignores_its_filter_never_makes_another_orders_earn_ours(place_order, fabric_api):
+    place_order("SO-A", account="fabric")
+    run_worker()
+    fabric_api.script("500")  # SO-B's first POST fails before fabric records it: its outcome is unknown
+    fabric_api.set_quirks(transactions="unfiltered-bare")  # every earn of the program, without references
+    place_order("SO-B", account="fabric")
+    settle()
+    record = EarningRecord.objects.get(order_number="SO-B")
+    ledger = fabric_ledger(fabric_api)
+    assert (record.status, record.remote_status) == (Status.AWARDED, "")  # sent, not "found"
+    assert (
+        record.remote_id == ledger["orders"]["SO-B"]["transactionCode"] != ledger["orders"]["SO-A"]["transactionCode"]
+    )
+    assert ledger["awards"] == 2 and ledger["lookups"] == 1
+
+
+def test_an_unrecognised_member_answer_is_retried_never_skipped(place_order, fabric_api):
+    fabric_api.set_quirks(members="unrecognised")
+    with with_fabric_options(MISSING_MEMBER="skipped"):
+        place_order("SO-UM", account="fabric")
+        run_worker()
+        record = EarningRecord.objects.get()
+        assert record.status in (Status.QUEUED, Status.FAILED)  # retried (the drain waits for short backoffs)
+        assert set(record.attempt_set.values_list("outcome", flat=True)) == {"unavailable"}
+        assert "cannot tell whether the customer is a member" in record.status_reason
+        assert "9********678" in record.status_reason
+        fabric_api.set_quirks(members="documented")
+        lifecycle.requeue(record, trigger="admin", note="fabric fixed its answer")
+        settle()
+    record.refresh_from_db()
+    assert record.status == Status.AWARDED
+    assert fabric_api.awards("SO-UM") == 1

@@ -258,7 +258,7 @@ class FabricBackend(BaseBackend):
         body, not_json = self.parse_json(response)
         # Member records (other customers' names and phones, when several match) are not kept on the earning.
         common: dict[str, Any] = {"http_status": code}
-        if code == 404 and not not_json:
+        if code == 404 and not not_json and "member" in _message(body).lower():
             return self._no_member(masked, common)
         if not 200 <= code < 300 or not_json:
             if code in (400, 422):
@@ -266,8 +266,19 @@ class FabricBackend(BaseBackend):
                 return EarnResult(REJECTED, f"fabric refused the member lookup by phone {masked}: {detail}", **common)
             if code in (401, 403, 429):
                 return self._refusal(code, body, not_json, response, common, what="member lookup")
-            return EarnResult(UNAVAILABLE, f"member lookup answered HTTP {code} {not_json or ''}".strip(), **common)
-        ids = _profile_ids(body.get("data") if isinstance(body, dict) else None)
+            hint = ": check the account's BASE_URL" if code in (404, 405) else ""
+            return EarnResult(
+                UNAVAILABLE, f"member lookup answered HTTP {code} {not_json or ''}".strip() + hint, **common
+            )
+        ids = _member_ids(body)
+        if ids is None:
+            # Never "no member" on a guess: with MISSING_MEMBER="skipped" that would earn nothing, silently.
+            return EarnResult(
+                UNAVAILABLE,
+                f"fabric's member lookup for phone {masked} answered HTTP {code} in a shape we do not recognise "
+                f"({_shape(body)}): cannot tell whether the customer is a member; asked again later",
+                **common,
+            )
         if not ids:
             return self._no_member(masked, common)
         if len(ids) > 1:
@@ -351,9 +362,7 @@ class FabricBackend(BaseBackend):
         if response is None or response.status_code != 200 or not isinstance(data, list):
             return EarnResult(UNAVAILABLE, "could not check whether the earlier reversal reached fabric; not resent")
         found = [
-            t
-            for t in data
-            if isinstance(t, dict) and str(t.get("transactionExternalReference", reference)) == reference
+            t for t in data if isinstance(t, dict) and str(t.get("transactionExternalReference") or "") == reference
         ]
         if not found:
             return None
@@ -382,7 +391,10 @@ class FabricBackend(BaseBackend):
                 http_status=response.status_code,
                 body=cut(scrub(response.text)),
             )
-        match = [t for t in data if isinstance(t, dict) and str(t.get("transactionCode", remote_id)) == remote_id]
+        # Only an item carrying this very code: a server that ignored the filter lists other transactions too.
+        match = [
+            t for t in data if isinstance(t, dict) and remote_id and str(t.get("transactionCode") or "") == remote_id
+        ]
         if not match:
             return LookupResult(found=False, http_status=200, message="fabric does not know this transactionCode")
         earn = match[0]
@@ -475,33 +487,57 @@ class FabricBackend(BaseBackend):
 
 
 def _matching(transactions: list[Any], reference: str) -> list[dict[str, Any]]:
-    """The EARN transactions with our reference (the search may be looser than an exact match)."""
+    """The EARN transactions carrying our exact reference (the search may be looser than an exact match)."""
     found = []
     for t in transactions:
         if not isinstance(t, dict):
             continue
-        if str(t.get("transactionExternalReference", reference)) != reference:
-            continue
+        if not reference or str(t.get("transactionExternalReference") or "") != reference:
+            continue  # only an item carrying our exact reference: a server that ignored the filter lists others
         if str(t.get("transactionType", "EARN")).upper() != "EARN":
             continue
         found.append(t)
     return found
 
 
-def _profile_ids(data: Any) -> list[str]:
-    """profileIds in a Get Members answer: one member object or a list; the id on the member or its accounts."""
-    members = data if isinstance(data, list) else [data] if isinstance(data, dict) and data else []
+def _member_ids(body: Any) -> list[str] | None:
+    """profileIds in a Get Members answer (one member object or a list; the id on the member or its accounts):
+    ``[]`` only for an answer that says "no member" the documented way (``data`` empty), ``None`` for any answer
+    we cannot read (no ``data``, errors, a member without a profileId, another shape)."""
+    if not isinstance(body, dict) or "data" not in body or _field_errors(body):
+        return None
+    said = _int(body.get("status"))
+    if said is not None and not 200 <= said < 300:
+        return None
+    data = body["data"]
+    if data is None or data == [] or data == {}:
+        return []
+    members = data if isinstance(data, list) else [data] if isinstance(data, dict) else None
     ids: list[str] = []
-    for member in members:
+    for member in members if members is not None else [None]:
         if not isinstance(member, dict):
-            continue
+            return None
         candidates = [member.get("profileId")]
         if not candidates[0] and isinstance(member.get("accounts"), list):
             candidates = [a.get("profileId") for a in member["accounts"] if isinstance(a, dict)]
-        for pid in candidates:
-            if pid and str(pid) not in ids:
-                ids.append(str(pid))
+        found = [str(pid) for pid in candidates if pid and isinstance(pid, str | int)]
+        if not found:
+            return None
+        ids.extend(pid for pid in found if pid not in ids)
     return ids
+
+
+def _shape(body: Any) -> str:
+    """A short description of an answer's shape, without its values (member data is personal)."""
+    if not isinstance(body, dict):
+        return f"a JSON {type(body).__name__}"
+    data = body.get("data", "<none>")
+    inner = f"data is a {type(data).__name__}" if data != "<none>" else "no data"
+    if isinstance(data, dict):
+        inner += " with keys " + ", ".join(sorted(map(str, data))[:8])
+    elif isinstance(data, list) and data and isinstance(data[0], dict):
+        inner += " of objects with keys " + ", ".join(sorted(map(str, data[0]))[:8])
+    return f"keys {', '.join(sorted(map(str, body))[:8])}; {inner}"
 
 
 def _message(body: Any) -> str:
