@@ -483,36 +483,96 @@ def test_a_second_401_is_an_account_problem_not_a_loop(backend):
     assert (len(calls_to(FABRIC_TOKEN_URL)), len(calls_to(EARN_URL))) == (2, 2)
 
 
-@pytest.mark.parametrize(
-    ("answer", "words"),
-    [
-        (requests.ConnectionError("Connection refused"), "could not be reached: could not connect"),
-        (requests.ReadTimeout("read timed out"), "could not be reached"),
-        ((500, {"error": "server_error"}), "answered HTTP 500 server_error"),
-        ((502, "<html>bad gateway</html>"), "answered HTTP 502 body is not JSON"),
-        (
-            (401, {"error": "invalid_client", "error_description": "Client authentication failed."}),
-            "refused the client credentials: HTTP 401 invalid_client - Client authentication failed.",
-        ),
-        ((400, {"error": "invalid_scope"}), "refused the client credentials: HTTP 400 invalid_scope"),
-        ((200, "<html>login</html>"), "without an access_token"),
-        ((200, {"token": "somewhere-else-123"}), "without an access_token"),
-    ],
-)
-@responses.activate
-def test_no_token_means_unauthorized_with_a_clear_message_and_no_call(backend, answer, words):
+def answer_token_with(answer) -> None:
     if isinstance(answer, Exception):
         responses.post(FABRIC_TOKEN_URL, body=answer)
     elif isinstance(answer[1], str):
         responses.post(FABRIC_TOKEN_URL, status=answer[0], body=answer[1], content_type="text/html")
     else:
         responses.post(FABRIC_TOKEN_URL, status=answer[0], json=answer[1])
+
+
+@pytest.mark.parametrize(
+    ("answer", "words"),
+    [
+        (
+            (401, {"error": "invalid_client", "error_description": "Client authentication failed."}),
+            "refused the client credentials: HTTP 401 invalid_client - Client authentication failed.",
+        ),
+        ((400, {"error": "invalid_scope"}), "refused the client credentials: HTTP 400 invalid_scope"),
+    ],
+)
+@responses.activate
+def test_refused_credentials_mean_unauthorized_with_a_clear_message_and_no_call(backend, answer, words):
+    answer_token_with(answer)
     result = earn(backend)
-    assert result.status == r.UNAUTHORIZED
+    assert result.status == r.UNAUTHORIZED  # the lifecycle blocks the record and pauses the account
+    assert result.message.startswith(f"fabric's token endpoint ({FABRIC_TOKEN_URL}) for account fabric")
+    assert words in result.message
+    assert settings.FABRIC_CLIENT_SECRET not in result.message
+    assert calls_to(EARN_URL) == []
+    earn(backend)
+    assert len(calls_to(FABRIC_TOKEN_URL)) == 2  # a refusal is not remembered: a resume asks again
+
+
+@pytest.mark.parametrize(
+    ("answer", "words"),
+    [
+        (requests.ConnectionError("Connection refused"), "could not be reached: could not connect"),
+        (requests.ReadTimeout("read timed out"), "could not be reached: no answer within the read timeout"),
+        ((500, {"error": "server_error"}), "answered HTTP 500 server_error"),
+        ((502, "<html>bad gateway</html>"), "answered HTTP 502 body is not JSON"),
+        ((503, ""), "answered HTTP 503 empty body"),
+        ((404, "<html>not found</html>"), "answered HTTP 404"),
+        ((200, "<html>login</html>"), "without an access_token"),
+        ((200, {"token": "somewhere-else-123"}), "without an access_token"),
+    ],
+)
+@responses.activate
+def test_a_token_endpoint_that_fails_is_transient_and_backed_off(backend, monkeypatch, answer, words):
+    """Issue 12 item 7: 5xx, timeouts and connection errors from the token endpoint are retried like any outage
+    (an attempt used, never the account paused); the failure is remembered, so the next calls wait it out
+    without asking (no attempt used), and after the back-off the endpoint is asked again."""
+    clock = [1000.0]
+    monkeypatch.setattr(fabric_token.time, "monotonic", lambda: clock[0])
+    answer_token_with(answer)
+    result = earn(backend)
+    assert (result.status, result.outcome_unknown) == (r.UNAVAILABLE, False)
     assert result.message.startswith(f"fabric's token endpoint ({FABRIC_TOKEN_URL}) for account fabric")
     assert words in result.message
     assert settings.FABRIC_CLIENT_SECRET not in result.message and "somewhere-else" not in result.message
     assert calls_to(EARN_URL) == []
+
+    clock[0] += 0.1
+    waiting = earn(backend)  # within the back-off (0.2 s in the test settings): fabric is not asked
+    assert waiting.status == r.RATE_LIMITED and 0 < waiting.retry_after <= 0.2
+    assert words in waiting.message and "1 time(s) in a row; not asked again for 0 s" in waiting.message
+    assert len(calls_to(FABRIC_TOKEN_URL)) == 1
+
+    clock[0] += 0.2
+    responses.replace(responses.POST, FABRIC_TOKEN_URL, json=token_answer())
+    responses.post(EARN_URL, status=201, json=earned())
+    assert earn(backend).status == r.AWARDED
+    assert len(calls_to(FABRIC_TOKEN_URL)) == 2
+
+
+@responses.activate
+def test_the_back_off_doubles_and_a_valid_token_outlives_a_failed_refresh(backend, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(fabric_token.time, "monotonic", lambda: clock[0])
+    responses.post(FABRIC_TOKEN_URL, json=token_answer("tok-1", expires_in=600))
+    responses.post(EARN_URL, status=201, json=earned())
+    assert earn(backend).status == r.AWARDED
+    responses.replace(responses.POST, FABRIC_TOKEN_URL, status=503, json={"error": "temporarily_unavailable"})
+    clock[0] += 560  # past the early refresh (60 s before expiry), not past the expiry
+    for _ in range(3):
+        assert earn(backend).status == r.AWARDED  # the refresh failed; the token still valid is used
+        clock[0] += 0.25  # the back-off is 0.2 s, then 0.4 s: the second call does not ask
+    assert len(calls_to(FABRIC_TOKEN_URL)) == 3  # the first fetch, then two failed refreshes
+    assert [c.request.headers["Authorization"] for c in calls_to(EARN_URL)] == ["Bearer tok-1"] * 4
+    clock[0] += 40  # expired now, and the endpoint still fails: no stale token is sent
+    assert earn(backend).status == r.UNAVAILABLE
+    assert len(calls_to(EARN_URL)) == 4
 
 
 @responses.activate
@@ -902,6 +962,9 @@ def test_lookup_errors_raise(backend):
     fabric_token.TOKENS.clear()
     responses.replace(responses.POST, FABRIC_TOKEN_URL, status=401, json={"error": "invalid_client"})
     with pytest.raises(r.PlatformError, match="refused the client credentials"):
+        backend.lookup(CODE)
+    responses.replace(responses.POST, FABRIC_TOKEN_URL, status=500, json={"error": "server_error"})
+    with pytest.raises(r.PlatformError, match="answered HTTP 500"):
         backend.lookup(CODE)
 
 

@@ -20,7 +20,7 @@ import requests
 from django.core.exceptions import ImproperlyConfigured
 
 from ..adapters import EarningRequest
-from ..conf import AccountConfig, setting_path
+from ..conf import AccountConfig, get_settings, setting_path
 from ..phones import mask_phone
 from . import fabric_payload, fabric_reverse
 from .base import (
@@ -36,12 +36,13 @@ from .base import (
     EarnResult,
     LookupResult,
     PlatformError,
+    _read_bounded,
     cut,
     describe_exception,
     remember_secret,
     scrub,
 )
-from .fabric_token import TOKENS, Token, TokenUnavailable, cache_key
+from .fabric_token import TOKENS, Token, TokenBackoff, TokenUnavailable, cache_key
 
 log = logging.getLogger("django_points_earn")
 
@@ -52,6 +53,9 @@ MEMBERS = "v1/members"
 # remote_status of an earn found by get-transaction after an attempt whose answer was lost.
 FOUND_BY_LOOKUP = "found_by_lookup"
 DEFAULT_TOKEN_LIFETIME = 300.0  # seconds, when the token answer has no usable expires_in
+# The token endpoint's answers that refuse the credentials (or the request for them): the account is paused for a
+# human. Anything else that gives no token (no answer, 5xx, 404, 429, a 200 without one) may pass: retried.
+REFUSED_CREDENTIALS = (400, 401, 403)
 
 CHOICES = {
     "GRANT_STYLE": ("basic", "form", "json"),
@@ -107,8 +111,7 @@ class FabricBackend(BaseBackend):
         try:
             result = self._earn(payload, request_id, outcome_unknown)
         except TokenUnavailable as exc:
-            # An account problem, not this order's: the lifecycle blocks the record and pauses the account.
-            result = EarnResult(UNAUTHORIZED, message=str(exc), http_status=exc.http_status)
+            result = token_failure(exc)
         result.duration_ms = int((time.monotonic() - started) * 1000)
         return result
 
@@ -325,7 +328,7 @@ class FabricBackend(BaseBackend):
         try:
             result = self._reverse(body, request_id, outcome_unknown)
         except TokenUnavailable as exc:
-            result = EarnResult(UNAUTHORIZED, message=str(exc), http_status=exc.http_status)
+            result = token_failure(exc)
         result.duration_ms = int((time.monotonic() - started) * 1000)
         return result
 
@@ -425,14 +428,6 @@ class FabricBackend(BaseBackend):
         headers = {"Authorization": f"Bearer {token.value}"}
         return self.send(method, path, json_body=json_body, params=params, request_id=request_id, headers=headers)
 
-    def warm_token(self) -> None:
-        """Have a fresh token in this process's cache (EarningWorker calls it before forking each job, so every
-        job of the worker starts with the parent's token instead of fetching its own)."""
-        try:
-            self._token(self._token_key())
-        except TokenUnavailable as exc:
-            log.warning("fabric account %s: no token before the job (%s); the job will say so", self.account.name, exc)
-
     def _token_key(self) -> tuple[str, ...]:
         options = self.account.options
         return cache_key(
@@ -444,7 +439,7 @@ class FabricBackend(BaseBackend):
 
     def _token(self, key: tuple[str, ...]) -> Token:
         margin = float(self.account.option("TOKEN_REFRESH_MARGIN", 60))
-        return TOKENS.get(key, self._fetch_token, margin=margin)
+        return TOKENS.get(key, self._fetch_token, margin=margin, backoff=token_backoff)
 
     def _fetch_token(self) -> tuple[str, float]:
         """Client-credentials grant. Raises :class:`TokenUnavailable` with a message free of secrets."""
@@ -464,19 +459,23 @@ class FabricBackend(BaseBackend):
             kwargs.update(data={**form, "client_id": client_id, "client_secret": secret})
         where = f"fabric's token endpoint ({url}) for account {self.account.name}"
         try:
-            response = self.session().post(url, **kwargs)
+            response = self.session().post(url, stream=True, **kwargs)
+            _read_bounded(response, deadline=time.monotonic() + sum(self.account.timeout))
         except requests.RequestException as exc:
-            raise TokenUnavailable(f"{where} could not be reached: {describe_exception(exc)[0]}") from None
+            # Down, slow or cut off: it may pass, so the record waits and is sent again; the account goes on.
+            message = f"{where} could not be reached: {describe_exception(exc)[0]}"
+            raise TokenUnavailable(message, transient=True) from None
         code = response.status_code
         body, not_json = self.parse_json(response)
-        if code in (400, 401, 403):
+        if code in REFUSED_CREDENTIALS:
             raise TokenUnavailable(f"{where} refused the client credentials: HTTP {code} {_oauth_error(body)}", code)
         if not 200 <= code < 300:
-            raise TokenUnavailable(f"{where} answered HTTP {code} {_oauth_error(body) or not_json or ''}".strip(), code)
+            detail = _oauth_error(body) or not_json or ""
+            raise TokenUnavailable(f"{where} answered HTTP {code} {detail}".strip(), code, transient=True)
         value = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(value, str) or not value:
             # Never quote a 2xx token answer: it may hold a token under another name.
-            raise TokenUnavailable(f"{where} answered HTTP {code} without an access_token", code)
+            raise TokenUnavailable(f"{where} answered HTTP {code} without an access_token", code, transient=True)
         remember_secret(value)
         try:
             expires_in = float(body.get("expires_in"))
@@ -484,6 +483,25 @@ class FabricBackend(BaseBackend):
             expires_in = DEFAULT_TOKEN_LIFETIME
         log.info("fabric account %s: new access token, valid for %.0f s", self.account.name, expires_in)
         return value, max(0.0, expires_in)
+
+
+def token_failure(exc: TokenUnavailable) -> EarnResult:
+    """What a call that could not get a token means for its record: refused credentials block it and pause the
+    account; a failure that may pass is an attempt to retry; a remembered one waits out the back-off without
+    using up an attempt (nothing was asked)."""
+    if isinstance(exc, TokenBackoff):
+        return EarnResult(RATE_LIMITED, message=str(exc), http_status=exc.http_status, retry_after=exc.retry_after)
+    if exc.transient:
+        return EarnResult(UNAVAILABLE, message=str(exc), http_status=exc.http_status)
+    return EarnResult(UNAUTHORIZED, message=str(exc), http_status=exc.http_status)
+
+
+def token_backoff(count: int) -> float:
+    """Seconds the token endpoint is left alone after ``count`` transient failures in a row: the retry policy's
+    BASE_DELAY doubled per failure, at most MAX_DELAY and never more than a minute."""
+    policy = get_settings().retry
+    ceiling = min(60.0, float(policy["MAX_DELAY"]))
+    return max(float(policy["MIN_DELAY"]), min(ceiling, float(policy["BASE_DELAY"]) * 2 ** (count - 1)))
 
 
 def _matching(transactions: list[Any], reference: str) -> list[dict[str, Any]]:
