@@ -426,13 +426,13 @@ def send_reversal(reversal: Reversal, backend: BaseBackend, *, trigger: str, act
     if not hasattr(backend, "reverse"):
         result = EarnResult(REJECTED, f"taking points back is not supported on {backend.provider} yet")
         return Sent(reversals.complete(reversal, None, result, trigger=trigger).status)
-    body = backend.refund_body(record, reversal)
     if reversal.remote_before is None:
         try:
             reversals.remember_remote_before(reversal, backend.snapshot(record))
         except PlatformError as exc:
             result = EarnResult(UNAVAILABLE, f"could not read the order before refunding it: {exc}")
             return Sent(reversals.complete(reversal, None, result, trigger=trigger).status)
+    body = backend.refund_body(record, reversal)  # after the snapshot: fabric's may give the member's profileId
     attempt = reversals.start_attempt(reversal, body, trigger=trigger, actor=actor)
     result = backend.reverse(
         record,

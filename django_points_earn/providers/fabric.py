@@ -122,6 +122,8 @@ class FabricBackend(BaseBackend):
             # An earlier attempt may have earned: never POST again before asking.
             found = self._find_earn(reference, body.get("profileId"), request_id)
             if found is not None:
+                if found.status == AWARDED and not body.get("profileId"):
+                    self._keep_profile(found, payload, request_id)
                 return found
         update: dict[str, Any] = {}
         if not body.get("profileId"):
@@ -136,8 +138,20 @@ class FabricBackend(BaseBackend):
             found = self._find_earn(reference, body.get("profileId"), request_id)
             if found is not None and found.status == AWARDED:
                 result = found
-        result.payload_update = update
+        result.payload_update = {**result.payload_update, **update}
         return result
+
+    def _keep_profile(self, found: EarnResult, payload: dict[str, Any], request_id: str) -> None:
+        """An earn found by get-transaction after a lost attempt (e.g. a worker killed after the member lookup):
+        keep the member's profileId on the record, so that a reversal carries it. From the transaction itself,
+        else from a member lookup; if neither can tell now, the reversal looks it up before it is sent."""
+        if found.payload_update.get("profileId"):
+            return
+        member = self._find_member(payload.get(fabric_payload.MEMBER_PHONE_KEY), request_id)
+        if isinstance(member, str):
+            found.payload_update = {"profileId": member}
+        else:
+            log.warning("fabric account %s: earn found, member not (%s)", self.account.name, member.message)
 
     def classify_earn(self, response: requests.Response | None, exc: BaseException | None) -> EarnResult:
         if response is None:
@@ -244,6 +258,7 @@ class FabricBackend(BaseBackend):
             remote_reference=str(earn.get("transactionNumber") or ""),
             remote_status=FOUND_BY_LOOKUP,
             points=_decimal(earn.get("points")),
+            payload_update={"profileId": str(earn["profileId"])} if earn.get("profileId") else {},
             **common,
         )
 
@@ -301,6 +316,8 @@ class FabricBackend(BaseBackend):
     # -- refunds --------------------------------------------------------------------------------------------
     def refund_body(self, record: Any, reversal: Any) -> dict[str, Any]:
         earn = {**(record.payload or {})}
+        if not earn.get("profileId"):  # looked up by snapshot() before the first attempt
+            earn["profileId"] = (reversal.remote_before or {}).get("profileId")
         return fabric_reverse.build(
             earn,
             account=self.account,
@@ -311,8 +328,25 @@ class FabricBackend(BaseBackend):
         )
 
     def snapshot(self, record: Any) -> dict[str, Any]:
-        """Nothing to read first: the reversal's own reference is what a later lookup searches for."""
-        return {}
+        """Read before the first reversal attempt: the member's profileId, when the record does not hold it (an
+        earn recorded before it was kept). Otherwise nothing: the reversal's own reference is what a later lookup
+        searches for. Raises :class:`PlatformError` when the member cannot be found now (retried)."""
+        if (record.payload or {}).get("profileId"):
+            return {}
+        profile = self._profile_for(record, request_id="")
+        if isinstance(profile, EarnResult):
+            raise PlatformError(f"the earn's fabric member is unknown and {profile.message}", http_status=None)
+        return {"profileId": profile}
+
+    def _profile_for(self, record: Any, request_id: str) -> str | EarnResult:
+        """The member's profileId by the phone kept on the record (a reversal needs it; fabric requires it)."""
+        try:
+            member = self._find_member((record.payload or {}).get(fabric_payload.MEMBER_PHONE_KEY), request_id)
+        except TokenUnavailable as exc:
+            return token_failure(exc)
+        if isinstance(member, EarnResult) and member.status == SKIPPED:
+            member.status = REJECTED  # no member now: there is nothing to reverse it against
+        return member
 
     def reverse(
         self,
@@ -326,14 +360,21 @@ class FabricBackend(BaseBackend):
         """``POST /v2/earn/reverse``; after a lost answer, get-transaction first: a reversal is never sent twice."""
         started = time.monotonic()
         try:
-            result = self._reverse(body, request_id, outcome_unknown)
+            result = self._reverse(body, request_id, outcome_unknown, record)
         except TokenUnavailable as exc:
             result = token_failure(exc)
         result.duration_ms = int((time.monotonic() - started) * 1000)
         return result
 
-    def _reverse(self, body: dict[str, Any], request_id: str, outcome_unknown: bool) -> EarnResult:
+    def _reverse(self, body: dict[str, Any], request_id: str, outcome_unknown: bool, record: Any = None) -> EarnResult:
         reference = str(body["transactionExternalReference"])
+        if not body.get("profileId"):
+            # Never a reversal with profileId null: find the member first (fabric requires the field).
+            profile = self._profile_for(record, request_id)
+            if isinstance(profile, EarnResult):
+                profile.message = f"the earn's fabric member is unknown and {profile.message}; not sent"
+                return profile
+            body["profileId"] = profile
         if outcome_unknown:
             found = self._find_reversal(reference, request_id)
             if found is not None:
