@@ -83,6 +83,12 @@ PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
         "UOM": "unit",
         "FETCH_UPDATED_TOTALS": False,  # fetchUpdatedMemberPointTotals (1 makes fabric compute the balance)
         "SET_TO_PENDING": False,  # setToPending: points stay Pending for the program's pending period
+        # fabric documents /v2/earn/reverse as cancelling ALL points of the earn. A partial refund is therefore
+        # "refuse"d by default: the reversal is rejected at once with the reason (a human takes the points back in
+        # fabric), nothing is sent. "pro_rata" sends the refunded share of the earn's amounts, once fabric has
+        # confirmed that partial reversals work for the program; if fabric takes back every point anyway, the
+        # earning is recorded as reversed, never as partially reversed.
+        "PARTIAL_REVERSALS": "refuse",
         # /v2/earn/reverse limits these two to 3-15 characters; the entity defaults to ENTITY_REFERENCE.
         "REVERSE_TRANSACTION_TYPE": "RETURN",
         "REVERSE_ENTITY_REFERENCE": None,

@@ -114,3 +114,91 @@ def test_the_member_of_a_found_earn_comes_from_a_lookup_when_the_transaction_lac
     result = fabric_backend().earn(payload, request_id="r", outcome_unknown=True)
     assert (result.status, result.remote_id, result.payload_update) == (r.AWARDED, "code-1", {"profileId": "p-1"})
     assert json.loads(responses_lib.calls[-1].response.text)["data"][0]["profileId"] == "p-1"
+
+
+# -- item 2: partial refunds are the account's explicit choice -------------------------------------------------
+
+
+def fabric_ledger(fabric) -> dict:
+    return fabric.ledger()["merchants"]["fabric"]
+
+
+def test_a_partial_refund_is_refused_at_once_by_default_and_nothing_is_sent(place_order, fabric_api):
+    order = place_order("SO-P50", account="fabric", lines=[("Bakhoor", "200.00", 1)])
+    settle()
+    refund(order, Decimal("50"), refund_id="P-1")
+    reversal = Reversal.objects.get()  # decided inside the shop's refund, before any worker
+    assert (reversal.status, reversal.amount) == (R.REJECTED, Decimal("50.00"))
+    assert reversal.status_reason.startswith("partial refund of 50.00 out of 200.00 not sent: fabric's /v2/earn/")
+    assert 'set POINTS_EARN["ACCOUNTS"]["fabric"]["PARTIAL_REVERSALS"] to "pro_rata"' in reversal.status_reason
+    settle()
+    record = EarningRecord.objects.get()
+    assert record.status == Status.AWARDED
+    assert fabric_ledger(fabric_api)["reverse_calls"] == 0
+
+    from django_points_earn import reversals
+
+    assert reversals.requeue(reversal, actor="ops")  # sent again by hand: still refused, still nothing sent
+    settle()
+    reversal.refresh_from_db()
+    assert reversal.status == R.REJECTED and "not sent" in reversal.status_reason
+    assert fabric_ledger(fabric_api)["reverse_calls"] == 0
+
+    refund(order, refund_id="FULL")  # a full refund is what fabric's reverse does
+    settle()
+    record.refresh_from_db()
+    assert record.status == Status.REVERSED
+    assert fabric_ledger(fabric_api)["orders"]["SO-P50"]["reversed_points"] == record.points
+
+
+def test_a_refund_of_the_whole_amount_is_not_partial(place_order, fabric_api):
+    order = place_order("SO-P200", account="fabric", lines=[("Bakhoor", "200.00", 1)])
+    settle()
+    refund(order, Decimal("200.00"), refund_id="ALL")
+    settle()
+    assert (Reversal.objects.get().status, EarningRecord.objects.get().status) == (R.REVERSED, Status.REVERSED)
+
+
+def test_pro_rata_on_a_fabric_that_cancels_everything_records_the_earning_reversed(place_order, fabric_api):
+    """Never record less than the platform took: fabric took every point back for a quarter of the order."""
+    assert fabric_api.partial_reversals is False  # the sandbox plays the documented behaviour
+    with fabric_options(PARTIAL_REVERSALS="pro_rata"):
+        order = place_order("SO-PR", account="fabric", lines=[("Bakhoor", "200.00", 1)])
+        settle()
+        refund(order, Decimal("50"), refund_id="P-1")
+        settle()
+    record = EarningRecord.objects.get()
+    reversal = Reversal.objects.get()
+    assert (reversal.status, reversal.points) == (R.REVERSED, record.points)
+    assert record.status == Status.REVERSED  # not partially_reversed
+    assert "fabric took back every point of the earn (20 of 20" in reversal.status_reason
+    sent = sent_reversals(record)[0]
+    assert sent["totalAmountPaid"] == -50.0  # the share that was asked
+    assert fabric_ledger(fabric_api)["orders"]["SO-PR"]["reversed_points"] == 20
+
+
+def test_pro_rata_partials_where_fabric_confirmed_them_add_up(place_order, fabric_api):
+    fabric_api.partial_reversals = True
+    with fabric_options(PARTIAL_REVERSALS="pro_rata"):
+        order = place_order("SO-PP", account="fabric", lines=[("Bakhoor", "200.00", 1)])
+        settle()
+        refund(order, Decimal("50"), refund_id="P-1")
+        settle()
+        record = EarningRecord.objects.get()
+        assert record.status == Status.PARTIALLY_REVERSED
+        refund(order, Decimal("150"), refund_id="P-2")
+        settle()
+    record.refresh_from_db()
+    assert record.status == Status.REVERSED
+    assert sorted(record.reversal_set.values_list("points", flat=True)) == [5, 15]
+
+
+def test_partial_reversals_is_a_checked_choice():
+    from django_points_earn.checks import check_settings
+
+    with fabric_options(PARTIAL_REVERSALS="some"):
+        found = {(m.id, m.msg) for m in check_settings()}
+    assert (
+        "points_earn.E009",
+        'POINTS_EARN["ACCOUNTS"]["fabric"]["PARTIAL_REVERSALS"] is \'some\'; expected one of refuse, pro_rata.',
+    ) in found

@@ -18,6 +18,7 @@ from typing import Any
 
 import requests
 from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Sum
 
 from ..adapters import EarningRequest
 from ..conf import AccountConfig, get_settings, setting_path
@@ -27,6 +28,7 @@ from .base import (
     AWARDED,
     DUPLICATE,
     FORBIDDEN,
+    FULLY_REVERSED,
     RATE_LIMITED,
     REJECTED,
     SKIPPED,
@@ -63,6 +65,7 @@ CHOICES = {
     "MISSING_MEMBER": ("rejected", "skipped"),
     "MEMBER_PHONE_FORMAT": ("international", "local", "national", "as-given"),
     "SHIPPING": ("item", "exclude"),
+    "PARTIAL_REVERSALS": ("refuse", "pro_rata"),
 }
 
 
@@ -327,6 +330,18 @@ class FabricBackend(BaseBackend):
             reason=reversal.reason or "refund",
         )
 
+    def partial_reversal_refusal(self, amount: Decimal, total: Decimal) -> str:
+        """fabric documents /v2/earn/reverse as cancelling all points of the earn: a part is sent only when the
+        account says fabric confirmed partial reversals (``PARTIAL_REVERSALS = "pro_rata"``)."""
+        if self.account.option("PARTIAL_REVERSALS") == "pro_rata":
+            return ""
+        setting = setting_path("ACCOUNTS", self.account.name, "PARTIAL_REVERSALS")
+        return (
+            f"partial refund of {amount} out of {total} not sent: fabric's /v2/earn/reverse takes back every point "
+            f"of the earn. Take this refund's points back in fabric by hand and mark it resolved, or set {setting} "
+            f'to "pro_rata" once fabric has confirmed that partial reversals work'
+        )
+
     def snapshot(self, record: Any) -> dict[str, Any]:
         """Read before the first reversal attempt: the member's profileId, when the record does not hold it (an
         earn recorded before it was kept). Otherwise nothing: the reversal's own reference is what a later lookup
@@ -337,6 +352,14 @@ class FabricBackend(BaseBackend):
         if isinstance(profile, EarnResult):
             raise PlatformError(f"the earn's fabric member is unknown and {profile.message}", http_status=None)
         return {"profileId": profile}
+
+    def _partial_refusal(self, record: Any, body: dict[str, Any]) -> str:
+        """The refusal of a reversal body that asks for less than the whole earn, unless partial ones are on."""
+        earned = _decimal((getattr(record, "payload", None) or {}).get("totalAmountPaid"))
+        asked = _decimal(body.get("totalAmountPaid"))
+        if earned is None or asked is None or abs(asked) >= earned:
+            return ""
+        return self.partial_reversal_refusal(abs(asked), earned)
 
     def _profile_for(self, record: Any, request_id: str) -> str | EarnResult:
         """The member's profileId by the phone kept on the record (a reversal needs it; fabric requires it)."""
@@ -359,10 +382,16 @@ class FabricBackend(BaseBackend):
     ) -> EarnResult:
         """``POST /v2/earn/reverse``; after a lost answer, get-transaction first: a reversal is never sent twice."""
         started = time.monotonic()
+        refusal = self._partial_refusal(record, body)
         try:
-            result = self._reverse(body, request_id, outcome_unknown, record)
+            if refusal:  # e.g. a refused partial refund sent again by hand, or queued before the setting changed
+                result = EarnResult(REJECTED, refusal)
+            else:
+                result = self._reverse(body, request_id, outcome_unknown, record)
         except TokenUnavailable as exc:
             result = token_failure(exc)
+        if result.status == AWARDED:
+            _mark_if_everything_taken(record, result)
         result.duration_ms = int((time.monotonic() - started) * 1000)
         return result
 
@@ -524,6 +553,21 @@ class FabricBackend(BaseBackend):
             expires_in = DEFAULT_TOKEN_LIFETIME
         log.info("fabric account %s: new access token, valid for %.0f s", self.account.name, expires_in)
         return value, max(0.0, expires_in)
+
+
+def _mark_if_everything_taken(record: Any, result: EarnResult) -> None:
+    """Never record less than fabric took: a reversal (of any share) that took back every point the earn has left
+    reverses the earning (``FULLY_REVERSED``), as fabric documents the call (it cancels all points of the earn)."""
+    earned = getattr(record, "points", None)
+    if earned is None or result.points is None or not hasattr(record, "reversal_set"):
+        return
+    before = record.reversal_set.filter(status="reversed").aggregate(s=Sum("points"))["s"] or Decimal(0)
+    if before + result.points >= Decimal(earned):
+        result.remote_status = FULLY_REVERSED
+        result.message = (
+            f"{result.message + '; ' if result.message else ''}fabric took back every point of the earn "
+            f"({before + result.points} of {earned}): the earning is reversed"
+        )
 
 
 def token_failure(exc: TokenUnavailable) -> EarnResult:
