@@ -206,6 +206,24 @@ def test_orders_fabric_cannot_take_are_refused_with_the_reason(backend, override
         backend.build_payload(request(**overrides))
 
 
+def test_an_order_with_nothing_to_earn_says_so(backend, options):
+    """Issue 12 item 9: a net amount of 0 is sent to nobody (the earning is skipped with this reason)."""
+    from django_points_earn.adapters import NothingToEarn
+
+    free = request(lines=[Line("a", "5", 3)], discount_amount=Decimal("15"), total=Decimal("0"))
+    with pytest.raises(NothingToEarn, match="the order's total is 0: nothing to earn, nothing sent"):
+        backend.build_payload(free)
+    shipping_only = request(lines=[Line("gift", "0", 1)], shipping_amount=Decimal("20"), total=Decimal("20"))
+    with pytest.raises(NothingToEarn, match=r"net amount \(before tax, after discounts\) is 0 \(total 20.00\)"):
+        options(SHIPPING="exclude").build_payload(shipping_only)
+    assert backend.build_payload(shipping_only)["netAmount"] == 20.0  # shipping as an item earns
+    # Amounts that do not add up are refused for that, even at a total of 0:
+    broken = request(lines=[Line("x", "10", 1)], total=Decimal("0"))
+    with pytest.raises(InvalidEarningRequest, match="amounts do not add up") as info:
+        backend.build_payload(broken)
+    assert not isinstance(info.value, NothingToEarn)
+
+
 def test_a_shipping_excluded_order_with_line_taxes_leaves_the_shippings_tax_out(options):
     backend = options(SHIPPING="exclude")
     order = request(
@@ -309,7 +327,6 @@ TABLE = {
     "a free line": request(
         lines=[Line("gift", "0", 1), Line("a", "99.99", 3)], tax_amount=Decimal("45.00"), total=Decimal("344.97")
     ),
-    "fully discounted": request(lines=[Line("a", "5", 3)], discount_amount=Decimal("15"), total=Decimal("0")),
     "shipping and tax": request(
         lines=[Line("a", "45.00", 2), Line("b", "22.50", 1)],
         shipping_amount=Decimal("25"),
@@ -989,6 +1006,29 @@ def test_bad_fabric_choices_are_named():
         messages
     )
     assert len(messages) == 4
+
+
+def test_reverse_identities_that_fabric_would_refuse_are_named_at_check_time():
+    """Issue 12 item 9: /v2/earn/reverse takes 3 to 15 characters; they were silently cut to 15."""
+    path = 'POINTS_EARN["ACCOUNTS"]["fabric"]'
+    found = check_ids(ENTITY_REFERENCE="Company LIBERTY CENTER")
+    assert (
+        "points_earn.E010",
+        f"{path}[\"ENTITY_REFERENCE\"] is 'Company LIBERTY CENTER' (22 characters) and is also the reversal's "
+        "entityReference, where fabric's /v2/earn/reverse takes 3 to 15: set "
+        f'{path}["REVERSE_ENTITY_REFERENCE"] to the entity fabric uses for returns.',
+    ) in found
+    assert not [
+        i
+        for i, _ in check_ids(ENTITY_REFERENCE="Company LIBERTY CENTER", REVERSE_ENTITY_REFERENCE="LIBERTY")
+        if i == "points_earn.E010"
+    ]
+    for key, value in (("REVERSE_ENTITY_REFERENCE", "LI"), ("REVERSE_TRANSACTION_TYPE", "RETURN-FROM-WEBSHOP")):
+        messages = [m for i, m in check_ids(**{key: value}) if i == "points_earn.E010"]
+        assert messages == [
+            f'{path}["{key}"] is {value!r} ({len(value)} characters); fabric\'s /v2/earn/reverse takes 3 to 15.'
+        ]
+    assert not [i for i, _ in check_ids() if i == "points_earn.E010"]  # the test account is fine
 
 
 def test_plain_http_token_url_warns():

@@ -303,3 +303,18 @@ def test_an_unrecognised_member_answer_is_retried_never_skipped(place_order, fab
     record.refresh_from_db()
     assert record.status == Status.AWARDED
     assert fabric_api.awards("SO-UM") == 1
+
+
+def test_an_order_with_nothing_to_earn_is_skipped_and_sent_to_no_platform(place_order, fabric_api, sandbox):
+    """Issue 12 item 9: a net amount of 0 is sent to nobody, on fabric and on Points alike."""
+    place_order("SO-FREE-F", account="fabric", lines=[("Gift", "0.00", 1)])
+    place_order("SO-FREE-P", account="main", lines=[("Gift", "0.00", 2)])
+    with with_fabric_options(SHIPPING="exclude"):
+        place_order("SO-SHIP-ONLY", account="fabric", lines=[("Gift", "0.00", 1)], shipping=Decimal("25.00"))
+    run_worker()
+    reasons = dict(EarningRecord.objects.values_list("order_number", "status_reason"))
+    assert set(EarningRecord.objects.values_list("status", flat=True)) == {Status.SKIPPED}
+    assert reasons["SO-FREE-F"] == reasons["SO-FREE-P"] == "the order's total is 0: nothing to earn, nothing sent"
+    assert reasons["SO-SHIP-ONLY"].startswith("the order's net amount (before tax, after discounts) is 0")
+    assert fabric_api.token_requests() == 0 and fabric_ledger(fabric_api)["calls"] == 0
+    assert sandbox.total_awards("main") == 0 and sandbox.ledger()["merchants"].get("main", {}).get("calls", 0) == 0

@@ -202,3 +202,35 @@ def test_partial_reversals_is_a_checked_choice():
         "points_earn.E009",
         'POINTS_EARN["ACCOUNTS"]["fabric"]["PARTIAL_REVERSALS"] is \'some\'; expected one of refuse, pro_rata.',
     ) in found
+
+
+# -- item 9: the reversal's entity and type, never cut ---------------------------------------------------------
+
+
+def test_a_reversal_whose_entity_fabric_would_refuse_is_not_sent_and_never_cut(place_order, fabric_api):
+    with fabric_options(ENTITY_REFERENCE="Company LIBERTY CENTER"):
+        order = place_order("SO-LONG", account="fabric")
+        settle()
+        assert EarningRecord.objects.get().status == Status.AWARDED  # the earn takes 1 to 100 characters
+        refund(order)
+        settle()
+    reversal = Reversal.objects.get()
+    assert reversal.status == R.REJECTED
+    assert reversal.status_reason.startswith(
+        'reversal not sent: POINTS_EARN["ACCOUNTS"]["fabric"]["ENTITY_REFERENCE"] is \'Company LIBERTY CENTER\''
+    )
+    assert fabric_ledger(fabric_api)["reverse_calls"] == 0  # not "Company LIBERTY"
+
+
+def test_the_reversal_takes_its_own_entity_and_type(place_order, fabric_api):
+    options = dict(ENTITY_REFERENCE="Company LIBERTY CENTER", REVERSE_ENTITY_REFERENCE="LIBERTY")
+    with fabric_options(**options, REVERSE_TRANSACTION_TYPE="REFUND-WEB"):
+        order = place_order("SO-OWN", account="fabric")
+        settle()
+        refund(order)
+        settle()
+    record = EarningRecord.objects.get()
+    assert record.status == Status.REVERSED
+    assert record.payload["entityReference"] == "Company LIBERTY CENTER"
+    sent = sent_reversals(record)[0]
+    assert (sent["entityReference"], sent["transactionTypeExternalReference"]) == ("LIBERTY", "REFUND-WEB")

@@ -354,7 +354,9 @@ class FabricBackend(BaseBackend):
         return {"profileId": profile}
 
     def _partial_refusal(self, record: Any, body: dict[str, Any]) -> str:
-        """The refusal of a reversal body that asks for less than the whole earn, unless partial ones are on."""
+        """Why this reversal is not sent: settings fabric would refuse, or a partial one not switched on."""
+        if problems := fabric_reverse.identity_errors(self.account.name, self.account.options):
+            return "reversal not sent: " + " ".join(problems)
         earned = _decimal((getattr(record, "payload", None) or {}).get("totalAmountPaid"))
         asked = _decimal(body.get("totalAmountPaid"))
         if earned is None or asked is None or abs(asked) >= earned:
