@@ -89,7 +89,8 @@ PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
         # confirmed that partial reversals work for the program; if fabric takes back every point anyway, the
         # earning is recorded as reversed, never as partially reversed.
         "PARTIAL_REVERSALS": "refuse",
-        # /v2/earn/reverse limits these two to 3-15 characters; the entity defaults to ENTITY_REFERENCE.
+        # /v2/earn/reverse limits these two to 3-15 characters (the earn's entity may have up to 100); the entity
+        # defaults to ENTITY_REFERENCE. Never cut to fit: manage.py check names the one to set (points_earn.E010).
         "REVERSE_TRANSACTION_TYPE": "RETURN",
         "REVERSE_ENTITY_REFERENCE": None,
         "ISSUE_AUDIT_USER": None,  # issueAuditUser, e.g. "web-shop"

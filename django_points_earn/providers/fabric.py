@@ -384,12 +384,8 @@ class FabricBackend(BaseBackend):
     ) -> EarnResult:
         """``POST /v2/earn/reverse``; after a lost answer, get-transaction first: a reversal is never sent twice."""
         started = time.monotonic()
-        refusal = self._partial_refusal(record, body)
         try:
-            if refusal:  # e.g. a refused partial refund sent again by hand, or queued before the setting changed
-                result = EarnResult(REJECTED, refusal)
-            else:
-                result = self._reverse(body, request_id, outcome_unknown, record)
+            result = self._reverse(body, request_id, outcome_unknown, record)
         except TokenUnavailable as exc:
             result = token_failure(exc)
         if result.status == AWARDED:
@@ -399,6 +395,13 @@ class FabricBackend(BaseBackend):
 
     def _reverse(self, body: dict[str, Any], request_id: str, outcome_unknown: bool, record: Any = None) -> EarnResult:
         reference = str(body["transactionExternalReference"])
+        if outcome_unknown:
+            found = self._find_reversal(reference, request_id)
+            if found is not None:
+                return found
+        if refusal := self._partial_refusal(record, body):
+            # e.g. a refused partial refund sent again by hand, or one queued before the setting changed
+            return EarnResult(REJECTED, refusal)
         if not body.get("profileId"):
             # Never a reversal with profileId null: find the member first (fabric requires the field).
             profile = self._profile_for(record, request_id)
@@ -406,10 +409,6 @@ class FabricBackend(BaseBackend):
                 profile.message = f"the earn's fabric member is unknown and {profile.message}; not sent"
                 return profile
             body["profileId"] = profile
-        if outcome_unknown:
-            found = self._find_reversal(reference, request_id)
-            if found is not None:
-                return found
         response, exc = self._call("POST", REVERSE, json_body=body, request_id=request_id)
         result = self.classify_earn(response, exc)
         if result.status == DUPLICATE:
