@@ -30,6 +30,11 @@ class InvalidEarningRequest(ValueError):
         self.field = field
 
 
+class NothingToEarn(InvalidEarningRequest):
+    """A valid order that earns nothing (its total, or the amount the platform earns on, is 0): recorded as
+    ``skipped`` with the reason, and sent to no platform."""
+
+
 class NotEligible(Exception):
     """Raised (or returned as a reason by ``get_skip_reason``) when the shop's rule says: no points for this order."""
 
@@ -138,6 +143,8 @@ class EarningRequest:
                 json.dumps(self.metadata, allow_nan=False)
             except (TypeError, ValueError) as exc:
                 raise InvalidEarningRequest(f"metadata is not JSON-serialisable: {exc}", field="metadata") from None
+        if self.total == 0:
+            raise NothingToEarn("the order's total is 0: nothing to earn, nothing sent", field="total")
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe copy (amounts as exact strings) for the record. Built directly rather than through

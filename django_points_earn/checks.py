@@ -96,6 +96,12 @@ def _check_account(name: str, conf: Any) -> list[checks.CheckMessage]:
         from .providers.fabric import option_errors
 
         errors += [checks.Error(message, id="points_earn.E009") for message in option_errors(name, account.options)]
+        from .providers.fabric_reverse import identity_errors
+
+        errors += [
+            checks.Error(message, hint="Refunds would be refused until it is changed.", id="points_earn.E010")
+            for message in identity_errors(name, account.options)
+        ]
         urls.append(("TOKEN_URL", str(account.option("TOKEN_URL") or ""), "the client secret"))
     for key, url, what in urls:
         if url.startswith("http://") and not django_settings.DEBUG:

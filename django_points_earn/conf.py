@@ -89,7 +89,14 @@ PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
         "UOM": "unit",
         "FETCH_UPDATED_TOTALS": False,  # fetchUpdatedMemberPointTotals (1 makes fabric compute the balance)
         "SET_TO_PENDING": False,  # setToPending: points stay Pending for the program's pending period
-        # /v2/earn/reverse limits these two to 3-15 characters; the entity defaults to ENTITY_REFERENCE.
+        # fabric documents /v2/earn/reverse as cancelling ALL points of the earn. A partial refund is therefore
+        # "refuse"d by default: the reversal is rejected at once with the reason (a human takes the points back in
+        # fabric), nothing is sent. "pro_rata" sends the refunded share of the earn's amounts, once fabric has
+        # confirmed that partial reversals work for the program; if fabric takes back every point anyway, the
+        # earning is recorded as reversed, never as partially reversed.
+        "PARTIAL_REVERSALS": "refuse",
+        # /v2/earn/reverse limits these two to 3-15 characters (the earn's entity may have up to 100); the entity
+        # defaults to ENTITY_REFERENCE. Never cut to fit: manage.py check names the one to set (points_earn.E010).
         "REVERSE_TRANSACTION_TYPE": "RETURN",
         "REVERSE_ENTITY_REFERENCE": None,
         "ISSUE_AUDIT_USER": None,  # issueAuditUser, e.g. "web-shop"

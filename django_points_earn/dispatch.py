@@ -430,13 +430,14 @@ def send_reversal(reversal: Reversal, backend: BaseBackend, *, trigger: str, act
     if amount is not None and amount <= 0:
         result = EarnResult(REJECTED, "nothing is left to take back: the earning's other refunds took it all")
         return Sent(reversals.complete(reversal, None, result, trigger=trigger).status)
-    body = backend.refund_body(record, reversal, amount)
     if reversal.remote_before is None:
         try:
             reversals.remember_remote_before(reversal, backend.snapshot(record))
         except PlatformError as exc:
             result = EarnResult(UNAVAILABLE, f"could not read the order before refunding it: {exc}")
             return Sent(reversals.complete(reversal, None, result, trigger=trigger).status)
+    # After the snapshot: fabric's may give the member's profileId.
+    body = backend.refund_body(record, reversal, amount)
     attempt = reversals.start_attempt(reversal, body, trigger=trigger, actor=actor)
     result = backend.reverse(
         record,

@@ -15,7 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DataError, transaction
 
 from . import lifecycle
-from .adapters import EarningRequest, InvalidEarningRequest, get_adapter, to_money
+from .adapters import EarningRequest, InvalidEarningRequest, NothingToEarn, get_adapter, to_money
 from .conf import get_settings
 from .models import EarningRecord, Status
 from .phones import InvalidPhone, mask_phone, normalize_ksa_mobile
@@ -72,6 +72,8 @@ def record_paid_order(order: Any) -> EarningRecord | None:
             try:
                 backend = get_backend(settings.account(request.account))
                 payload = backend.build_payload(request)
+            except NothingToEarn as exc:  # a valid order with nothing to earn: no call, and no human needed
+                status, reason = Status.SKIPPED, str(exc)
             except InvalidEarningRequest as exc:
                 status, reason = Status.REJECTED, str(exc)
             except ImproperlyConfigured as exc:

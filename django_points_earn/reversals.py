@@ -16,6 +16,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
@@ -25,6 +26,7 @@ from .adapters import InvalidEarningRequest, to_money
 from .conf import get_settings
 from .models import EarningAttempt, EarningRecord, Reversal, ReversalStatus, Status, Trigger
 from .providers import base as results
+from .providers import get_backend
 from .providers.base import EarnResult
 
 log = logging.getLogger("django_points_earn")
@@ -63,7 +65,10 @@ def create(
     if existing:
         return existing, False
     status, why = _first_state(record, amount)
-    if status == R.REJECTED:
+    refused = status in (R.QUEUED, R.WAITING) and _platform_refuses(record, amount)
+    if refused:  # e.g. fabric reverses whole earns: a partial refund goes to a human, nothing is sent
+        status, why = R.REJECTED, refused
+    if status == R.REJECTED and not refused:
         money = None
     else:
         money = None if amount is None else to_money(amount, "refund amount")
@@ -86,6 +91,17 @@ def create(
         return Reversal.objects.get(record=record, refund_id=refund_id), False
     log.info("refund %s of %s/%s recorded as %s: %s", refund_id, record.account, record.order_number, status, why)
     return reversal, True
+
+
+def _platform_refuses(record: EarningRecord, amount: Any) -> str:
+    """Why the account's platform cannot take back this partial refund (a provider capability), else ""."""
+    if amount is None or record.total is None or to_money(amount, "refund amount") >= record.total:
+        return ""
+    try:
+        backend = get_backend(get_settings().account(record.account))
+    except ImproperlyConfigured:
+        return ""
+    return backend.partial_reversal_refusal(to_money(amount, "refund amount"), record.total)
 
 
 def _first_state(record: EarningRecord, amount: Any) -> tuple[str, str]:
@@ -260,7 +276,10 @@ def complete(
             return Reversal.objects.get(pk=reversal.pk)
         if to == R.REVERSED:
             lifecycle.apply_reversal(
-                reversal.record, note=f"refund {reversal.refund_id}: points taken back", trigger=trigger
+                reversal.record,
+                note=f"refund {reversal.refund_id}: points taken back",
+                trigger=trigger,
+                fully=True if result.remote_status == results.FULLY_REVERSED else None,  # never less than taken
             )
     return Reversal.objects.select_related("record").get(pk=reversal.pk)
 

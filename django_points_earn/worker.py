@@ -3,12 +3,21 @@
 Use it with ``manage.py rqworker --worker-class django_points_earn.worker.EarningWorker`` (or set
 ``RQ = {"WORKER_CLASS": "django_points_earn.worker.EarningWorker"}``). With a plain worker, run
 ``manage.py points_reconcile`` from cron instead: the sweep is the same function.
+
+fabric tokens: RQ forks a work horse per job, and a token fetched in a work horse would die with it. So each work
+horse tells the worker (over a pipe, in memory) what its drain learnt about the tokens of the account it drained —
+a new token, or a failure and its back-off — and the next job is forked with it. The worker itself never calls a
+token endpoint: no job, of any account, waits for another platform's token (issue 13 item 6).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
+from functools import partial
+from typing import Any
 
 from django.db import close_old_connections, connections
 from rq.worker import Worker
@@ -20,6 +29,7 @@ log = logging.getLogger("django_points_earn")
 
 class EarningWorker(Worker):
     _last_sweep = 0.0
+    _token_pipe: tuple[int, int] | None = None
 
     @property
     def sweep_interval(self) -> float:
@@ -32,30 +42,29 @@ class EarningWorker(Worker):
         return max(1, min(base, int(self.sweep_interval))) if self.sweep_interval else base
 
     def execute_job(self, job, queue):
-        self.warm_tokens()
-        return super().execute_job(job, queue)
-
-    def warm_tokens(self) -> None:
-        """fabric tokens are cached per process: fetch (or keep) them here, in the parent, so that every forked
-        job inherits a fresh one instead of fetching its own. Pooled sockets are closed before the fork."""
-        from django.core.exceptions import ImproperlyConfigured
-
-        from .providers import get_backend
         from .providers.base import close_sessions
 
+        close_sessions()  # no pooled socket of this process is handed down to the work horse
+        read_fd, write_fd = os.pipe()
+        self._token_pipe = (read_fd, write_fd)
         try:
-            settings = get_settings()
-            accounts = [settings.account(name) for name in settings.account_names]
-        except ImproperlyConfigured:
-            return  # the job itself reports configuration errors, on the record
-        for account in accounts:
-            if account.provider != "fabric":
-                continue
-            try:
-                get_backend(account).warm_token()
-            except Exception:  # never let the parent die over a token: the job will meet the problem itself
-                log.exception("could not prepare a token for account %s before the job", account.name)
-        close_sessions()
+            return super().execute_job(job, queue)
+        finally:
+            self._token_pipe = None
+            os.close(write_fd)
+            learn_tokens(read_fd)
+            os.close(read_fd)
+
+    def main_work_horse(self, job, queue):
+        """In the work horse (the forked child): share what it learns about fabric tokens with the worker."""
+        if self._token_pipe is not None:
+            from .providers.fabric_token import TOKENS
+
+            read_fd, write_fd = self._token_pipe
+            os.close(read_fd)
+            os.set_blocking(write_fd, False)
+            TOKENS.share(partial(tell_worker, write_fd))
+        return super().main_work_horse(job, queue)
 
     def heartbeat(self, *args, **kwargs):
         result = super().heartbeat(*args, **kwargs)
@@ -83,3 +92,36 @@ class EarningWorker(Worker):
         finally:
             # This is the parent process: never let a forked job inherit its database connection.
             connections.close_all()
+
+
+def tell_worker(write_fd: int, event: dict[str, Any]) -> None:
+    """In a work horse: one token event for the worker, as a JSON line (atomic: far below PIPE_BUF). A full pipe
+    drops the event: sharing only spares the next job a token request."""
+    try:
+        os.write(write_fd, (json.dumps(event) + "\n").encode())
+    except OSError:
+        pass
+
+
+def learn_tokens(read_fd: int) -> int:
+    """In the worker, once its work horse is done: take in every token event it shared. Returns how many."""
+    from .providers.fabric_token import TOKENS
+
+    os.set_blocking(read_fd, False)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(read_fd, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    learnt = 0
+    for line in b"".join(chunks).splitlines():
+        try:
+            TOKENS.apply(json.loads(line))
+            learnt += 1
+        except (ValueError, TypeError, KeyError):  # a line cut short by a killed work horse
+            continue
+    return learnt

@@ -206,6 +206,24 @@ def test_orders_fabric_cannot_take_are_refused_with_the_reason(backend, override
         backend.build_payload(request(**overrides))
 
 
+def test_an_order_with_nothing_to_earn_says_so(backend, options):
+    """Issue 12 item 9: a net amount of 0 is sent to nobody (the earning is skipped with this reason)."""
+    from django_points_earn.adapters import NothingToEarn
+
+    free = request(lines=[Line("a", "5", 3)], discount_amount=Decimal("15"), total=Decimal("0"))
+    with pytest.raises(NothingToEarn, match="the order's total is 0: nothing to earn, nothing sent"):
+        backend.build_payload(free)
+    shipping_only = request(lines=[Line("gift", "0", 1)], shipping_amount=Decimal("20"), total=Decimal("20"))
+    with pytest.raises(NothingToEarn, match=r"net amount \(before tax, after discounts\) is 0 \(total 20.00\)"):
+        options(SHIPPING="exclude").build_payload(shipping_only)
+    assert backend.build_payload(shipping_only)["netAmount"] == 20.0  # shipping as an item earns
+    # Amounts that do not add up are refused for that, even at a total of 0:
+    broken = request(lines=[Line("x", "10", 1)], total=Decimal("0"))
+    with pytest.raises(InvalidEarningRequest, match="amounts do not add up") as info:
+        backend.build_payload(broken)
+    assert not isinstance(info.value, NothingToEarn)
+
+
 def test_a_shipping_excluded_order_with_line_taxes_leaves_the_shippings_tax_out(options):
     backend = options(SHIPPING="exclude")
     order = request(
@@ -309,7 +327,6 @@ TABLE = {
     "a free line": request(
         lines=[Line("gift", "0", 1), Line("a", "99.99", 3)], tax_amount=Decimal("45.00"), total=Decimal("344.97")
     ),
-    "fully discounted": request(lines=[Line("a", "5", 3)], discount_amount=Decimal("15"), total=Decimal("0")),
     "shipping and tax": request(
         lines=[Line("a", "45.00", 2), Line("b", "22.50", 1)],
         shipping_amount=Decimal("25"),
@@ -483,36 +500,96 @@ def test_a_second_401_is_an_account_problem_not_a_loop(backend):
     assert (len(calls_to(FABRIC_TOKEN_URL)), len(calls_to(EARN_URL))) == (2, 2)
 
 
-@pytest.mark.parametrize(
-    ("answer", "words"),
-    [
-        (requests.ConnectionError("Connection refused"), "could not be reached: could not connect"),
-        (requests.ReadTimeout("read timed out"), "could not be reached"),
-        ((500, {"error": "server_error"}), "answered HTTP 500 server_error"),
-        ((502, "<html>bad gateway</html>"), "answered HTTP 502 body is not JSON"),
-        (
-            (401, {"error": "invalid_client", "error_description": "Client authentication failed."}),
-            "refused the client credentials: HTTP 401 invalid_client - Client authentication failed.",
-        ),
-        ((400, {"error": "invalid_scope"}), "refused the client credentials: HTTP 400 invalid_scope"),
-        ((200, "<html>login</html>"), "without an access_token"),
-        ((200, {"token": "somewhere-else-123"}), "without an access_token"),
-    ],
-)
-@responses.activate
-def test_no_token_means_unauthorized_with_a_clear_message_and_no_call(backend, answer, words):
+def answer_token_with(answer) -> None:
     if isinstance(answer, Exception):
         responses.post(FABRIC_TOKEN_URL, body=answer)
     elif isinstance(answer[1], str):
         responses.post(FABRIC_TOKEN_URL, status=answer[0], body=answer[1], content_type="text/html")
     else:
         responses.post(FABRIC_TOKEN_URL, status=answer[0], json=answer[1])
+
+
+@pytest.mark.parametrize(
+    ("answer", "words"),
+    [
+        (
+            (401, {"error": "invalid_client", "error_description": "Client authentication failed."}),
+            "refused the client credentials: HTTP 401 invalid_client - Client authentication failed.",
+        ),
+        ((400, {"error": "invalid_scope"}), "refused the client credentials: HTTP 400 invalid_scope"),
+    ],
+)
+@responses.activate
+def test_refused_credentials_mean_unauthorized_with_a_clear_message_and_no_call(backend, answer, words):
+    answer_token_with(answer)
     result = earn(backend)
-    assert result.status == r.UNAUTHORIZED
+    assert result.status == r.UNAUTHORIZED  # the lifecycle blocks the record and pauses the account
+    assert result.message.startswith(f"fabric's token endpoint ({FABRIC_TOKEN_URL}) for account fabric")
+    assert words in result.message
+    assert settings.FABRIC_CLIENT_SECRET not in result.message
+    assert calls_to(EARN_URL) == []
+    earn(backend)
+    assert len(calls_to(FABRIC_TOKEN_URL)) == 2  # a refusal is not remembered: a resume asks again
+
+
+@pytest.mark.parametrize(
+    ("answer", "words"),
+    [
+        (requests.ConnectionError("Connection refused"), "could not be reached: could not connect"),
+        (requests.ReadTimeout("read timed out"), "could not be reached: no answer within the read timeout"),
+        ((500, {"error": "server_error"}), "answered HTTP 500 server_error"),
+        ((502, "<html>bad gateway</html>"), "answered HTTP 502 body is not JSON"),
+        ((503, ""), "answered HTTP 503 empty body"),
+        ((404, "<html>not found</html>"), "answered HTTP 404"),
+        ((200, "<html>login</html>"), "without an access_token"),
+        ((200, {"token": "somewhere-else-123"}), "without an access_token"),
+    ],
+)
+@responses.activate
+def test_a_token_endpoint_that_fails_is_transient_and_backed_off(backend, monkeypatch, answer, words):
+    """Issue 12 item 7: 5xx, timeouts and connection errors from the token endpoint are retried like any outage
+    (an attempt used, never the account paused); the failure is remembered, so the next calls wait it out
+    without asking (no attempt used), and after the back-off the endpoint is asked again."""
+    clock = [1000.0]
+    monkeypatch.setattr(fabric_token.time, "monotonic", lambda: clock[0])
+    answer_token_with(answer)
+    result = earn(backend)
+    assert (result.status, result.outcome_unknown) == (r.UNAVAILABLE, False)
     assert result.message.startswith(f"fabric's token endpoint ({FABRIC_TOKEN_URL}) for account fabric")
     assert words in result.message
     assert settings.FABRIC_CLIENT_SECRET not in result.message and "somewhere-else" not in result.message
     assert calls_to(EARN_URL) == []
+
+    clock[0] += 0.1
+    waiting = earn(backend)  # within the back-off (0.2 s in the test settings): fabric is not asked
+    assert waiting.status == r.RATE_LIMITED and 0 < waiting.retry_after <= 0.2
+    assert words in waiting.message and "1 time(s) in a row; not asked again for 0 s" in waiting.message
+    assert len(calls_to(FABRIC_TOKEN_URL)) == 1
+
+    clock[0] += 0.2
+    responses.replace(responses.POST, FABRIC_TOKEN_URL, json=token_answer())
+    responses.post(EARN_URL, status=201, json=earned())
+    assert earn(backend).status == r.AWARDED
+    assert len(calls_to(FABRIC_TOKEN_URL)) == 2
+
+
+@responses.activate
+def test_the_back_off_doubles_and_a_valid_token_outlives_a_failed_refresh(backend, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(fabric_token.time, "monotonic", lambda: clock[0])
+    responses.post(FABRIC_TOKEN_URL, json=token_answer("tok-1", expires_in=600))
+    responses.post(EARN_URL, status=201, json=earned())
+    assert earn(backend).status == r.AWARDED
+    responses.replace(responses.POST, FABRIC_TOKEN_URL, status=503, json={"error": "temporarily_unavailable"})
+    clock[0] += 560  # past the early refresh (60 s before expiry), not past the expiry
+    for _ in range(3):
+        assert earn(backend).status == r.AWARDED  # the refresh failed; the token still valid is used
+        clock[0] += 0.25  # the back-off is 0.2 s, then 0.4 s: the second call does not ask
+    assert len(calls_to(FABRIC_TOKEN_URL)) == 3  # the first fetch, then two failed refreshes
+    assert [c.request.headers["Authorization"] for c in calls_to(EARN_URL)] == ["Bearer tok-1"] * 4
+    clock[0] += 40  # expired now, and the endpoint still fails: no stale token is sent
+    assert earn(backend).status == r.UNAVAILABLE
+    assert len(calls_to(EARN_URL)) == 4
 
 
 @responses.activate
@@ -751,7 +828,11 @@ def test_the_member_is_found_by_phone_and_kept(backend, data):
 
 @pytest.mark.parametrize(
     ("status", "body"),
-    [(200, {"status": 200, "data": []}), (200, {"status": 200, "data": None}), (404, {"status": 404})],
+    [
+        (200, {"status": 200, "data": []}),
+        (200, {"status": 200, "data": None}),
+        (404, {"status": 404, "message": "Member not found", "errors": {}}),
+    ],
 )
 @responses.activate
 def test_no_member_is_rejected_or_skipped(backend, options, status, body):
@@ -797,6 +878,75 @@ def test_a_failed_member_lookup_never_posts(backend, answer, expected):
     assert calls_to(EARN_URL) == []
 
 
+@pytest.mark.parametrize(
+    ("status", "body", "shape"),
+    [
+        (200, {"status": 200, "members": [{"profileId": PROFILE}]}, "no data"),
+        (200, {"status": 200, "data": {"content": [{"id": "1000"}], "totalElements": 1}}, "keys content"),
+        (200, {"status": 200, "data": [{"id": "1000", "phoneNumber": "966512345678"}]}, "objects with keys id"),
+        (200, {"status": 200, "data": [{"profileId": PROFILE}, {"id": "1001"}]}, "data is a list"),
+        (200, {"status": 200, "data": "ok"}, "data is a str"),
+        (200, {"status": 200, "data": [], "errors": {"phonenumber": ["timeout"]}}, "keys"),
+        (200, {"status": 500, "data": []}, "keys"),
+        (200, [], "a JSON list"),
+        (404, {"status": 404, "message": "Not Found"}, None),
+    ],
+)
+@responses.activate
+def test_an_unrecognised_member_answer_is_cannot_tell_never_no_member(options, status, body, shape):
+    """With MISSING_MEMBER="skipped", "no member" would earn nothing, silently: an answer we cannot read is retried."""
+    backend = options(MISSING_MEMBER="skipped")
+    responses.post(FABRIC_TOKEN_URL, json=token_answer())
+    responses.get(MEMBERS_URL, status=status, json=body)
+    result = earn(backend, LOOKUP_PAYLOAD)
+    assert (result.status, result.outcome_unknown) == (r.UNAVAILABLE, False)
+    if shape:
+        assert "in a shape we do not recognise" in result.message and shape in result.message
+        assert "cannot tell whether the customer is a member" in result.message
+    else:
+        assert "check the account's BASE_URL" in result.message
+    assert "966512345678" not in result.message  # the phone is masked
+    assert calls_to(EARN_URL) == []
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {
+            k: v
+            for k, v in earn_txn(reference="SO-OTHER", code="other-code").items()
+            if k != "transactionExternalReference"
+        },
+        {"transactionCode": "other-code", "transactionType": "EARN", "points": 99},
+        {"transactionExternalReference": "", "transactionCode": "other-code"},
+        {"transactionExternalReference": None, "transactionCode": "other-code"},
+    ],
+    ids=["no reference field", "code only", "empty reference", "null reference"],
+)
+@responses.activate
+def test_a_transaction_without_our_exact_reference_is_not_our_earn(backend, item):
+    """A server that ignored the filter (and an item lacking the field) must not make another order's earn ours."""
+    responses.post(FABRIC_TOKEN_URL, json=token_answer())
+    responses.get(TXN_URL, json=transactions(item))
+    responses.post(EARN_URL, status=201, json=earned())
+    result = earn(backend, outcome_unknown=True)
+    assert (result.status, result.remote_id, result.remote_status) == (r.AWARDED, CODE, "")
+    assert len(calls_to(EARN_URL)) == 1
+
+
+@responses.activate
+def test_a_reversal_lookup_counts_only_our_exact_reference(backend):
+    responses.post(FABRIC_TOKEN_URL, json=token_answer())
+    someone_elses = {"transactionCode": "other-reversal", "transactionType": "EARN_REVERSE", "points": -40}
+    responses.get(TXN_URL, json=transactions(someone_elses))
+    reversed_ = {**earned("our-reversal", points=-4), "message": "earn reversed"}
+    responses.post(f"{FABRIC_URL}/v2/earn/reverse", status=201, json=reversed_)
+    body = {"transactionExternalReference": "SO-2026-0021-R-1", "profileId": PROFILE}
+    result = backend.reverse(None, body, request_id="r", before={}, outcome_unknown=True)
+    assert (result.status, result.remote_id, result.points) == (r.AWARDED, "our-reversal", Decimal(4))
+    assert len(calls_to(f"{FABRIC_URL}/v2/earn/reverse")) == 1
+
+
 # -- lookup by transactionCode -----------------------------------------------------------------------------
 
 
@@ -812,6 +962,14 @@ def test_lookup(backend):
 
 
 @responses.activate
+def test_lookup_counts_only_an_item_with_the_exact_code(backend):
+    responses.post(FABRIC_TOKEN_URL, json=token_answer())
+    bare = {k: v for k, v in earn_txn(code="another").items() if k != "transactionCode"}
+    responses.get(TXN_URL, json=transactions(bare, earn_txn(code="another")))
+    assert backend.lookup(CODE).found is False
+
+
+@responses.activate
 def test_lookup_errors_raise(backend):
     responses.post(FABRIC_TOKEN_URL, json=token_answer())
     responses.get(TXN_URL, status=502, body="bad gateway")
@@ -821,6 +979,9 @@ def test_lookup_errors_raise(backend):
     fabric_token.TOKENS.clear()
     responses.replace(responses.POST, FABRIC_TOKEN_URL, status=401, json={"error": "invalid_client"})
     with pytest.raises(r.PlatformError, match="refused the client credentials"):
+        backend.lookup(CODE)
+    responses.replace(responses.POST, FABRIC_TOKEN_URL, status=500, json={"error": "server_error"})
+    with pytest.raises(r.PlatformError, match="answered HTTP 500"):
         backend.lookup(CODE)
 
 
@@ -845,6 +1006,29 @@ def test_bad_fabric_choices_are_named():
         messages
     )
     assert len(messages) == 4
+
+
+def test_reverse_identities_that_fabric_would_refuse_are_named_at_check_time():
+    """Issue 12 item 9: /v2/earn/reverse takes 3 to 15 characters; they were silently cut to 15."""
+    path = 'POINTS_EARN["ACCOUNTS"]["fabric"]'
+    found = check_ids(ENTITY_REFERENCE="Company LIBERTY CENTER")
+    assert (
+        "points_earn.E010",
+        f"{path}[\"ENTITY_REFERENCE\"] is 'Company LIBERTY CENTER' (22 characters) and is also the reversal's "
+        "entityReference, where fabric's /v2/earn/reverse takes 3 to 15: set "
+        f'{path}["REVERSE_ENTITY_REFERENCE"] to the entity fabric uses for returns.',
+    ) in found
+    assert not [
+        i
+        for i, _ in check_ids(ENTITY_REFERENCE="Company LIBERTY CENTER", REVERSE_ENTITY_REFERENCE="LIBERTY")
+        if i == "points_earn.E010"
+    ]
+    for key, value in (("REVERSE_ENTITY_REFERENCE", "LI"), ("REVERSE_TRANSACTION_TYPE", "RETURN-FROM-WEBSHOP")):
+        messages = [m for i, m in check_ids(**{key: value}) if i == "points_earn.E010"]
+        assert messages == [
+            f'{path}["{key}"] is {value!r} ({len(value)} characters); fabric\'s /v2/earn/reverse takes 3 to 15.'
+        ]
+    assert not [i for i, _ in check_ids() if i == "points_earn.E010"]  # the test account is fine
 
 
 def test_plain_http_token_url_warns():

@@ -192,12 +192,15 @@ def test_fabric_full_refund_reverses_the_earn(place_order, fabric_api):
 
 
 def test_fabric_partial_refunds_take_back_their_share(place_order, fabric_api):
+    from tests.test_fabric_refunds import fabric_options
+
     fabric_api.partial_reversals = True
     order = place_order("SO-FP", account="fabric", lines=[("Bakhoor", "200.00", 1)])
     settle()
-    refund(order, Decimal("50"), refund_id="P-1")
-    refund(order, Decimal("50"), refund_id="P-2")
-    settle()
+    with fabric_options(PARTIAL_REVERSALS="pro_rata"):  # the default refuses them (issue 12 item 2)
+        refund(order, Decimal("50"), refund_id="P-1")
+        refund(order, Decimal("50"), refund_id="P-2")
+        settle()
     record = EarningRecord.objects.get()
     assert record.status == Status.PARTIALLY_REVERSED
     remote = fabric_order(fabric_api, "SO-FP")

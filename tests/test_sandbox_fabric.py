@@ -710,3 +710,46 @@ def test_command_serves_fabric_and_never_prints_the_secret() -> None:
             proc.kill()
     assert proc.returncode == 0, err
     assert "very-secret-fabric" not in line + out + err
+
+
+# -- quirks a client must survive (issue 12) ---------------------------------------------------------------
+
+
+def test_get_transaction_can_ignore_its_filters(mocked: Api) -> None:
+    mocked.earn(earn_body("A"))
+    mocked.earn(earn_body("B"))
+    mocked.sandbox.set_quirks(transactions="unfiltered")
+    listed = mocked.transactions(transactionExternalReference="A").json()["data"]
+    assert [t["transactionExternalReference"] for t in listed] == ["A", "B"]
+    mocked.sandbox.set_quirks(transactions="unfiltered-bare")
+    bare = mocked.transactions(transactionCode="nope").json()["data"]
+    assert len(bare) == 2 and all("transactionExternalReference" not in t and "transactionCode" not in t for t in bare)
+    mocked.sandbox.reset()
+    assert mocked.sandbox.ledger()["transactions_answer"] == "exact"
+
+
+def test_get_members_can_answer_a_shape_nobody_documented(mocked: Api) -> None:
+    mocked.sandbox.set_quirks(members="unrecognised")
+    data = mocked.members(phonenumber=PHONE).json()["data"]
+    assert data["totalElements"] == 1 and "profileId" not in data["content"][0]
+    mocked.sandbox.set_quirks(members="documented")
+    assert mocked.members(phonenumber=PHONE).json()["data"][0]["profileId"] == PROFILE
+    with pytest.raises(ValueError, match="members must be one of"):
+        mocked.sandbox.set_quirks(members="odd")
+
+
+def test_token_outage_slow_times_the_client_out(mocked: Api) -> None:
+    mocked.sandbox.set_token_outage("slow")
+    with pytest.raises(requests.ReadTimeout):
+        mocked.get_token()
+    mocked.sandbox.set_token_outage(None)
+    assert mocked.get_token().status_code == 200
+
+
+def test_a_reversal_cancels_every_point_unless_partial_reversals_are_on(mocked: Api) -> None:
+    """fabric documents /v2/earn/reverse as cancelling all points of the earn: a part sent takes back everything."""
+    earned = mocked.earn(earn_body("W")).json()["data"]["points"]
+    part = reverse_body("W", "W-R1", transactionGrossAmount=-20, totalAmountPaid=-18, netAmount=-16)
+    part.update(totalTax=-2, discountValue=-2)
+    taken = mocked.reverse(part).json()["data"]["points"]
+    assert taken == -earned

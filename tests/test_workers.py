@@ -99,7 +99,8 @@ def test_worker_killed_mid_call_leads_to_exactly_one_award(place_order, sandbox,
 
 
 def test_forked_jobs_of_one_worker_share_the_parents_fabric_token(place_order, fabric_sandbox):
-    """RQ forks a work horse per job; EarningWorker fetches the token in the parent, so each job inherits it."""
+    """RQ forks a work horse per job; the first one's token reaches the worker (over a pipe), so later jobs
+    inherit it and fetch none."""
     import django_rq
 
     from django_points_earn import jobs
@@ -134,3 +135,76 @@ def test_no_call_overlaps_one_the_platform_is_still_working_on(place_order, sand
     assert ledger["faults"] == {"slow": 1}
     wait_for(lambda: sandbox.total_awards("main") == 3, 5, "the three awards")
     assert sandbox.double_awards("main") == []
+
+
+def test_a_fabric_token_endpoint_that_never_answers_does_not_slow_points_earnings(place_order, sandbox, fabric_sandbox):
+    """Issue 13 item 6: EarningWorker fetched every fabric account's token before every job, Points jobs included,
+    and remembered no failure: with a token endpoint that accepts connections and never answers, every Points
+    earning waited for its timeout. Now the worker makes no token call of its own."""
+    from django_points_earn.sandbox import SandboxServer
+
+    fabric_sandbox.set_faults(slow_seconds=6)
+    fabric_sandbox.set_token_outage("slow")  # connects, then no answer within the client's 2 s read timeout
+    with SandboxServer(sandbox, fabric=fabric_sandbox) as server:
+        env = worker_env(
+            POINTS_BASE_URL=server.points_base_url,
+            FABRIC_BASE_URL=server.fabric_base_url,
+            FABRIC_TOKEN_URL=server.fabric_token_url,
+        )
+        worker = start_worker(name=f"calm-{time.monotonic_ns()}", env=env)
+        latencies = []
+        try:
+            for n in range(5):
+                started = time.monotonic()
+                place_order(f"SO-Q{n}")
+                done = EarningRecord.objects.filter(order_number=f"SO-Q{n}", status=Status.AWARDED)
+                wait_for(done.exists, 30, f"SO-Q{n} awarded")
+                latencies.append(time.monotonic() - started)
+        finally:
+            output = stop(worker)
+    assert fabric_sandbox.token_requests() == 0, output[-2000:]
+    assert sorted(latencies[1:])[1] < 1.0, latencies  # the first includes the worker's start
+
+
+def test_a_work_horse_shares_its_token_and_its_failures_with_the_worker(settings):
+    """The pipe between a forked job and its worker, with a real fork: what the child learnt (a token, then a
+    transient failure and its back-off), the parent knows, and the next fork inherits."""
+    import os
+    from functools import partial
+
+    from django_points_earn.providers import fabric_token
+    from django_points_earn.worker import learn_tokens, tell_worker
+
+    key = ("fabric", "https://login.fabric.test/token", "client", "digest")
+    for child_does in ("fetch", "fail"):
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the work horse
+            os.close(read_fd)
+            fabric_token.TOKENS.share(partial(tell_worker, write_fd))
+            if child_does == "fetch":
+                fabric_token.TOKENS.get(key, lambda: ("tok-from-the-job", 600.0), margin=60)
+            else:
+                fabric_token.TOKENS.invalidate(key, fabric_token.TOKENS._tokens[key])
+
+                def down():
+                    raise fabric_token.TokenUnavailable(
+                        "fabric's token endpoint answered HTTP 503", 503, transient=True
+                    )
+
+                try:
+                    fabric_token.TOKENS.get(key, down, margin=60, backoff=lambda n: 30.0)
+                except fabric_token.TokenUnavailable:
+                    pass
+            os._exit(0)
+        os.close(write_fd)
+        os.waitpid(pid, 0)
+        learnt = learn_tokens(read_fd)
+        os.close(read_fd)
+        if child_does == "fetch":
+            assert learnt == 1
+            assert fabric_token.TOKENS.get(key, lambda: ("never", 1.0), margin=60).value == "tok-from-the-job"
+        else:
+            assert learnt == 2  # the 401's drop, then the failure
+            with pytest.raises(fabric_token.TokenBackoff, match=r"HTTP 503.*not asked again for (29|30) s"):
+                fabric_token.TOKENS.get(key, lambda: ("never", 1.0), margin=60)

@@ -48,6 +48,10 @@ RESULT_STATUSES = (
     SKIPPED,
 )
 
+# remote_status of a reversal answer saying the platform took back every point of the earning (whatever share was
+# asked): the earning is then reversed, never partially (reversals.complete).
+FULLY_REVERSED = "fully_reversed"
+
 MAX_STORED_BODY = 20_000  # characters of a platform answer kept on the attempt
 MAX_BODY_BYTES = 5 * 2**20  # an answer larger than this is not an answer we can use
 
@@ -181,6 +185,10 @@ class BaseBackend:
 
     def auth_headers(self) -> dict[str, str]:
         return {}
+
+    def partial_reversal_refusal(self, amount: Decimal, total: Decimal) -> str:
+        """Why a refund of ``amount`` out of ``total`` cannot be taken back on this platform ("": it can)."""
+        return ""
 
     # -- HTTP --------------------------------------------------------------------------------------------------
     def session(self) -> requests.Session:

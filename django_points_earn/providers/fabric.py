@@ -18,15 +18,17 @@ from typing import Any
 
 import requests
 from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Sum
 
 from ..adapters import EarningRequest
-from ..conf import AccountConfig, setting_path
+from ..conf import AccountConfig, get_settings, setting_path
 from ..phones import mask_phone
 from . import fabric_payload, fabric_reverse
 from .base import (
     AWARDED,
     DUPLICATE,
     FORBIDDEN,
+    FULLY_REVERSED,
     RATE_LIMITED,
     REJECTED,
     SKIPPED,
@@ -36,12 +38,13 @@ from .base import (
     EarnResult,
     LookupResult,
     PlatformError,
+    _read_bounded,
     cut,
     describe_exception,
     remember_secret,
     scrub,
 )
-from .fabric_token import TOKENS, Token, TokenUnavailable, cache_key
+from .fabric_token import TOKENS, Token, TokenBackoff, TokenUnavailable, cache_key
 
 log = logging.getLogger("django_points_earn")
 
@@ -52,6 +55,9 @@ MEMBERS = "v1/members"
 # remote_status of an earn found by get-transaction after an attempt whose answer was lost.
 FOUND_BY_LOOKUP = "found_by_lookup"
 DEFAULT_TOKEN_LIFETIME = 300.0  # seconds, when the token answer has no usable expires_in
+# The token endpoint's answers that refuse the credentials (or the request for them): the account is paused for a
+# human. Anything else that gives no token (no answer, 5xx, 404, 429, a 200 without one) may pass: retried.
+REFUSED_CREDENTIALS = (400, 401, 403)
 
 CHOICES = {
     "GRANT_STYLE": ("basic", "form", "json"),
@@ -59,6 +65,7 @@ CHOICES = {
     "MISSING_MEMBER": ("rejected", "skipped"),
     "MEMBER_PHONE_FORMAT": ("international", "local", "national", "as-given"),
     "SHIPPING": ("item", "exclude"),
+    "PARTIAL_REVERSALS": ("refuse", "pro_rata"),
 }
 
 
@@ -107,8 +114,7 @@ class FabricBackend(BaseBackend):
         try:
             result = self._earn(payload, request_id, outcome_unknown)
         except TokenUnavailable as exc:
-            # An account problem, not this order's: the lifecycle blocks the record and pauses the account.
-            result = EarnResult(UNAUTHORIZED, message=str(exc), http_status=exc.http_status)
+            result = token_failure(exc)
         result.duration_ms = int((time.monotonic() - started) * 1000)
         return result
 
@@ -119,6 +125,8 @@ class FabricBackend(BaseBackend):
             # An earlier attempt may have earned: never POST again before asking.
             found = self._find_earn(reference, body.get("profileId"), request_id)
             if found is not None:
+                if found.status == AWARDED and not body.get("profileId"):
+                    self._keep_profile(found, payload, request_id)
                 return found
         update: dict[str, Any] = {}
         if not body.get("profileId"):
@@ -133,8 +141,20 @@ class FabricBackend(BaseBackend):
             found = self._find_earn(reference, body.get("profileId"), request_id)
             if found is not None and found.status == AWARDED:
                 result = found
-        result.payload_update = update
+        result.payload_update = {**result.payload_update, **update}
         return result
+
+    def _keep_profile(self, found: EarnResult, payload: dict[str, Any], request_id: str) -> None:
+        """An earn found by get-transaction after a lost attempt (e.g. a worker killed after the member lookup):
+        keep the member's profileId on the record, so that a reversal carries it. From the transaction itself,
+        else from a member lookup; if neither can tell now, the reversal looks it up before it is sent."""
+        if found.payload_update.get("profileId"):
+            return
+        member = self._find_member(payload.get(fabric_payload.MEMBER_PHONE_KEY), request_id)
+        if isinstance(member, str):
+            found.payload_update = {"profileId": member}
+        else:
+            log.warning("fabric account %s: earn found, member not (%s)", self.account.name, member.message)
 
     def classify_earn(self, response: requests.Response | None, exc: BaseException | None) -> EarnResult:
         if response is None:
@@ -241,6 +261,7 @@ class FabricBackend(BaseBackend):
             remote_reference=str(earn.get("transactionNumber") or ""),
             remote_status=FOUND_BY_LOOKUP,
             points=_decimal(earn.get("points")),
+            payload_update={"profileId": str(earn["profileId"])} if earn.get("profileId") else {},
             **common,
         )
 
@@ -258,7 +279,7 @@ class FabricBackend(BaseBackend):
         body, not_json = self.parse_json(response)
         # Member records (other customers' names and phones, when several match) are not kept on the earning.
         common: dict[str, Any] = {"http_status": code}
-        if code == 404 and not not_json:
+        if code == 404 and not not_json and "member" in _message(body).lower():
             return self._no_member(masked, common)
         if not 200 <= code < 300 or not_json:
             if code in (400, 422):
@@ -266,8 +287,19 @@ class FabricBackend(BaseBackend):
                 return EarnResult(REJECTED, f"fabric refused the member lookup by phone {masked}: {detail}", **common)
             if code in (401, 403, 429):
                 return self._refusal(code, body, not_json, response, common, what="member lookup")
-            return EarnResult(UNAVAILABLE, f"member lookup answered HTTP {code} {not_json or ''}".strip(), **common)
-        ids = _profile_ids(body.get("data") if isinstance(body, dict) else None)
+            hint = ": check the account's BASE_URL" if code in (404, 405) else ""
+            return EarnResult(
+                UNAVAILABLE, f"member lookup answered HTTP {code} {not_json or ''}".strip() + hint, **common
+            )
+        ids = _member_ids(body)
+        if ids is None:
+            # Never "no member" on a guess: with MISSING_MEMBER="skipped" that would earn nothing, silently.
+            return EarnResult(
+                UNAVAILABLE,
+                f"fabric's member lookup for phone {masked} answered HTTP {code} in a shape we do not recognise "
+                f"({_shape(body)}): cannot tell whether the customer is a member; asked again later",
+                **common,
+            )
         if not ids:
             return self._no_member(masked, common)
         if len(ids) > 1:
@@ -287,6 +319,8 @@ class FabricBackend(BaseBackend):
     # -- refunds --------------------------------------------------------------------------------------------
     def refund_body(self, record: Any, reversal: Any, amount: Any = None) -> dict[str, Any]:
         earn = {**(record.payload or {})}
+        if not earn.get("profileId"):  # looked up by snapshot() before the first attempt
+            earn["profileId"] = (reversal.remote_before or {}).get("profileId")
         return fabric_reverse.build(
             earn,
             account=self.account,
@@ -296,9 +330,48 @@ class FabricBackend(BaseBackend):
             reason=reversal.reason or "refund",
         )
 
+    def partial_reversal_refusal(self, amount: Decimal, total: Decimal) -> str:
+        """fabric documents /v2/earn/reverse as cancelling all points of the earn: a part is sent only when the
+        account says fabric confirmed partial reversals (``PARTIAL_REVERSALS = "pro_rata"``)."""
+        if self.account.option("PARTIAL_REVERSALS") == "pro_rata":
+            return ""
+        setting = setting_path("ACCOUNTS", self.account.name, "PARTIAL_REVERSALS")
+        return (
+            f"partial refund of {amount} out of {total} not sent: fabric's /v2/earn/reverse takes back every point "
+            f"of the earn. Take this refund's points back in fabric by hand and mark it resolved, or set {setting} "
+            f'to "pro_rata" once fabric has confirmed that partial reversals work'
+        )
+
     def snapshot(self, record: Any) -> dict[str, Any]:
-        """Nothing to read first: the reversal's own reference is what a later lookup searches for."""
-        return {}
+        """Read before the first reversal attempt: the member's profileId, when the record does not hold it (an
+        earn recorded before it was kept). Otherwise nothing: the reversal's own reference is what a later lookup
+        searches for. Raises :class:`PlatformError` when the member cannot be found now (retried)."""
+        if (record.payload or {}).get("profileId"):
+            return {}
+        profile = self._profile_for(record, request_id="")
+        if isinstance(profile, EarnResult):
+            raise PlatformError(f"the earn's fabric member is unknown and {profile.message}", http_status=None)
+        return {"profileId": profile}
+
+    def _partial_refusal(self, record: Any, body: dict[str, Any]) -> str:
+        """Why this reversal is not sent: settings fabric would refuse, or a partial one not switched on."""
+        if problems := fabric_reverse.identity_errors(self.account.name, self.account.options):
+            return "reversal not sent: " + " ".join(problems)
+        earned = _decimal((getattr(record, "payload", None) or {}).get("totalAmountPaid"))
+        asked = _decimal(body.get("totalAmountPaid"))
+        if earned is None or asked is None or abs(asked) >= earned:
+            return ""
+        return self.partial_reversal_refusal(abs(asked), earned)
+
+    def _profile_for(self, record: Any, request_id: str) -> str | EarnResult:
+        """The member's profileId by the phone kept on the record (a reversal needs it; fabric requires it)."""
+        try:
+            member = self._find_member((record.payload or {}).get(fabric_payload.MEMBER_PHONE_KEY), request_id)
+        except TokenUnavailable as exc:
+            return token_failure(exc)
+        if isinstance(member, EarnResult) and member.status == SKIPPED:
+            member.status = REJECTED  # no member now: there is nothing to reverse it against
+        return member
 
     def reverse(
         self,
@@ -312,18 +385,30 @@ class FabricBackend(BaseBackend):
         """``POST /v2/earn/reverse``; after a lost answer, get-transaction first: a reversal is never sent twice."""
         started = time.monotonic()
         try:
-            result = self._reverse(body, request_id, outcome_unknown)
+            result = self._reverse(body, request_id, outcome_unknown, record)
         except TokenUnavailable as exc:
-            result = EarnResult(UNAUTHORIZED, message=str(exc), http_status=exc.http_status)
+            result = token_failure(exc)
+        if result.status == AWARDED:
+            _mark_if_everything_taken(record, result)
         result.duration_ms = int((time.monotonic() - started) * 1000)
         return result
 
-    def _reverse(self, body: dict[str, Any], request_id: str, outcome_unknown: bool) -> EarnResult:
+    def _reverse(self, body: dict[str, Any], request_id: str, outcome_unknown: bool, record: Any = None) -> EarnResult:
         reference = str(body["transactionExternalReference"])
         if outcome_unknown:
             found = self._find_reversal(reference, request_id)
             if found is not None:
                 return found
+        if refusal := self._partial_refusal(record, body):
+            # e.g. a refused partial refund sent again by hand, or one queued before the setting changed
+            return EarnResult(REJECTED, refusal)
+        if not body.get("profileId"):
+            # Never a reversal with profileId null: find the member first (fabric requires the field).
+            profile = self._profile_for(record, request_id)
+            if isinstance(profile, EarnResult):
+                profile.message = f"the earn's fabric member is unknown and {profile.message}; not sent"
+                return profile
+            body["profileId"] = profile
         response, exc = self._call("POST", REVERSE, json_body=body, request_id=request_id)
         result = self.classify_earn(response, exc)
         if result.status == DUPLICATE:
@@ -351,9 +436,7 @@ class FabricBackend(BaseBackend):
         if response is None or response.status_code != 200 or not isinstance(data, list):
             return EarnResult(UNAVAILABLE, "could not check whether the earlier reversal reached fabric; not resent")
         found = [
-            t
-            for t in data
-            if isinstance(t, dict) and str(t.get("transactionExternalReference", reference)) == reference
+            t for t in data if isinstance(t, dict) and str(t.get("transactionExternalReference") or "") == reference
         ]
         if not found:
             return None
@@ -382,7 +465,10 @@ class FabricBackend(BaseBackend):
                 http_status=response.status_code,
                 body=cut(scrub(response.text)),
             )
-        match = [t for t in data if isinstance(t, dict) and str(t.get("transactionCode", remote_id)) == remote_id]
+        # Only an item carrying this very code: a server that ignored the filter lists other transactions too.
+        match = [
+            t for t in data if isinstance(t, dict) and remote_id and str(t.get("transactionCode") or "") == remote_id
+        ]
         if not match:
             return LookupResult(found=False, http_status=200, message="fabric does not know this transactionCode")
         earn = match[0]
@@ -413,14 +499,6 @@ class FabricBackend(BaseBackend):
         headers = {"Authorization": f"Bearer {token.value}"}
         return self.send(method, path, json_body=json_body, params=params, request_id=request_id, headers=headers)
 
-    def warm_token(self) -> None:
-        """Have a fresh token in this process's cache (EarningWorker calls it before forking each job, so every
-        job of the worker starts with the parent's token instead of fetching its own)."""
-        try:
-            self._token(self._token_key())
-        except TokenUnavailable as exc:
-            log.warning("fabric account %s: no token before the job (%s); the job will say so", self.account.name, exc)
-
     def _token_key(self) -> tuple[str, ...]:
         options = self.account.options
         return cache_key(
@@ -432,7 +510,7 @@ class FabricBackend(BaseBackend):
 
     def _token(self, key: tuple[str, ...]) -> Token:
         margin = float(self.account.option("TOKEN_REFRESH_MARGIN", 60))
-        return TOKENS.get(key, self._fetch_token, margin=margin)
+        return TOKENS.get(key, self._fetch_token, margin=margin, backoff=token_backoff)
 
     def _fetch_token(self) -> tuple[str, float]:
         """Client-credentials grant. Raises :class:`TokenUnavailable` with a message free of secrets."""
@@ -452,19 +530,23 @@ class FabricBackend(BaseBackend):
             kwargs.update(data={**form, "client_id": client_id, "client_secret": secret})
         where = f"fabric's token endpoint ({url}) for account {self.account.name}"
         try:
-            response = self.session().post(url, **kwargs)
+            response = self.session().post(url, stream=True, **kwargs)
+            _read_bounded(response, deadline=time.monotonic() + sum(self.account.timeout))
         except requests.RequestException as exc:
-            raise TokenUnavailable(f"{where} could not be reached: {describe_exception(exc)[0]}") from None
+            # Down, slow or cut off: it may pass, so the record waits and is sent again; the account goes on.
+            message = f"{where} could not be reached: {describe_exception(exc)[0]}"
+            raise TokenUnavailable(message, transient=True) from None
         code = response.status_code
         body, not_json = self.parse_json(response)
-        if code in (400, 401, 403):
+        if code in REFUSED_CREDENTIALS:
             raise TokenUnavailable(f"{where} refused the client credentials: HTTP {code} {_oauth_error(body)}", code)
         if not 200 <= code < 300:
-            raise TokenUnavailable(f"{where} answered HTTP {code} {_oauth_error(body) or not_json or ''}".strip(), code)
+            detail = _oauth_error(body) or not_json or ""
+            raise TokenUnavailable(f"{where} answered HTTP {code} {detail}".strip(), code, transient=True)
         value = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(value, str) or not value:
             # Never quote a 2xx token answer: it may hold a token under another name.
-            raise TokenUnavailable(f"{where} answered HTTP {code} without an access_token", code)
+            raise TokenUnavailable(f"{where} answered HTTP {code} without an access_token", code, transient=True)
         remember_secret(value)
         try:
             expires_in = float(body.get("expires_in"))
@@ -474,34 +556,92 @@ class FabricBackend(BaseBackend):
         return value, max(0.0, expires_in)
 
 
+def _mark_if_everything_taken(record: Any, result: EarnResult) -> None:
+    """Never record less than fabric took: a reversal (of any share) that took back every point the earn has left
+    reverses the earning (``FULLY_REVERSED``), as fabric documents the call (it cancels all points of the earn)."""
+    earned = getattr(record, "points", None)
+    if earned is None or result.points is None or not hasattr(record, "reversal_set"):
+        return
+    before = record.reversal_set.filter(status="reversed").aggregate(s=Sum("points"))["s"] or Decimal(0)
+    if before + result.points >= Decimal(earned):
+        result.remote_status = FULLY_REVERSED
+        result.message = (
+            f"{result.message + '; ' if result.message else ''}fabric took back every point of the earn "
+            f"({before + result.points} of {earned}): the earning is reversed"
+        )
+
+
+def token_failure(exc: TokenUnavailable) -> EarnResult:
+    """What a call that could not get a token means for its record: refused credentials block it and pause the
+    account; a failure that may pass is an attempt to retry; a remembered one waits out the back-off without
+    using up an attempt (nothing was asked)."""
+    if isinstance(exc, TokenBackoff):
+        return EarnResult(RATE_LIMITED, message=str(exc), http_status=exc.http_status, retry_after=exc.retry_after)
+    if exc.transient:
+        return EarnResult(UNAVAILABLE, message=str(exc), http_status=exc.http_status)
+    return EarnResult(UNAUTHORIZED, message=str(exc), http_status=exc.http_status)
+
+
+def token_backoff(count: int) -> float:
+    """Seconds the token endpoint is left alone after ``count`` transient failures in a row: the retry policy's
+    BASE_DELAY doubled per failure, at most MAX_DELAY and never more than a minute."""
+    policy = get_settings().retry
+    ceiling = min(60.0, float(policy["MAX_DELAY"]))
+    return max(float(policy["MIN_DELAY"]), min(ceiling, float(policy["BASE_DELAY"]) * 2 ** (count - 1)))
+
+
 def _matching(transactions: list[Any], reference: str) -> list[dict[str, Any]]:
-    """The EARN transactions with our reference (the search may be looser than an exact match)."""
+    """The EARN transactions carrying our exact reference (the search may be looser than an exact match)."""
     found = []
     for t in transactions:
         if not isinstance(t, dict):
             continue
-        if str(t.get("transactionExternalReference", reference)) != reference:
-            continue
+        if not reference or str(t.get("transactionExternalReference") or "") != reference:
+            continue  # only an item carrying our exact reference: a server that ignored the filter lists others
         if str(t.get("transactionType", "EARN")).upper() != "EARN":
             continue
         found.append(t)
     return found
 
 
-def _profile_ids(data: Any) -> list[str]:
-    """profileIds in a Get Members answer: one member object or a list; the id on the member or its accounts."""
-    members = data if isinstance(data, list) else [data] if isinstance(data, dict) and data else []
+def _member_ids(body: Any) -> list[str] | None:
+    """profileIds in a Get Members answer (one member object or a list; the id on the member or its accounts):
+    ``[]`` only for an answer that says "no member" the documented way (``data`` empty), ``None`` for any answer
+    we cannot read (no ``data``, errors, a member without a profileId, another shape)."""
+    if not isinstance(body, dict) or "data" not in body or _field_errors(body):
+        return None
+    said = _int(body.get("status"))
+    if said is not None and not 200 <= said < 300:
+        return None
+    data = body["data"]
+    if data is None or data == [] or data == {}:
+        return []
+    members = data if isinstance(data, list) else [data] if isinstance(data, dict) else None
     ids: list[str] = []
-    for member in members:
+    for member in members if members is not None else [None]:
         if not isinstance(member, dict):
-            continue
+            return None
         candidates = [member.get("profileId")]
         if not candidates[0] and isinstance(member.get("accounts"), list):
             candidates = [a.get("profileId") for a in member["accounts"] if isinstance(a, dict)]
-        for pid in candidates:
-            if pid and str(pid) not in ids:
-                ids.append(str(pid))
+        found = [str(pid) for pid in candidates if pid and isinstance(pid, str | int)]
+        if not found:
+            return None
+        ids.extend(pid for pid in found if pid not in ids)
     return ids
+
+
+def _shape(body: Any) -> str:
+    """A short description of an answer's shape, without its values (member data is personal)."""
+    if not isinstance(body, dict):
+        return f"a JSON {type(body).__name__}"
+    data = body.get("data", "<none>")
+    inner = f"data is a {type(data).__name__}" if data != "<none>" else "no data"
+    if isinstance(data, dict):
+        inner += " with keys " + ", ".join(sorted(map(str, data))[:8])
+    elif isinstance(data, list) and data and isinstance(data[0], dict):
+        inner += " of objects with keys " + ", ".join(sorted(map(str, data[0]))[:8])
+    return f"keys {', '.join(sorted(map(str, body))[:8])}; {inner}"
 
 
 def _message(body: Any) -> str:

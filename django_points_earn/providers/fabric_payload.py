@@ -22,7 +22,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from ..adapters import CENTS, EarningRequest, InvalidEarningRequest
+from ..adapters import CENTS, EarningRequest, InvalidEarningRequest, NothingToEarn
 from ..conf import AccountConfig
 from ..phones import InvalidPhone, normalize_ksa_mobile
 from .base import to_json_number
@@ -176,8 +176,20 @@ def activity_timestamp(moment: datetime | None) -> str:
 
 
 def build(request: EarningRequest, account: AccountConfig) -> dict[str, Any]:
-    request.validate()
+    try:
+        request.validate()
+        nothing: NothingToEarn | None = None
+    except NothingToEarn as exc:  # a total of 0; amounts that do not add up are still refused first, below
+        nothing = exc
     amounts = compute_amounts(request, account)
+    if nothing is not None:
+        raise nothing
+    if amounts.net == 0:
+        raise NothingToEarn(
+            f"the order's net amount (before tax, after discounts) is 0 (total {request.total}): fabric earns "
+            "nothing on it, nothing sent",
+            field="total",
+        )
     payload: dict[str, Any] = {}
     if request.profile_id:
         payload["profileId"] = str(request.profile_id)

@@ -2,8 +2,10 @@
 
 A full refund negates the earn's header amounts. A partial one scales gross, tax and discount by
 ``amount / total`` (rounded to 2 places) and derives paid and net from them, so that paid = gross - discount and
-net = gross - tax - discount hold exactly, as on the earn. The reversal has its own, stable reference, so that
-``checkForDuplicateTransaction`` makes a resend harmless and get-transaction can find it after a lost answer.
+net = gross - tax - discount hold exactly, as on the earn. The entity and transaction type are never cut to fit:
+:func:`identity_errors` names the setting to change (``manage.py check``; the reversal is refused before any call).
+The reversal has its own, stable reference, so that ``checkForDuplicateTransaction`` makes a resend harmless and
+get-transaction can find it after a lost answer.
 """
 
 from __future__ import annotations
@@ -13,7 +15,43 @@ from decimal import Decimal
 from typing import Any
 
 from ..adapters import CENTS
-from ..conf import AccountConfig
+from ..conf import AccountConfig, setting_path
+
+# /v2/earn/reverse takes entityReference and transactionTypeExternalReference of 3 to 15 characters (the earn
+# takes 1 to 100): "Company LIBERTY CENTER", the docs' own earn entity, does not fit.
+REVERSE_LENGTHS = (3, 15)
+
+
+def reverse_identities(options: dict[str, Any]) -> tuple[str, str]:
+    """The reversal's entityReference (REVERSE_ENTITY_REFERENCE, else ENTITY_REFERENCE) and transaction type."""
+    entity = options.get("REVERSE_ENTITY_REFERENCE") or options.get("ENTITY_REFERENCE") or ""
+    return str(entity), str(options.get("REVERSE_TRANSACTION_TYPE") or "RETURN")
+
+
+def identity_errors(name: str, options: dict[str, Any]) -> list[str]:
+    """What keeps this account's reversals from fabric (each naming the setting to change), or []."""
+    low, high = REVERSE_LENGTHS
+    entity, kind = reverse_identities(options)
+    errors = []
+    if not low <= len(entity) <= high:
+        if options.get("REVERSE_ENTITY_REFERENCE"):
+            errors.append(
+                f"{setting_path('ACCOUNTS', name, 'REVERSE_ENTITY_REFERENCE')} is {entity!r} ({len(entity)} "
+                f"characters); fabric's /v2/earn/reverse takes {low} to {high}."
+            )
+        else:
+            errors.append(
+                f"{setting_path('ACCOUNTS', name, 'ENTITY_REFERENCE')} is {entity!r} ({len(entity)} characters) and "
+                f"is also the reversal's entityReference, where fabric's /v2/earn/reverse takes {low} to {high}: "
+                f"set {setting_path('ACCOUNTS', name, 'REVERSE_ENTITY_REFERENCE')} to the entity fabric uses for "
+                "returns."
+            )
+    if not low <= len(kind) <= high:
+        errors.append(
+            f"{setting_path('ACCOUNTS', name, 'REVERSE_TRANSACTION_TYPE')} is {kind!r} ({len(kind)} characters); "
+            f"fabric's /v2/earn/reverse takes {low} to {high}."
+        )
+    return errors
 
 
 def reference(order_number: str, refund_id: str) -> str:
@@ -37,12 +75,12 @@ def build(
         share = min(Decimal(1), amount / total)
         gross, tax, discount = ((v * share).quantize(CENTS) for v in (gross, tax, discount))
     paid, net = gross - discount, gross - tax - discount
-    entity = account.option("REVERSE_ENTITY_REFERENCE") or account.option("ENTITY_REFERENCE") or ""
+    entity, kind = reverse_identities(account.options)
     return {
         "profileId": earn.get("profileId"),
-        "entityReference": str(entity)[:15],
+        "entityReference": entity,  # never cut: lengths are checked (manage.py check, and before sending)
         "reverseTransactionExternalRef": earn.get("transactionExternalReference"),
-        "transactionTypeExternalReference": str(account.option("REVERSE_TRANSACTION_TYPE") or "RETURN")[:15],
+        "transactionTypeExternalReference": kind,
         "activityTimestamp": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
         "transactionExternalReference": reference(str(earn.get("transactionExternalReference") or ""), refund_id),
         "checkForDuplicateTransaction": 1,

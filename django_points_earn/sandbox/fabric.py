@@ -57,6 +57,14 @@ GRANT_STYLES = ("basic", "form", "json", "any")
 DUPLICATE_MODES = ("400", "409", "422", "accept")
 VALIDATION_STATUSES = (400, 422)
 DISCOUNT_VALUE_MODES = ("integer", "number")
+TOKEN_OUTAGES = ("500", "html", "reset", "slow")
+# How get-transaction answers: "exact" (its filters applied, as documented); "unfiltered" (every transaction of the
+# program, whatever the query asked); "unfiltered-bare" (the same, the items without transactionExternalReference
+# and transactionCode): a server a client must not believe blindly.
+TRANSACTION_ANSWERS = ("exact", "unfiltered", "unfiltered-bare")
+# How Get Members answers a phone search: "documented" ({data: [members]}), or "unrecognised" (a shape the client
+# does not know: {data: {content: [...], totalElements: n}} whose members carry no profileId).
+MEMBER_ANSWERS = ("documented", "unrecognised")
 DUPLICATE_MESSAGE = "Duplicate transaction: transactionExternalReference already exists."
 
 
@@ -183,6 +191,8 @@ class FabricSandbox(LedgerQueries):
         self._faults = Faults()
         self._script: deque[str | None] = deque()
         self._token_outage: str | None = None
+        self.transactions_answer = "exact"
+        self.members_answer = "documented"
         self._tokens: dict[str, tuple[str, float]] = {}  # token -> (client id, monotonic expiry)
         self._members: dict[str, _Member] = {}
         self._next_txn = 1
@@ -214,11 +224,22 @@ class FabricSandbox(LedgerQueries):
             return len(live)
 
     def set_token_outage(self, kind: str | None) -> None:
-        """The token endpoint fails until called with None: ``"500"``, ``"html"`` (a 502 page) or ``"reset"``."""
-        if kind not in (None, "500", "html", "reset"):
-            raise ValueError(f"token outage must be None, '500', 'html' or 'reset', not {kind!r}")
+        """The token endpoint fails until called with None: ``"500"``, ``"html"`` (a 502 page), ``"reset"``, or
+        ``"slow"`` (accepts the connection and answers only after ``faults.slow_seconds``: a client times out)."""
+        if kind is not None and kind not in TOKEN_OUTAGES:
+            raise ValueError(f"token outage must be None, {', '.join(map(repr, TOKEN_OUTAGES))}, not {kind!r}")
         with self._state:
             self._token_outage = kind
+
+    def set_quirks(self, *, transactions: str | None = None, members: str | None = None) -> None:
+        """Answer get-transaction (:data:`TRANSACTION_ANSWERS`) or Get Members (:data:`MEMBER_ANSWERS`) another way."""
+        if transactions is not None and transactions not in TRANSACTION_ANSWERS:
+            raise ValueError(f"transactions must be one of {', '.join(TRANSACTION_ANSWERS)}, not {transactions!r}")
+        if members is not None and members not in MEMBER_ANSWERS:
+            raise ValueError(f"members must be one of {', '.join(MEMBER_ANSWERS)}, not {members!r}")
+        with self._state:
+            self.transactions_answer = transactions or self.transactions_answer
+            self.members_answer = members or self.members_answer
 
     def add_member(
         self,
@@ -269,6 +290,7 @@ class FabricSandbox(LedgerQueries):
             self._tokens.clear()
             self._script.clear()
             self._token_outage = None
+            self.transactions_answer, self.members_answer = "exact", "documented"
             self._token_requests = self._unauthenticated = 0
             if faults:
                 self._faults = Faults()
@@ -295,6 +317,10 @@ class FabricSandbox(LedgerQueries):
             outage = self._token_outage
         if outage == "reset":
             return SandboxResponse(0, {}, b"", fault="reset")
+        if outage == "slow":
+            if _SLEEP_WHEN_SLOW.get():
+                time.sleep(self._faults.slow_seconds)
+            return replace(oauth_error(503, "temporarily_unavailable", "too slow"), fault="timeout")
         if outage == "html":
             return SandboxResponse(502, {"Content-Type": "text/html"}, _BAD_GATEWAY_HTML)
         if outage == "500":
@@ -507,14 +533,21 @@ class FabricSandbox(LedgerQueries):
         }
         start, end = query.get("startTimestampUTC"), query.get("endTimestampUTC")
         with self._state:
+            quirk = self.transactions_answer
             found = [
                 t
                 for t in m.transactions
-                if all(v is None or getattr(t, k) == v for k, v in filters.items())
-                and (start is None or t.activity_timestamp >= start)
-                and (end is None or t.activity_timestamp <= end)
+                if quirk != "exact"
+                or (
+                    all(v is None or getattr(t, k) == v for k, v in filters.items())
+                    and (start is None or t.activity_timestamp >= start)
+                    and (end is None or t.activity_timestamp <= end)
+                )
             ]
             page = [_txn_resource(t) for t in found[offset : offset + limit]]
+        if quirk == "unfiltered-bare":
+            for item in page:
+                del item["transactionExternalReference"], item["transactionCode"]
         return envelope(200, "Success", data=page)
 
     def _get_members(self, m: _Merchant, query: dict[str, str], body: bytes, simulate_slow: bool) -> SandboxResponse:
@@ -544,6 +577,10 @@ class FabricSandbox(LedgerQueries):
                 and ("email" not in query or member.email.lower() == query["email"].lower())
             ]
             page = [_member_resource(member) for member in found[offset : offset + limit]]
+            quirk = self.members_answer
+        if quirk == "unrecognised":
+            content = [{"id": item["loyaltyNumber"], "name": item["firstName"]} for item in page]
+            return envelope(200, "Success", data={"content": content, "totalElements": len(content)})
         return envelope(200, "Success", data=page)
 
     # -- the ledger ---------------------------------------------------------------------------------------
@@ -560,6 +597,8 @@ class FabricSandbox(LedgerQueries):
                 "fault_config": asdict(self._faults),
                 "script": ["ok" if kind is None else kind for kind in self._script],
                 "token_outage": self._token_outage,
+                "transactions_answer": self.transactions_answer,
+                "members_answer": self.members_answer,
                 "duplicate_mode": self.duplicate_mode,
                 "validation_status": self.validation_status,
                 "discount_value_as": self.discount_value_as,
@@ -581,7 +620,7 @@ class FabricSandbox(LedgerQueries):
 
     def control(self, method: str, path: str, headers: Mapping[str, str], body: bytes | str | None) -> SandboxResponse:
         """``GET /ledger``, ``POST /faults``, ``/script``, ``/reset``, ``/members``, ``/clients``,
-        ``/expire-tokens``, ``/token-outage``. Answers never contain a secret or a token."""
+        ``/expire-tokens``, ``/token-outage``, ``/quirks``. Answers never contain a secret or a token."""
         route = (method.upper(), urlsplit(path).path.rstrip("/") or "/")
         data, bad = parse_object(as_bytes(body))
         if bad is not None:
@@ -616,6 +655,9 @@ class FabricSandbox(LedgerQueries):
             if route == ("POST", "/token-outage"):
                 self.set_token_outage(data.get("kind"))
                 return json_response(200, {"ok": True})
+            if route == ("POST", "/quirks"):
+                self.set_quirks(transactions=data.get("transactions"), members=data.get("members"))
+                return json_response(200, {"transactions": self.transactions_answer, "members": self.members_answer})
         except (TypeError, ValueError, KeyError) as exc:
             return json_response(400, {"ok": False, "error": str(exc)})
         return json_response(404, {"ok": False, "error": f"no control endpoint {route[0]} {route[1]}"})
