@@ -295,3 +295,25 @@ def test_an_award_that_arrives_after_a_sweep_took_the_lease_is_kept(place_order,
     saved = lifecycle.complete(prepared.record, prepared.attempt, result)
     assert (saved.status, saved.remote_id) == (Status.AWARDED, result.remote_id)
     assert points_api.awards("SO-LATE") == 1
+
+
+def test_a_partial_refund_that_points_answers_fully_refunded_reverses_the_earning(place_order, points_api):
+    """Never record less than the platform may have taken: Points' word (fully_refunded) wins over our sums."""
+    import responses as responses_lib
+
+    from tests.conftest import POINTS_URL
+
+    order = place_order("SO-FULLY", lines=[("Oud", "100.00", 1)])
+    settle()
+    record = EarningRecord.objects.get()
+    with responses_lib.RequestsMock() as rsps:
+        rsps.post(
+            f"{POINTS_URL}/orders/{record.remote_id}/refund",
+            json={"status": True, "data": {"uuid": record.remote_id, "order_status": "fully_refunded"}},
+        )
+        rsps.get(f"{POINTS_URL}/orders/{record.remote_id}", json={"data": {"order_status": "approved"}})
+        refund(order, amount="30.00", refund_id="RMA-30")
+        settle()
+    record.refresh_from_db()
+    assert Reversal.objects.get().status == ReversalStatus.REVERSED
+    assert record.status == Status.REVERSED

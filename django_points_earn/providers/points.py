@@ -13,6 +13,7 @@ from .base import (
     AWARDED,
     DUPLICATE,
     FORBIDDEN,
+    FULLY_REVERSED,
     PENDING_ACTIVATION,
     RATE_LIMITED,
     REJECTED,
@@ -246,7 +247,7 @@ class PointsBackend(BaseBackend):
                 return EarnResult(
                     AWARDED,
                     f"the earlier refund call had landed (order now {now['order_status']})",
-                    remote_status=str(now["order_status"] or ""),
+                    remote_status=_after_refund(now["order_status"]),
                 )
         response, exc, duration = self.send(
             "POST", f"orders/{record.remote_id}/refund", json_body=body, request_id=request_id
@@ -266,7 +267,7 @@ class PointsBackend(BaseBackend):
             return EarnResult(
                 AWARDED,
                 f"refunded (order now {data.get('order_status')})",
-                remote_status=str(data.get("order_status") or ""),
+                remote_status=_after_refund(data.get("order_status")),
                 **common,
             )
         if not_json or code >= 500 or code == 408:
@@ -332,6 +333,12 @@ class PointsBackend(BaseBackend):
             body=body,
             http_status=200,
         )
+
+
+def _after_refund(order_status: Any) -> str:
+    """A refund answer's order state; ``fully_refunded`` means every point is back, whatever our sums say."""
+    status = str(order_status or "")
+    return FULLY_REVERSED if status == "fully_refunded" else status
 
 
 def _field_errors(body: Any) -> dict[str, list[str]]:
