@@ -38,6 +38,7 @@ from .base import (
     PlatformError,
     cut,
     describe_exception,
+    parse_retry_after,
     remember_secret,
     scrub,
 )
@@ -547,11 +548,7 @@ def _decimal(value: Any) -> Decimal | None:
 
 
 def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
+    return parse_retry_after(response.headers.get("Retry-After"))
 
 
 class _MaskPhoneQuery:
