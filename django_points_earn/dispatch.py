@@ -204,11 +204,7 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
                         reversals.release(reversal)
                         return
                     if reversal is not None:
-                        heartbeat.hold(reversal.lease_token, reversal=True)
-                        try:
-                            sent = send_reversal(reversal, backend, trigger=trigger, actor=actor)
-                        finally:
-                            heartbeat.drop(reversal.lease_token, reversal=True)
+                        sent = _send_reversal_safely(reversal, backend, trigger, actor, heartbeat)
                         key = f"reversal_{sent.status}"
                         report.outcomes[key] = report.outcomes.get(key, 0) + 1
                         if sent.platform_may_be_busy:
@@ -559,6 +555,25 @@ def send_reversal(reversal: Reversal, backend: BaseBackend, *, trigger: str, act
         f": {result.message}" if result.message else "",
     )
     return Sent(saved.status, lifecycle.platform_may_be_busy(result))
+
+
+def _send_reversal_safely(reversal: Reversal, backend: BaseBackend, trigger: str, actor: str, heartbeat) -> Sent:
+    """:func:`send_reversal` under the heartbeat; an exception of ours ends the refund's attempt with the error
+    (retried with backoff, outcome unknown) instead of ending the drain."""
+    token = reversal.lease_token
+    heartbeat.hold(token, reversal=True)
+    try:
+        return send_reversal(reversal, backend, trigger=trigger, actor=actor)
+    except DatabaseError:
+        raise  # not this refund's fault: the drain stops, the lease brings it back
+    except Exception as exc:
+        log.exception("refund %s: the call failed inside this app", reversal.pk)
+        attempt = EarningAttempt.objects.filter(reversal=reversal, finished_at__isnull=True).order_by("-number")
+        result = local_error("the refund failed inside this app", exc)
+        reversal.lease_token = token
+        return Sent(reversals.complete(reversal, attempt.first(), result, trigger=trigger).status)
+    finally:
+        heartbeat.drop(token, reversal=True)
 
 
 def _block_next(account_name: str, message: str, trigger: str) -> None:

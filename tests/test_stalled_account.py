@@ -146,6 +146,33 @@ def test_an_error_while_recording_one_answer_ends_that_attempt_and_the_drain_goe
     assert points_api.awards("SO-X1") == 1
 
 
+def test_an_error_in_a_refund_call_ends_its_attempt_and_the_drain_goes_on(place_order, points_api, monkeypatch):
+    from django_points_earn.providers.points import PointsBackend
+    from django_points_earn.signals import order_refunded
+    from tests.shop.models import Order
+
+    order = place_order("SO-REF")
+    settle()
+    original, calls = PointsBackend.reverse, []
+
+    def reverse_once_broken(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("points_refunded")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PointsBackend, "reverse", reverse_once_broken)
+    order_refunded.send(sender=Order, order=order, amount=None, reason="returned", refund_id="R-1")
+    place_order("SO-AFTER")
+    drain_account("main")  # does not raise
+    reversal = EarningRecord.objects.get(order_number="SO-REF").reversal_set.get()
+    broken = reversal.attempt_set.order_by("number").first()
+    assert broken.finished_at is not None and "KeyError: 'points_refunded'" in broken.error
+    assert EarningRecord.objects.get(order_number="SO-AFTER").status == Status.AWARDED
+    settle()
+    assert EarningRecord.objects.get(order_number="SO-REF").status == Status.REVERSED
+
+
 # -- 3. bounded storage under a 429 storm -------------------------------------------------------------------------
 def test_a_429_storm_uses_a_bounded_budget_then_attempts_then_fails(place_order, points_api, settings):
     with_settings(settings, RETRY={"MAX_RATE_LIMITED": 3, "MAX_ATTEMPTS": 2})

@@ -126,6 +126,7 @@ def test_a_killed_worker_holds_up_its_account_for_at_most_15_seconds(place_order
         print(stop(*(p for p in (victim, rescuer) if p is not None))[-4000:])
         raise
     stop(victim, rescuer)
+    print(f"[kill test] the account stalled {stalled:.1f} s")
     assert stalled <= 15
     assert (sandbox.awards("SO-VICTIM"), sandbox.awards("SO-NEXT")) == (1, 1)
     victim_attempts = EarningRecord.objects.get(order_number="SO-VICTIM").attempt_set.order_by("number")
