@@ -81,7 +81,7 @@ def test_worker_killed_mid_call_leads_to_exactly_one_award(place_order, sandbox,
     sandbox.set_faults(latency_ms=0)
     wait_for(
         lambda: sweep().recovered_leases == 1, 20, "the lease to expire"
-    )  # 9 s: the shortest lease the checks allow
+    )  # the 9 s lease, once its dead worker stopped renewing it
     record.refresh_from_db()
     assert (record.status, record.outcome_unknown) == (Status.QUEUED, True)
 
