@@ -16,7 +16,7 @@ from functools import partial
 from typing import NamedTuple
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError
+from django.db import InterfaceError, OperationalError
 from django.db.models import Min
 from django.utils import timezone
 from redis.exceptions import LockError, RedisError
@@ -389,8 +389,8 @@ def _record(
     token = prepared.record.lease_token
     try:
         sent = finish(prepared, result, trigger=trigger)
-    except DatabaseError:
-        raise  # not this record's fault: the drain stops, the record's lease brings it back
+    except (OperationalError, InterfaceError):
+        raise  # the database itself is failing, not this record: the drain stops, the lease brings it back
     except Exception as exc:
         log.exception("earning %s: could not record the answer %s", prepared.record.pk, result.status)
         sent = _record_local_error(prepared, result, exc, token, trigger)
@@ -564,8 +564,8 @@ def _send_reversal_safely(reversal: Reversal, backend: BaseBackend, trigger: str
     heartbeat.hold(token, reversal=True)
     try:
         return send_reversal(reversal, backend, trigger=trigger, actor=actor)
-    except DatabaseError:
-        raise  # not this refund's fault: the drain stops, the lease brings it back
+    except (OperationalError, InterfaceError):
+        raise  # the database itself is failing, not this refund: the drain stops, the lease brings it back
     except Exception as exc:
         log.exception("refund %s: the call failed inside this app", reversal.pk)
         attempt = EarningAttempt.objects.filter(reversal=reversal, finished_at__isnull=True).order_by("-number")

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import pytest
 import responses as responses_lib
-from django.db import connection
+from django.db import DataError, connection
 from django.utils import timezone
 
 from django_points_earn import lifecycle
@@ -121,15 +121,17 @@ def test_every_delay_from_a_platform_is_within_min_and_max_delay(settings):
     ]
 
 
+@pytest.mark.parametrize("error", [OverflowError, DataError])
 def test_an_error_while_recording_one_answer_ends_that_attempt_and_the_drain_goes_on(
-    place_order, points_api, monkeypatch
+    place_order, points_api, monkeypatch, error
 ):
-    """Any exception while handling one record (here: recording its 429) is recorded on its attempt and on the
-    record; the record is retried, and the account's other orders are sent by the same drain."""
+    """Any exception while handling one record (here: recording its 429; a value the database refuses is one
+    record's problem too) is recorded on its attempt and on the record; the record is retried, and the account's
+    other orders are sent by the same drain."""
     points_api.script("429")
 
     def broken(*args, **kwargs):
-        raise OverflowError("date value out of range")
+        raise error("date value out of range")
 
     monkeypatch.setattr(lifecycle, "rate_limit_delay", broken)
     place_order("SO-X1")
@@ -137,8 +139,8 @@ def test_an_error_while_recording_one_answer_ends_that_attempt_and_the_drain_goe
     drain_account("main")  # does not raise
     first = EarningRecord.objects.get(order_number="SO-X1")
     attempt = first.attempt_set.get(number=1)
-    assert attempt.finished_at is not None and "OverflowError: date value out of range" in attempt.error
-    assert "OverflowError: date value out of range" in first.status_reason
+    assert attempt.finished_at is not None and f"{error.__name__}: date value out of range" in attempt.error
+    assert f"{error.__name__}: date value out of range" in first.status_reason
     assert first.status in (Status.QUEUED, Status.AWARDED) and first.outcome_unknown  # never left ``sending``
     assert EarningRecord.objects.get(order_number="SO-X2").status == Status.AWARDED
     monkeypatch.undo()
