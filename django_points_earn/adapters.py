@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from itertools import islice
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -20,6 +21,8 @@ from django.utils.module_loading import import_string
 from .conf import get_settings, setting_path
 
 CENTS = Decimal("0.01")
+# Key of the metadata stored in place of metadata refused for its size (receivers.record_paid_order).
+DROPPED = "_points_earn_dropped"
 
 
 class InvalidEarningRequest(ValueError):
@@ -106,6 +109,13 @@ class EarningRequest:
             raise InvalidEarningRequest(f"total is negative ({self.total})", field="total")
         if not self.lines:
             raise InvalidEarningRequest("order has no lines", field="lines")
+        limits = get_settings().limits
+        if len(self.lines) > int(limits["MAX_LINES"]):
+            raise InvalidEarningRequest(
+                f"order has more than {limits['MAX_LINES']} lines, the limit set by "
+                f"{setting_path('LIMITS', 'MAX_LINES')}",
+                field="lines",
+            )
         for i, line in enumerate(self.lines):
             if not line.name or not str(line.name).strip():
                 raise InvalidEarningRequest(f"line {i + 1} has no product name", field=f"lines.{i}.name")
@@ -139,10 +149,19 @@ class EarningRequest:
         if self.metadata is not None:
             if not isinstance(self.metadata, dict):
                 raise InvalidEarningRequest("metadata must be a dict", field="metadata")
+            if DROPPED in self.metadata:  # refused at checkout for its size, and not stored: nothing to send
+                raise InvalidEarningRequest(str(self.metadata[DROPPED]), field="metadata")
             try:
-                json.dumps(self.metadata, allow_nan=False)
+                text = json.dumps(self.metadata, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
             except (TypeError, ValueError) as exc:
                 raise InvalidEarningRequest(f"metadata is not JSON-serialisable: {exc}", field="metadata") from None
+            size = len(text.encode("utf-8", "surrogatepass"))
+            if size > int(limits["MAX_METADATA_BYTES"]):
+                raise InvalidEarningRequest(
+                    f"metadata is {size} bytes as JSON, more than the {limits['MAX_METADATA_BYTES']} allowed by "
+                    f"{setting_path('LIMITS', 'MAX_METADATA_BYTES')}",
+                    field="metadata",
+                )
         if self.total == 0:
             raise NothingToEarn("the order's total is 0: nothing to earn, nothing sent", field="total")
 
@@ -248,7 +267,8 @@ class OrderAdapter:
             order_number=str(self.get_order_number(order) or "").strip(),
             phone=self.get_phone(order),
             total=self.get_total(order),
-            lines=list(self.get_lines(order) or []),
+            # One line over the limit is enough to refuse the order: a runaway generator is not read to its end.
+            lines=list(islice(self.get_lines(order) or [], int(get_settings().limits["MAX_LINES"]) + 1)),
             customer_name=self.get_customer_name(order),
             shipping_amount=self.get_shipping_amount(order),
             tax_amount=self.get_tax_amount(order),

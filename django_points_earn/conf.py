@@ -27,20 +27,38 @@ DEFAULTS: dict[str, Any] = {
     "QUEUE": "default",
     # (connect, read) seconds for every HTTP call to a platform.
     "HTTP_TIMEOUT": (3.05, 10.0),
-    # How long a claimed record may stay ``sending`` before a sweep treats its worker as dead.
-    "LEASE_SECONDS": 60,
+    # How long a claimed record may stay ``sending`` without its worker renewing the claim before a sweep treats
+    # that worker as dead. A live worker renews it (and the account lock) every LEASE_SECONDS / 4 while it holds
+    # the record, however long the call takes; so a killed worker holds up its account for about LEASE_SECONDS
+    # plus one SWEEP_INTERVAL (8 + 5 s by default), not a whole HTTP timeout.
+    "LEASE_SECONDS": 8,
     "RETRY": {
         "MAX_ATTEMPTS": 8,  # attempts that failed transiently before a record becomes ``failed``
         "BASE_DELAY": 5.0,  # seconds; the n-th retry waits up to BASE_DELAY * 2**(n-1) (full jitter)
-        "MAX_DELAY": 3600.0,  # cap of one wait
-        "MIN_DELAY": 1.0,  # floor of one wait, so a jitter of ~0 never resends into a busy platform
-        "RATE_LIMIT_DELAY": 1.0,  # 429: wait 1x-2x this, without using up an attempt
+        "MAX_DELAY": 3600.0,  # cap of one wait, also of any Retry-After a platform sends (inf, 1e30: this)
+        # floor of one wait, so a jitter of ~0 (or a platform's "Retry-After: 0") never resends into a busy
+        # platform in a hot loop
+        "MIN_DELAY": 1.0,
+        "RATE_LIMIT_DELAY": 1.0,  # 429 without a usable Retry-After: wait 1x-2x this, without using up an attempt
+        # 429s a record may get without using up attempts. Past this, each further 429 counts as a failed attempt
+        # with the exponential backoff above, so a record the platform keeps refusing ends ``failed`` after
+        # MAX_ATTEMPTS more (and writes a bounded number of attempt rows) instead of retrying every second forever.
+        "MAX_RATE_LIMITED": 30,
     },
     # A drain job holds one account; it stops after MAX_SECONDS (and enqueues its successor) so that other
     # accounts get workers, and it waits in place only for retries due within MAX_WAIT seconds.
-    # COOLDOWN_AFTER_TIMEOUT: after a call that got no answer in time, the account waits this long before its next
-    # call, since the platform may still be working on the timed-out one (and would answer the next with 429).
+    # COOLDOWN_AFTER_TIMEOUT: after a call that got no answer in time, the platform may still be working on it
+    # (Points holds its per-merchant lock meanwhile and answers any other call with 429). The account then makes no
+    # call for this many seconds, and its first call after them is the resend of the timed-out record itself (same
+    # order number): "duplicate" means the timed-out call was awarded, 429 means the platform is still working on it
+    # (wait, ask again: still first), anything else settles it; only then do the account's other records go.
     "DRAIN": {"MAX_SECONDS": 60.0, "MAX_WAIT": 5.0, "COOLDOWN_AFTER_TIMEOUT": 2.0},
+    # What the shop's adapter may hand over for one order. An order over a limit is recorded ``rejected`` with the
+    # reason at checkout (its oversized part not stored); checkout itself never fails.
+    "LIMITS": {
+        "MAX_LINES": 5000,  # order lines (a wholesale order of 3,000 lines is still accepted)
+        "MAX_METADATA_BYTES": 32768,  # the adapter's metadata, as compact JSON (UTF-8)
+    },
     # EarningWorker runs the due/lease sweep this often (seconds); 0 turns it off (then cron points_reconcile).
     "SWEEP_INTERVAL": 5.0,
     # Prefix of every Redis key the app writes (locks, drain flags).

@@ -16,6 +16,7 @@ from functools import partial
 from typing import NamedTuple
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db import InterfaceError, OperationalError
 from django.db.models import Min
 from django.utils import timezone
 from redis.exceptions import LockError, RedisError
@@ -23,20 +24,31 @@ from redis.exceptions import LockError, RedisError
 from . import lifecycle, queueing, reversals
 from .call_thread import Answer, CallThread
 from .conf import get_settings
+from .heartbeat import Heartbeat
 from .models import EarningAttempt, EarningRecord, Reversal, Status, Trigger
 from .phones import mask_phone
 from .providers import get_backend
-from .providers.base import REJECTED, UNAUTHORIZED, UNAVAILABLE, BaseBackend, EarnResult, PlatformError
+from .providers.base import (
+    RATE_LIMITED,
+    REJECTED,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    BaseBackend,
+    EarnResult,
+    PlatformError,
+    scrub,
+)
 
 log = logging.getLogger("django_points_earn")
 
 
 class Sent(NamedTuple):
     """What one call did: the record's (or reversal's) new status, and whether the platform may still be working
-    on it (no answer within the timeout: its side of the call can outlive ours)."""
+    on it (no answer within the timeout: its side of the call can outlive ours); the record as saved."""
 
     status: str
     platform_may_be_busy: bool = False
+    record: EarningRecord | None = None
 
 
 @dataclass
@@ -95,7 +107,8 @@ def drain_account(account_name: str, *, trigger: str = Trigger.WORKER, actor: st
 
     drain = settings.drain
     deadline = time.monotonic() + float(drain["MAX_SECONDS"])
-    lock = queueing.account_lock(account, conn)
+    lease = float(settings.lease_seconds)
+    lock = queueing.account_lock(account, conn, ttl=lease)  # short, renewed by the heartbeat while we live
     while True:
         if not lock.acquire(blocking=False):
             report.busy = True
@@ -107,7 +120,10 @@ def drain_account(account_name: str, *, trigger: str = Trigger.WORKER, actor: st
                 # it re-checks its own lock before every call.)
                 report.busy = True
                 return report
-            _drain_locked(account_name, backend, lock, report, deadline, float(drain["MAX_WAIT"]), trigger, actor)
+            with Heartbeat(account_name, lock, lease_seconds=lease) as heartbeat:
+                _drain_locked(
+                    account_name, backend, lock, report, deadline, float(drain["MAX_WAIT"]), trigger, actor, heartbeat
+                )
         finally:
             try:
                 lock.release()
@@ -132,6 +148,7 @@ class _Prepared:
     record: EarningRecord
     attempt: EarningAttempt
     lock_refreshed: float = 0.0  # time.monotonic() when the account lock was last extended for this call
+    resend: bool = False  # the resend the account owes after a timeout (AccountState.resend_first)
 
 
 # A call prepared while the previous one was in flight starts when that one returns. If that took longer than this,
@@ -145,7 +162,7 @@ class _InFlight:
     answer: Future[Answer[_Prepared, EarnResult]]
 
 
-def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigger, actor) -> None:
+def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigger, actor, heartbeat) -> None:
     """Send the account's due work, one call at a time; the bookkeeping around a call overlaps the next call.
 
     While one earning's call is in flight (in the call thread), this thread claims the next record and writes its
@@ -156,37 +173,38 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
     lease = float(settings.lease_seconds)
     cooldown = float(settings.drain["COOLDOWN_AFTER_TIMEOUT"])
     inflight: _InFlight | None = None
+    ctx = _Context(backend, lock, lease, trigger, actor, report, heartbeat)
     with CallThread(account_name, partial(_earn, backend), _may_follow) as calls:
         try:
             while True:
                 if inflight is not None:
                     following = None
                     if time.monotonic() < deadline:
-                        following = _prepare_next(account_name, backend, lock, lease, trigger, actor, report)
+                        following = _prepare_next(account_name, ctx)
                     current, inflight = inflight, None  # from here on, _overlap answers for it
-                    inflight = _overlap(current, following, calls, lock, lease, report, cooldown, trigger)
+                    inflight = _overlap(current, following, calls, lock, lease, report, cooldown, trigger, heartbeat)
                     if report.paused:
                         return
                     continue
                 if time.monotonic() >= deadline:
                     return
-                paused, wait = lifecycle.account_gate(account_name)
-                if paused:
+                gate = lifecycle.account_gate(account_name)
+                if gate.paused:
                     report.paused = True
                     return
-                if wait:
-                    time.sleep(min(wait, max_wait))  # a timed-out call may still run on the platform's side
+                if gate.wait:
+                    time.sleep(min(gate.wait, max_wait))  # a timed-out call may still run on the platform's side
                     if not _still_ours(lock):
                         return
                     continue
-                due = next_due_record(account_name)
+                due, resend = _first_due(account_name, gate)
                 if due is None and (reversal_id := reversals.next_due(account_name)) is not None:
                     reversal = reversals.claim(reversal_id, lease_seconds=lease)
                     if reversal is not None and not _still_ours(lock):
                         reversals.release(reversal)
                         return
                     if reversal is not None:
-                        sent = send_reversal(reversal, backend, trigger=trigger, actor=actor)
+                        sent = _send_reversal_safely(reversal, backend, trigger, actor, heartbeat)
                         key = f"reversal_{sent.status}"
                         report.outcomes[key] = report.outcomes.get(key, 0) + 1
                         if sent.platform_may_be_busy:
@@ -202,29 +220,58 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
                     if not _still_ours(lock):
                         return
                     continue
-                prepared = _claim_and_prepare(due, backend, lock, lease, trigger, actor, report)
+                prepared = _claim_and_prepare(due, ctx)
                 if prepared is False:
                     return  # the account lock is gone
                 if prepared is not None:
+                    prepared.resend = resend
                     inflight = _InFlight(prepared, calls.start(prepared))
         finally:
             if inflight is not None:  # an error while a call was in flight: wait for it, record it if we can
-                _record_after_error(inflight, report, trigger, cooldown)
+                _record_after_error(inflight, report, trigger, cooldown, heartbeat)
 
 
-def _prepare_next(account_name, backend, lock, lease, trigger, actor, report) -> _Prepared | None:
+@dataclass
+class _Context:
+    """What claiming and preparing a record needs, for one drain."""
+
+    backend: BaseBackend
+    lock: object
+    lease: float
+    trigger: str
+    actor: str
+    report: DrainReport
+    heartbeat: Heartbeat
+
+
+def _first_due(account_name: str, gate: lifecycle.Gate) -> tuple[EarningRecord | None, bool]:
+    """The record the account's next call is for, and whether it is the resend owed after a timeout.
+
+    After a timeout the account owes the timed-out record's resend: it is due when the account's wait ends, and
+    goes before any other. If it is no longer waiting to be sent (settled meanwhile, or on a long backoff past its
+    429 budget), the account is let go and carries on with its other records.
+    """
+    if gate.resend_first is not None:
+        owed = _due(account_name).filter(pk=gate.resend_first).first()
+        if owed is not None:
+            return owed, True
+        lifecycle.let_go_resend(account_name, gate.resend_first)
+    return next_due_record(account_name), False
+
+
+def _prepare_next(account_name: str, ctx: _Context) -> _Prepared | None:
     """While a call is in flight: get the next due earning ready, if the account is free to go on."""
-    paused, wait = lifecycle.account_gate(account_name)
-    if paused or wait:
-        return None
+    gate = lifecycle.account_gate(account_name)
+    if gate.paused or gate.wait or gate.resend_first is not None:
+        return None  # a resend owed after a timeout goes by itself, first, on the plain path
     due = next_due_record(account_name)
     if due is None:
         return None  # nothing due, or only refunds: the plain path takes over once the call is in
-    prepared = _claim_and_prepare(due, backend, lock, lease, trigger, actor, report)
+    prepared = _claim_and_prepare(due, ctx)
     return prepared or None
 
 
-def _overlap(inflight, following, calls, lock, lease, report, cooldown, trigger) -> _InFlight | None:
+def _overlap(inflight, following, calls, lock, lease, report, cooldown, trigger, heartbeat) -> _InFlight | None:
     """Collect the call in flight with the following one queued behind it (the call thread starts it the moment
     the answer allows), then record the answer while the following call runs.
 
@@ -255,15 +302,16 @@ def _overlap(inflight, following, calls, lock, lease, report, cooldown, trigger)
     except BaseException:
         if (leftover := calls.take_back()) is not None:
             lifecycle.release(leftover.record, "the drain stopped before sending it", leftover.attempt)
-        _record_after_error(inflight, report, trigger, cooldown)  # also the call the call thread started after it
+        # also the call the call thread started after it
+        _record_after_error(inflight, report, trigger, cooldown, heartbeat)
         if started is not None and (answer is None or answer.following is None):
-            _record_after_error(started, report, trigger, cooldown)  # started by this thread
+            _record_after_error(started, report, trigger, cooldown, heartbeat)  # started by this thread
         raise
     try:
-        _record(inflight.prepared, result, report, trigger, cooldown)
+        _record(inflight.prepared, result, report, trigger, cooldown, heartbeat)
     except BaseException:
         if started is not None:
-            _record_after_error(started, report, trigger, cooldown)
+            _record_after_error(started, report, trigger, cooldown, heartbeat)
         raise
     return started
 
@@ -289,52 +337,104 @@ def _lock_is_stale(prepared: _Prepared) -> bool:
     return time.monotonic() - prepared.lock_refreshed > LOCK_REFRESH_AFTER
 
 
-def _claim_and_prepare(due, backend, lock, lease, trigger, actor, report) -> _Prepared | bool | None:
+def _claim_and_prepare(due: EarningRecord, ctx: _Context) -> _Prepared | bool | None:
     """Claim the record and write its attempt row (one transaction). None: nothing to send (taken, or settled
     without a call); False: the account lock is gone, so this drain must stop."""
     try:
-        lock.reacquire()  # our lock must outlive the call; if it is gone, someone else may be sending
+        ctx.lock.reacquire()  # our lock must outlive the call; if it is gone, someone else may be sending
     except RedisError:  # LockError, or Redis unreachable: we cannot tell it is still ours
         log.warning("account %s: lock lost before sending %s; handing over", due.account, due.order_number)
         return False
     locked_at = time.monotonic()
-    if (problem := _credentials_problem(backend)) is not None:
-        record = lifecycle.claim(due, lease_seconds=lease)
+    problem = NO_BODY if due.payload is None else _credentials_problem(ctx.backend)
+    if problem is not None:
+        record = lifecycle.claim(due, lease_seconds=ctx.lease)
         if record is not None:
-            _count(report, _settle_unsendable(record, problem, trigger))
+            _count(ctx.report, _settle_unsendable(record, problem, ctx.trigger))
         return None
-    claimed = lifecycle.claim_and_start_attempt(due, lease_seconds=lease, trigger=trigger, actor=actor)
+    claimed = lifecycle.claim_and_start_attempt(due, lease_seconds=ctx.lease, trigger=ctx.trigger, actor=ctx.actor)
     if claimed is None:
         return None  # an admin action or another claimant got it first
+    ctx.heartbeat.hold(claimed[0].lease_token)
     return _Prepared(*claimed, lock_refreshed=locked_at)
 
 
+# Defence in depth: nothing queues a record without a body (lifecycle.requeue refuses it), but one that is due
+# anyway is never sent as it is; it is rejected, and the account goes on.
+NO_BODY = "no request body to send (the earning was rejected before any call): correct it to send it again"
+
+
 def _earn(backend: BaseBackend, prepared: _Prepared) -> EarnResult:
+    """The call, in the call thread. Never raises: whatever goes wrong in it is this record's answer (its attempt
+    ends with the error, the record is retried with backoff as outcome unknown), not the end of the drain."""
     record = prepared.record
-    return backend.earn(
-        record.payload, request_id=str(prepared.attempt.request_id), outcome_unknown=record.outcome_unknown
-    )
+    try:
+        return backend.earn(
+            record.payload, request_id=str(prepared.attempt.request_id), outcome_unknown=record.outcome_unknown
+        )
+    except Exception as exc:
+        log.exception("earning %s/%s: the call failed inside this app", record.account, record.order_number)
+        return local_error("the call failed inside this app", exc)
 
 
-def _record(prepared: _Prepared, result: EarnResult, report: DrainReport, trigger: str, cooldown: float) -> None:
-    sent = finish(prepared, result, trigger=trigger)
+def local_error(what: str, exc: BaseException) -> EarnResult:
+    """An error of ours, not an answer: retried with backoff; unknown whether anything reached the platform."""
+    message = f"{what}: {type(exc).__name__}: {scrub(str(exc))}"[:1000]
+    return EarnResult(UNAVAILABLE, message=message, outcome_unknown=True, local_error=True)
+
+
+def _record(
+    prepared: _Prepared, result: EarnResult, report: DrainReport, trigger: str, cooldown: float, heartbeat=None
+) -> None:
+    token = prepared.record.lease_token
+    try:
+        sent = finish(prepared, result, trigger=trigger)
+    except (OperationalError, InterfaceError):
+        raise  # the database itself is failing, not this record: the drain stops, the lease brings it back
+    except Exception as exc:
+        log.exception("earning %s: could not record the answer %s", prepared.record.pk, result.status)
+        sent = _record_local_error(prepared, result, exc, token, trigger)
+    finally:
+        if heartbeat is not None:
+            heartbeat.drop(token)
     _count(report, sent)  # a blocked answer marks the report paused
+    account = prepared.record.account
     if sent.platform_may_be_busy:
-        lifecycle.mark_account_busy(prepared.record.account, cooldown)
+        lifecycle.mark_account_busy(account, cooldown, resend=sent.record)
+    elif prepared.resend:
+        if result.status == RATE_LIMITED and sent.record is not None:
+            lifecycle.hold_for_resend(account, sent.record)  # still working on the timed-out call: ask again
+        else:
+            lifecycle.let_go_resend(account, prepared.record.pk)
 
 
-def _record_after_error(inflight: _InFlight, report: DrainReport, trigger: str, cooldown: float) -> None:
+def _record_local_error(prepared: _Prepared, result: EarnResult, exc: Exception, token: str, trigger: str) -> Sent:
+    """Recording an answer failed with a bug of ours (never the platform's doing). If the record is still ours,
+    its attempt ends with that error and it is retried as outcome unknown (a resend of what may have been awarded
+    answers "duplicate"); if it moved on (e.g. a receiver of earning_awarded failed after the commit), it stays."""
+    record = prepared.record
+    current = EarningRecord.objects.filter(pk=record.pk).first()
+    if current is None or current.status != Status.SENDING or current.lease_token != token:
+        return Sent(current.status if current else "", record=current)
+    record.status, record.lease_token = Status.SENDING, token
+    error = local_error(f"the answer ({result.status}, HTTP {result.http_status}) could not be recorded", exc)
+    return finish(prepared, error, trigger=trigger)
+
+
+def _record_after_error(
+    inflight: _InFlight, report: DrainReport, trigger: str, cooldown: float, heartbeat=None
+) -> None:
     """The drain is failing with a call in flight: wait for its answer and try to record it (and the call's that
     followed it, if any). If that fails too, the record stays ``sending`` until its lease expires, and the sweep
     sends it again as outcome unknown."""
     try:
         answer = inflight.answer.result()
-        _record(inflight.prepared, answer.result, report, trigger, cooldown)
+        _record(inflight.prepared, answer.result, report, trigger, cooldown, heartbeat)
     except Exception:
         log.exception("earning %s: could not record the answer of the call in flight", inflight.prepared.record.pk)
         return
     if answer.following is not None:
-        _record_after_error(_InFlight(*answer.following), report, trigger, cooldown)
+        _record_after_error(_InFlight(*answer.following), report, trigger, cooldown, heartbeat)
 
 
 def _count(report: DrainReport, sent: Sent) -> None:
@@ -350,7 +450,8 @@ def prepare(record: EarningRecord, backend: BaseBackend, *, trigger: str, actor:
     A missing credential is an account problem found before any call: the record is settled (blocked) at once and
     the :class:`Sent` returned instead.
     """
-    if (problem := _credentials_problem(backend)) is not None:
+    problem = NO_BODY if record.payload is None else _credentials_problem(backend)
+    if problem is not None:
         return _settle_unsendable(record, problem, trigger)
     return _Prepared(record, lifecycle.start_attempt(record, trigger=trigger, actor=actor))
 
@@ -364,8 +465,9 @@ def _credentials_problem(backend: BaseBackend) -> str | None:
 
 
 def _settle_unsendable(record: EarningRecord, problem: str, trigger: str) -> Sent:
-    saved = lifecycle.complete(record, None, EarnResult(UNAUTHORIZED, message=problem), trigger=trigger)
-    return Sent(saved.status)
+    status = REJECTED if problem == NO_BODY else UNAUTHORIZED
+    saved = lifecycle.complete(record, None, EarnResult(status, message=problem), trigger=trigger)
+    return Sent(saved.status, record=saved)
 
 
 def finish(prepared: _Prepared, result: EarnResult, *, trigger: str) -> Sent:
@@ -383,7 +485,7 @@ def finish(prepared: _Prepared, result: EarnResult, *, trigger: str) -> Sent:
         result.duration_ms,
         f": {result.message}" if result.message else "",
     )
-    return Sent(saved.status, lifecycle.platform_may_be_busy(result))
+    return Sent(saved.status, lifecycle.platform_may_be_busy(result), saved)
 
 
 def send_claimed(record: EarningRecord, backend: BaseBackend, *, trigger: str, actor: str = "") -> Sent:
@@ -458,6 +560,25 @@ def send_reversal(reversal: Reversal, backend: BaseBackend, *, trigger: str, act
         f": {result.message}" if result.message else "",
     )
     return Sent(saved.status, lifecycle.platform_may_be_busy(result))
+
+
+def _send_reversal_safely(reversal: Reversal, backend: BaseBackend, trigger: str, actor: str, heartbeat) -> Sent:
+    """:func:`send_reversal` under the heartbeat; an exception of ours ends the refund's attempt with the error
+    (retried with backoff, outcome unknown) instead of ending the drain."""
+    token = reversal.lease_token
+    heartbeat.hold(token, reversal=True)
+    try:
+        return send_reversal(reversal, backend, trigger=trigger, actor=actor)
+    except (OperationalError, InterfaceError):
+        raise  # the database itself is failing, not this refund: the drain stops, the lease brings it back
+    except Exception as exc:
+        log.exception("refund %s: the call failed inside this app", reversal.pk)
+        attempt = EarningAttempt.objects.filter(reversal=reversal, finished_at__isnull=True).order_by("-number")
+        result = local_error("the refund failed inside this app", exc)
+        reversal.lease_token = token
+        return Sent(reversals.complete(reversal, attempt.first(), result, trigger=trigger).status)
+    finally:
+        heartbeat.drop(token, reversal=True)
 
 
 def _block_next(account_name: str, message: str, trigger: str) -> None:

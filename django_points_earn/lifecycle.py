@@ -7,16 +7,20 @@ move the same record) and written together with its audit entry. What a platform
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
 import random
 import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import IntegrityError, connections, router, transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from .conf import get_settings
 from .models import AccountState, EarningAttempt, EarningEvent, EarningRecord, Status, Trigger
@@ -73,13 +77,29 @@ def check(from_status: str, to_status: str) -> None:
 def retry_delay(attempts: int) -> float:
     """Exponential backoff with full jitter, capped, with a floor so a ~0 draw never hammers the platform."""
     policy = get_settings().retry
-    ceiling = min(float(policy["MAX_DELAY"]), float(policy["BASE_DELAY"]) * 2 ** max(0, attempts - 1))
-    return max(float(policy["MIN_DELAY"]), random.uniform(0, ceiling))
+    ceiling = min(float(policy["MAX_DELAY"]), float(policy["BASE_DELAY"]) * 2 ** min(max(0, attempts - 1), 64))
+    return clamp_delay(random.uniform(0, ceiling))
 
 
 def rate_limit_delay(retry_after: float | None = None) -> float:
-    base = retry_after if retry_after is not None else float(get_settings().retry["RATE_LIMIT_DELAY"])
-    return base * (1 + random.random())
+    """The wait after a 429: the platform's Retry-After if it gave a usable one, else RATE_LIMIT_DELAY; with jitter,
+    and always within [MIN_DELAY, MAX_DELAY] (``Retry-After: 0`` is no hot loop, ``inf`` or ``1e30`` no crash)."""
+    policy = get_settings().retry
+    base = retry_after if _finite(retry_after) else float(policy["RATE_LIMIT_DELAY"])
+    return clamp_delay(clamp_delay(base) * (1 + random.random()))
+
+
+def clamp_delay(seconds: float) -> float:
+    """Any wait, wherever it comes from, within RETRY's MIN_DELAY and MAX_DELAY (NaN: the floor)."""
+    policy = get_settings().retry
+    floor, cap = float(policy["MIN_DELAY"]), float(policy["MAX_DELAY"])
+    if not _finite(seconds):
+        return cap if seconds == float("inf") else floor
+    return min(cap, max(floor, float(seconds)))
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # -- creation (inside the shop's transaction) ------------------------------------------------------------------
@@ -266,6 +286,15 @@ def release(record: EarningRecord, note: str, attempt: EarningAttempt | None = N
     return bool(released)
 
 
+def renew_leases(tokens: list[str], *, lease_seconds: float) -> int:
+    """Extend the claims (earnings still ``sending`` under these lease tokens) of a live worker: the heartbeat that
+    keeps a long call from being taken for a dead worker's. Returns how many were extended."""
+    if not tokens:
+        return 0
+    expires = timezone.now() + timedelta(seconds=lease_seconds)
+    return EarningRecord.objects.filter(status=Status.SENDING, lease_token__in=tokens).update(lease_expires_at=expires)
+
+
 def extend_lease(record: EarningRecord, *, lease_seconds: float) -> bool:
     """Renew the claim of a record still ours (its lease token): for one prepared a while before its call."""
     expires = timezone.now() + timedelta(seconds=lease_seconds)
@@ -284,7 +313,7 @@ def blocks_account(result: EarnResult) -> bool:
 
 def platform_may_be_busy(result: EarnResult) -> bool:
     """No answer within the timeout: the platform's side of the call may still be running (and hold its lock)."""
-    return result.outcome_unknown and result.http_status is None
+    return result.outcome_unknown and result.http_status is None and not result.local_error
 
 
 def next_call_may_follow(result: EarnResult) -> bool:
@@ -305,16 +334,51 @@ def claim_and_start_attempt(
 
 
 def start_attempt(record: EarningRecord, *, trigger: str, actor: str = "") -> EarningAttempt:
-    """Committed before the HTTP call: a crash between the two leaves this row as evidence."""
-    number = EarningAttempt.objects.filter(record=record).count() + 1
+    """Committed before the HTTP call: a crash between the two leaves this row as evidence.
+
+    The body sent is stored whole on the first attempt, and again only when it changed (a correction, a member
+    id resolved on the way); the other attempts keep its SHA-256, which points at the attempt holding it
+    (:func:`attempt_body`). Retries under a 429 storm then add a few hundred bytes each, not a copy of the body.
+    """
+    digest = payload_digest(record.payload)
+    last = EarningAttempt.objects.filter(record=record).order_by("-number").values_list("number", "request_sha256")
+    previous = last.first()
+    number = previous[0] + 1 if previous else 1
+    same = previous is not None and previous[1] == digest
     return EarningAttempt.objects.create(
         record=record,
         number=number,
         trigger=trigger,
         actor=actor[:150],
-        request_body=record.payload,
+        request_body=None if same else record.payload,
+        request_sha256=digest,
         started_at=timezone.now(),
     )
+
+
+def payload_digest(payload: Any) -> str:
+    """SHA-256 of the body as canonical JSON: equal bodies, equal digests."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def attempt_body(attempt: EarningAttempt) -> tuple[Any, int | None]:
+    """What an attempt sent: its own stored body, or (for one that sent the same body again) the body of the latest
+    earlier attempt that stored it, and that attempt's number (``None`` when the attempt stored its own)."""
+    if attempt.request_body is not None or not attempt.request_sha256:
+        return attempt.request_body, None
+    holder = (
+        EarningAttempt.objects.filter(
+            record_id=attempt.record_id,
+            number__lt=attempt.number,
+            request_sha256=attempt.request_sha256,
+            request_body__isnull=False,
+        )
+        .order_by("-number")
+        .values_list("number", "request_body")
+        .first()
+    )
+    return (holder[1], holder[0]) if holder else (None, None)
 
 
 def complete(
@@ -384,14 +448,17 @@ def complete(
         to = Status.BLOCKED
         fields.update(response=result.body, next_attempt_at=None)
         pause_reason = result.message
-    elif result.status == results.RATE_LIMITED:
+    elif result.status == results.RATE_LIMITED and record.rate_limited < int(policy["MAX_RATE_LIMITED"]):
         to = Status.QUEUED
         fields.update(
             rate_limited=record.rate_limited + 1,  # a plain value: the write below requires our lease
             next_attempt_at=now + timedelta(seconds=rate_limit_delay(result.retry_after)),
         )
         note = ""  # not a failure: no audit entry, the attempt row is the trace
-    else:  # UNAVAILABLE: transient, counts as an attempt
+    else:  # UNAVAILABLE (or a 429 past the MAX_RATE_LIMITED budget): transient, counts as an attempt
+        if result.status == results.RATE_LIMITED:
+            fields["rate_limited"] = record.rate_limited + 1
+            result = _past_rate_limit_budget(result, record.rate_limited + 1)
         attempts = record.attempts + 1
         unknown = record.outcome_unknown or result.outcome_unknown
         fields.update(attempts=attempts, outcome_unknown=unknown, response=result.body)
@@ -405,7 +472,7 @@ def complete(
             fields["next_attempt_at"] = now + timedelta(seconds=delay)
             note = f"attempt {attempts} failed ({result.message}); retry in {delay:.0f}s"
 
-    if to != Status.QUEUED or result.status != results.RATE_LIMITED:
+    if note or to != Status.QUEUED:  # a 429 within its budget keeps the reason shown as it was
         fields["status_reason"] = note
     if result.payload_update:
         fields["payload"] = {**(record.payload or {}), **result.payload_update}
@@ -462,6 +529,17 @@ def _settle_from_known_id(record: EarningRecord) -> bool:
     return confirm_award(record, remote_id=remote_id, note=f"{source} gave the id of this order: awarded")
 
 
+def _past_rate_limit_budget(result: EarnResult, count: int) -> EarnResult:
+    """A 429 beyond RETRY["MAX_RATE_LIMITED"]: from now on it uses up attempts, with the exponential backoff."""
+    from dataclasses import replace
+
+    message = (
+        f"rate-limited {count} times, more than RETRY['MAX_RATE_LIMITED'] allows; each further 429 uses up an "
+        f"attempt ({result.message or 'HTTP 429'})"
+    )
+    return replace(result, message=message)
+
+
 def _as_written(record: EarningRecord, status: str, fields: dict[str, Any]) -> EarningRecord:
     """The record as the UPDATE just wrote it (every value in ``fields`` is plain), without reading it back."""
     record.status = status
@@ -511,6 +589,8 @@ def finish_attempt(attempt: EarningAttempt, result: EarnResult, now: datetime) -
 def _move(record: EarningRecord, from_status: str, to: str, fields: dict[str, Any], lease_token: str | None = None):
     check(from_status, to)
     qs = EarningRecord.objects.filter(pk=record.pk, status=from_status)
+    if to == Status.QUEUED and "payload" not in fields:
+        qs = qs.filter(payload__isnull=False)  # nothing without a body is ever queued to be sent
     if lease_token is not None:
         qs = qs.filter(lease_token=lease_token)
     return qs.update(status=to, **fields) == 1
@@ -589,13 +669,30 @@ def recover_expired_leases(*, account: str | None = None, batch: int = 500, trig
     return moved
 
 
+def cannot_resend(record: EarningRecord) -> str:
+    """Why this earning cannot be sent again as it is ("" if it can).
+
+    A record rejected before any call (the order data was refused at checkout) has no request body: sending it
+    "again" would send nothing (an empty body to Points, a crash on fabric). It can only be corrected, which
+    rebuilds the body from the corrected data.
+    """
+    if record.payload is None:
+        return gettext(
+            "it was rejected before anything was sent, so there is no request to send again: correct its details "
+            "(Correct customer details and send again), which rebuilds the request, or mark it resolved"
+        )
+    return ""
+
+
 def requeue(record: EarningRecord, *, trigger: str, actor: str = "", note: str = "") -> bool:
     """A human (or an account resume) sends a rejected, blocked or failed earning again, with a fresh budget.
 
-    ``outcome_unknown`` is kept: it is what lets a later "duplicate" answer count as awarded.
+    ``outcome_unknown`` is kept: it is what lets a later "duplicate" answer count as awarded. A record without a
+    request body is refused (:func:`cannot_resend`), also if it got one meanwhile only in another process's view:
+    the UPDATE itself requires the body.
     """
     now = timezone.now()
-    if record.status not in (Status.REJECTED, Status.BLOCKED, Status.FAILED):
+    if record.status not in (Status.REJECTED, Status.BLOCKED, Status.FAILED) or cannot_resend(record):
         return False
     with transaction.atomic():
         if not _move(
@@ -604,6 +701,7 @@ def requeue(record: EarningRecord, *, trigger: str, actor: str = "", note: str =
             Status.QUEUED,
             {
                 "attempts": 0,
+                "rate_limited": 0,
                 "next_attempt_at": now,
                 "completed_at": None,
                 "updated_at": now,
@@ -627,21 +725,53 @@ def is_paused(account: str) -> bool:
     return AccountState.objects.filter(pk=account, paused=True).exists()
 
 
-def account_gate(account: str) -> tuple[bool, float]:
-    """One query: whether the account is paused, and how many seconds its next call must still wait."""
-    state = AccountState.objects.filter(pk=account).values_list("paused", "busy_until").first()
+class Gate(NamedTuple):
+    paused: bool
+    wait: float  # seconds the account's next call must still wait
+    resend_first: int | None  # the earning whose resend must be the account's next call (after a timeout)
+
+
+def account_gate(account: str) -> Gate:
+    """One query: whether the account is paused, how long its next call must still wait, and which record (if any)
+    that call must be."""
+    state = AccountState.objects.filter(pk=account).values_list("paused", "busy_until", "resend_first").first()
     if state is None:
-        return False, 0.0
-    paused, busy_until = state
+        return Gate(False, 0.0, None)
+    paused, busy_until, resend_first = state
     wait = (busy_until - timezone.now()).total_seconds() if busy_until else 0.0
-    return paused, max(0.0, wait)
+    return Gate(paused, max(0.0, wait), resend_first)
 
 
-def mark_account_busy(account: str, seconds: float) -> None:
-    """A call timed out: the platform may be working on it for a while yet. Every worker holds back until then."""
-    until = timezone.now() + timedelta(seconds=seconds)
-    if not AccountState.objects.filter(pk=account).update(busy_until=until):
-        AccountState.objects.get_or_create(account=account, defaults={"busy_until": until})
+def mark_account_busy(account: str, seconds: float, *, resend: EarningRecord | None = None) -> None:
+    """A call timed out: the platform may be working on it for a while yet. Every worker holds back until then.
+
+    ``resend``: the earning whose call timed out. The account's first call after the wait is its resend (due then,
+    whatever its backoff said): the one call that cannot run into another earning's work on the platform, and the
+    one whose answer says what became of the timed-out call (a duplicate: awarded).
+    """
+    until = timezone.now() + timedelta(seconds=clamp_delay(seconds) if seconds > 0 else 0.0)
+    fields: dict[str, Any] = {"busy_until": until, "resend_first": resend.pk if resend is not None else None}
+    with transaction.atomic():
+        if resend is not None:
+            EarningRecord.objects.filter(pk=resend.pk, status=Status.QUEUED).update(next_attempt_at=until)
+        if not AccountState.objects.filter(pk=account).update(**fields):
+            AccountState.objects.get_or_create(account=account, defaults=fields)
+
+
+def hold_for_resend(account: str, record: EarningRecord) -> None:
+    """The resend after a timeout was answered 429 (the platform is still working on it): the account waits until
+    the record is due again, and the record stays first. Past its 429 budget it is on a long backoff: let go."""
+    if record.status == Status.QUEUED and record.next_attempt_at is not None and record.rate_limited:
+        budget = int(get_settings().retry["MAX_RATE_LIMITED"])
+        if record.rate_limited <= budget:
+            AccountState.objects.filter(pk=account).update(busy_until=record.next_attempt_at, resend_first=record.pk)
+            return
+    let_go_resend(account, record.pk)
+
+
+def let_go_resend(account: str, record_id: int) -> None:
+    """The account's first-after-a-timeout record got its answer (or is no longer waiting to be sent)."""
+    AccountState.objects.filter(pk=account, resend_first=record_id).update(resend_first=None)
 
 
 def resume_account(account: str, *, actor: str = "", trigger: str = Trigger.ADMIN) -> int:
@@ -711,6 +841,7 @@ def correct_and_requeue(
                 "phone": phone,
                 "total": request.total,
                 "attempts": 0,
+                "rate_limited": 0,
                 "next_attempt_at": now,
                 "completed_at": None,
                 "updated_at": now,

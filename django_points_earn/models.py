@@ -143,7 +143,10 @@ class EarningAttempt(models.Model):
     trigger = models.CharField(_("triggered by"), max_length=16, choices=Trigger.choices, default=Trigger.WORKER)
     actor = models.CharField(_("who"), max_length=150, blank=True)
     request_id = models.UUIDField(_("request id"), default=uuid.uuid4, editable=False)
+    # The body sent, stored whole on the first attempt and whenever it changed; the others keep only its SHA-256
+    # (``lifecycle.attempt_body`` finds the attempt that holds it), so retries do not copy the body each time.
     request_body = models.JSONField(_("sent"), null=True, blank=True)
+    request_sha256 = models.CharField(_("SHA-256 of the body sent"), max_length=64, blank=True)
     started_at = models.DateTimeField(_("started"))
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
     duration_ms = models.PositiveIntegerField(_("duration (ms)"), null=True, blank=True)
@@ -205,6 +208,9 @@ class AccountState(models.Model):
     # After a call that got no answer in time, the platform may still be working on it: no call of this account
     # before this moment, whichever worker (the database remembers it even if Redis loses the account lock).
     busy_until = models.DateTimeField(_("busy until"), null=True, blank=True)
+    # The record whose call timed out then: the account's first call after ``busy_until`` is its resend, so no
+    # other earning runs into the platform's work on it. Cleared once its resend got an answer.
+    resend_first = models.BigIntegerField(_("resend first (earning id)"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("account")

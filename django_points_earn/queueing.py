@@ -50,8 +50,12 @@ def lock_ttl(account: AccountConfig) -> float:
     return connect + read + 5
 
 
-def account_lock(account: AccountConfig, conn: Redis | None = None) -> Lock:
-    return Lock(conn or connection(), _key("lock", account.name), timeout=lock_ttl(account), thread_local=False)
+def account_lock(account: AccountConfig, conn: Redis | None = None, *, ttl: float | None = None) -> Lock:
+    """The account's lock. Without ``ttl`` it outlives one whole HTTP call (for a holder that makes one call and
+    does not renew it); a drain takes it for ``LEASE_SECONDS`` and renews it from its heartbeat, so a killed
+    worker's lock lapses within seconds."""
+    timeout = ttl if ttl is not None else lock_ttl(account)
+    return Lock(conn or connection(), _key("lock", account.name), timeout=timeout, thread_local=False)
 
 
 def job_id(account: str) -> str:

@@ -15,7 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DataError, transaction
 
 from . import lifecycle
-from .adapters import EarningRequest, InvalidEarningRequest, NothingToEarn, get_adapter, to_money
+from .adapters import DROPPED, EarningRequest, InvalidEarningRequest, NothingToEarn, get_adapter, to_money
 from .conf import get_settings
 from .models import EarningRecord, Status
 from .phones import InvalidPhone, mask_phone, normalize_ksa_mobile
@@ -76,6 +76,7 @@ def record_paid_order(order: Any) -> EarningRecord | None:
                 status, reason = Status.SKIPPED, str(exc)
             except InvalidEarningRequest as exc:
                 status, reason = Status.REJECTED, str(exc)
+                _drop_oversized(request, exc)
             except ImproperlyConfigured as exc:
                 # Recorded as queued without a payload would be sent by nobody: reject with the config error.
                 status, reason = Status.REJECTED, f"configuration error: {exc}"
@@ -114,6 +115,15 @@ def record_paid_order(order: Any) -> EarningRecord | None:
             f": {reason}" if reason else "",
         )
     return record
+
+
+def _drop_oversized(request: EarningRequest, exc: InvalidEarningRequest) -> None:
+    """An order refused for its size is not stored at that size: the reason says what was too large, the shop
+    still has the order itself."""
+    if exc.field == "metadata":
+        request.metadata = {DROPPED: f"not stored: {exc}"}
+    # Lines were read up to one over the limit (OrderAdapter.build_request): stored as read, so a correction
+    # (which rebuilds the request from what is stored) is refused for the same reason, never sent cut short.
 
 
 def _storable(value: Any) -> Any:

@@ -104,6 +104,12 @@ POINTS_EARN = {
     "SWEEP_INTERVAL": 1,
 }
 
+if env.bool("POINTS_TEST_PRODUCTION_TIMING", default=False):
+    # A worker subprocess on the library's own timing (HTTP timeouts, lease, sweep, retries), e.g. to measure what
+    # a SIGKILLed worker costs its account as a shop would see it.
+    for _key in ("HTTP_TIMEOUT", "LEASE_SECONDS", "RETRY", "DRAIN", "SWEEP_INTERVAL"):
+        POINTS_EARN.pop(_key)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

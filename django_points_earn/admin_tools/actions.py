@@ -16,6 +16,7 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from .. import lifecycle
 from ..adapters import InvalidEarningRequest
 from ..models import EarningRecord
 from . import operations
@@ -40,6 +41,11 @@ class ActionSpec:
     run: Callable[..., operations.Report]
     form_class: type[forms.Form] | None = None
     single: bool = False  # only one earning at a time (its own data is edited)
+    # Why this action cannot apply to an earning in one of ``states`` ("" if it can), shown on the confirmation.
+    refusal: Callable[[EarningRecord], str] | None = None
+
+    def applies(self, record: EarningRecord) -> bool:
+        return (not self.states or record.status in self.states) and not (self.refusal and self.refusal(record))
 
     @property
     def perm(self) -> str:
@@ -87,6 +93,7 @@ SPECS: dict[str, ActionSpec] = {
             done=gettext_lazy("Queued to be sent again: %(count)d."),
             states=operations.RETRYABLE,
             run=_retry,
+            refusal=lifecycle.cannot_resend,
         ),
         ActionSpec(
             name="verify",
@@ -184,8 +191,8 @@ def confirm_or_run(
         {
             "record": r,
             "badge": badge(r),
-            "reason": last_error(r),
-            "applies": not spec.states or r.status in spec.states,
+            "reason": (spec.refusal and spec.refusal(r)) or last_error(r),
+            "applies": spec.applies(r),
         }
         for r in records[:MAX_BULK]
     ]

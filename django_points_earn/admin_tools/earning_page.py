@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
+from .. import lifecycle
 from ..models import EarningAttempt, EarningEvent, EarningRecord, Status, Trigger
 from ..phones import mask_phone
 from .actions import SPECS
@@ -80,12 +81,35 @@ def timeline(record: EarningRecord, events: list[EarningEvent]) -> tuple[list[di
             "attempt": a,
             "requested_by": asked.get(a.pk, ""),
             "error": shown(a.error),
-            "sent": pretty_json(a.request_body),
+            "sent": _sent(a, attempts),
             "answer": pretty_text(a.response_body),
         }
         for a in attempts
     ]
     return rows, hidden
+
+
+def _sent(attempt: EarningAttempt, shown: list[EarningAttempt]) -> str:
+    """The body an attempt sent. One that sent the same body as an earlier attempt stores only its SHA-256: the
+    body is shown from the attempt that holds it, and says so."""
+    if attempt.request_body is not None or not attempt.request_sha256:
+        return pretty_json(attempt.request_body)
+    holder = next(
+        (
+            a
+            for a in reversed(shown)
+            if a.number < attempt.number and a.request_sha256 == attempt.request_sha256 and a.request_body is not None
+        ),
+        None,
+    )
+    body, number = (holder.request_body, holder.number) if holder else lifecycle.attempt_body(attempt)
+    if number is None:
+        return ""
+    same = _("the same body as attempt %(number)d (SHA-256 %(digest)s…)") % {
+        "number": number,
+        "digest": attempt.request_sha256[:12],
+    }
+    return f"{same}\n{pretty_json(body)}"
 
 
 def history(events: list[EarningEvent]) -> list[dict[str, Any]]:

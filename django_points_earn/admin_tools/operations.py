@@ -60,7 +60,10 @@ def retry(records: Iterable[EarningRecord], *, actor: str) -> Report:
     for record in others:
         report.refuse(record, _("only rejected, blocked or failed earnings can be sent again"))
     for record in ready:
-        if lifecycle.requeue(record, trigger=Trigger.ADMIN, actor=actor, note=f"sent again from the admin by {actor}"):
+        note = f"sent again from the admin by {actor}"
+        if why := lifecycle.cannot_resend(record):
+            report.refuse(record, why)  # no request body: only a correction can send it
+        elif lifecycle.requeue(record, trigger=Trigger.ADMIN, actor=actor, note=note):
             report.done.append(record)
         else:
             report.refuse(record, changed_meanwhile())

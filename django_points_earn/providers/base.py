@@ -9,6 +9,7 @@ queue, decided by the lifecycle from the result.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import threading
@@ -56,6 +57,18 @@ MAX_STORED_BODY = 20_000  # characters of a platform answer kept on the attempt
 MAX_BODY_BYTES = 5 * 2**20  # an answer larger than this is not an answer we can use
 
 
+def parse_retry_after(value: str | None) -> float | None:
+    """A Retry-After header in seconds, or ``None`` if absent or unusable (an HTTP date, ``inf``, ``nan``, text).
+    Negative values count as 0; the lifecycle clamps every delay within RETRY's MIN_DELAY and MAX_DELAY."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
 class PointsEarnError(Exception):
     """Base of the app's runtime errors (configuration errors are ``ImproperlyConfigured`` instead)."""
 
@@ -88,6 +101,9 @@ class EarnResult:
     # Fields the backend resolved on the way (e.g. fabric's profileId from a member lookup), to be kept on the
     # record's payload so the next attempt does not resolve them again. The lifecycle stores them.
     payload_update: dict[str, Any] = field(default_factory=dict)
+    # The call failed inside this app (an exception of ours, not an answer): the platform cannot be busy with it
+    # because of us, so the account needs no cooldown after it.
+    local_error: bool = False
 
     def __post_init__(self) -> None:
         if self.status not in RESULT_STATUSES:

@@ -41,6 +41,7 @@ from .base import (
     _read_bounded,
     cut,
     describe_exception,
+    parse_retry_after,
     remember_secret,
     scrub,
 )
@@ -687,11 +688,7 @@ def _decimal(value: Any) -> Decimal | None:
 
 
 def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
+    return parse_retry_after(response.headers.get("Retry-After"))
 
 
 class _MaskPhoneQuery:

@@ -25,6 +25,7 @@ from .base import (
     PlatformError,
     cut,
     describe_exception,
+    parse_retry_after,
     scrub,
     to_json_number,
 )
@@ -349,8 +350,4 @@ def _field_errors(body: Any) -> dict[str, list[str]]:
 
 
 def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
+    return parse_retry_after(response.headers.get("Retry-After"))
