@@ -215,6 +215,7 @@ class PointsSandbox(LedgerQueries):
         seed: int | None = None,
         cancel_approved: bool = False,
         refund_window_days: float | None = None,
+        approve_pending_after: float | None = None,
     ) -> None:
         self._state = threading.RLock()  # guards everything below; never held while sleeping
         self._keys: dict[str, _Key] = {}
@@ -228,6 +229,9 @@ class PointsSandbox(LedgerQueries):
         self.points_per_sar = Decimal(str(points_per_sar))
         self.cancel_approved = cancel_approved
         self.refund_window_days = refund_window_days
+        # Seconds after which a pending customer's earning is approved as if they had activated (None: only on
+        # activate()); approve_due_pending() applies it, the HTTP sandbox's webhook pusher calls it every tick.
+        self.approve_pending_after = approve_pending_after
         self._rng = random.Random(seed)
         # uuids are reproducible when seeded; a separate generator keeps fault rolls independent of them.
         self._uuid_rng = random.Random(seed) if seed is not None else None
@@ -612,6 +616,33 @@ class PointsSandbox(LedgerQueries):
                     activated.append(_order_resource(self._award(m, p.data, p.total_points, now), now))
         return activated
 
+    def approve_due_pending(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Approve every pending earning older than ``approve_pending_after`` seconds, as if its customer had
+        activated (an approved order with a uuid, an ``approved`` event). The phone itself stays pending, so its
+        next earning waits as long. Returns the approved orders as OrderResource dicts."""
+        if self.approve_pending_after is None:
+            return []
+        now = now or _now()
+        cutoff = now - timedelta(seconds=float(self.approve_pending_after))
+        approved = []
+        with self._state:
+            for m in self._merchants.values():
+                for p in [p for p in m.pending if p.created_at <= cutoff]:
+                    m.pending.remove(p)
+                    approved.append(_order_resource(self._award(m, p.data, p.total_points, now), now))
+        return approved
+
+    def approve_all_pending(self) -> list[dict[str, Any]]:
+        """Approve every pending earning now, whatever its age (``points_sandbox --approve-pending``)."""
+        approved = []
+        with self._state:
+            now = _now()
+            for m in self._merchants.values():
+                for p in list(m.pending):
+                    m.pending.remove(p)
+                    approved.append(_order_resource(self._award(m, p.data, p.total_points, now), now))
+        return approved
+
     # -- events -------------------------------------------------------------------------------------------
 
     def _emit(self, m: _Merchant, event: str, order: _Order, **extra: Any) -> None:
@@ -645,7 +676,7 @@ class PointsSandbox(LedgerQueries):
 
     def control(self, method: str, path: str, headers: Mapping[str, str], body: bytes | str | None) -> SandboxResponse:
         """Test-side endpoints: ``GET /ledger``, ``GET /events?since=N``, ``POST /faults``, ``/script``,
-        ``/reset``, ``/merchants``, ``/activate``. Answers never contain an API key."""
+        ``/reset``, ``/merchants``, ``/activate``, ``/approve-pending``. Answers never contain an API key."""
         parts = urlsplit(path)
         route = (method.upper(), parts.path.rstrip("/") or "/")
         data, bad = _parse_body(_as_bytes(body))
@@ -672,6 +703,8 @@ class PointsSandbox(LedgerQueries):
                 return self._control_merchant(data)
             if route == ("POST", "/activate"):
                 return _json(200, {"orders": self.activate(str(data.get("phone", "")))})
+            if route == ("POST", "/approve-pending"):
+                return _json(200, {"orders": self.approve_all_pending()})
         except (TypeError, ValueError, KeyError) as exc:
             return _json(400, {"ok": False, "error": str(exc)})
         return _json(404, {"ok": False, "error": f"no control endpoint {route[0]} {route[1]}"})
