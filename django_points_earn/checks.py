@@ -30,12 +30,13 @@ def account_keys(provider: str) -> set[str]:
 
 
 def close_match(key: str, known: set[str] | list[str]) -> str | None:
-    """The known key ``key`` is most likely a typo of (``APIKEY`` -> ``API_KEY``), if any."""
+    """The known key ``key`` is most likely a typo of (``APIKEY`` -> ``API_KEY``), if any; case is ignored."""
+    by_upper = {k.upper(): k for k in known}
     folded = {k.replace("_", "").upper(): k for k in known}
     if key.replace("_", "").upper() in folded:
         return folded[key.replace("_", "").upper()]
-    found = get_close_matches(key.upper(), sorted(known), n=1, cutoff=0.75)
-    return found[0] if found else None
+    found = get_close_matches(key.upper(), sorted(by_upper), n=1, cutoff=0.75)
+    return by_upper[found[0]] if found else None
 
 
 @checks.register(TAG)
@@ -76,7 +77,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     for name, conf in accounts.items():
         errors += _check_account(name, conf)
 
-    errors += _check_import("ORDER_ADAPTER", raw.get("ORDER_ADAPTER"), required=True, id="points_earn.E005")
+    fields = raw.get("ORDER_FIELDS")
+    errors += _check_import("ORDER_ADAPTER", raw.get("ORDER_ADAPTER"), required=not fields, id="points_earn.E005")
+    if fields is not None:
+        errors += _check_order_fields(fields)
     if raw.get("ORDER_PAID_SIGNAL"):
         errors += _check_import("ORDER_PAID_SIGNAL", raw["ORDER_PAID_SIGNAL"], required=False, id="points_earn.E006")
 
@@ -174,6 +178,36 @@ def _check_import(key: str, path: Any, *, required: bool, id: str) -> list[check
     if key == "ORDER_PAID_SIGNAL" and not hasattr(obj, "connect"):
         return [checks.Error(f"{setting_path(key)} = {path!r} is not a signal.", id=id)]
     return []
+
+
+def _check_order_fields(fields: Any) -> list[checks.CheckMessage]:
+    from .adapters import ORDER_FIELD_KEYS, REQUIRED_ORDER_FIELDS
+
+    path = setting_path("ORDER_FIELDS")
+    if not isinstance(fields, dict):
+        return [checks.Error(f"{path} must be a dict of dotted paths.", id="points_earn.E011")]
+    errors: list[checks.CheckMessage] = []
+    for key in REQUIRED_ORDER_FIELDS:
+        if not fields.get(key):
+            errors.append(
+                checks.Error(
+                    f'{path}["{key}"] is missing: where the order keeps its {key}.',
+                    hint='e.g. {"number": "number", "phone": "customer.phone", "total": "total"}',
+                    id="points_earn.E011",
+                )
+            )
+    for key, value in fields.items():
+        if key not in ORDER_FIELD_KEYS:
+            match = close_match(str(key), set(ORDER_FIELD_KEYS))
+            guess = f': did you mean "{match}"?' if match else f"; known: {', '.join(ORDER_FIELD_KEYS)}."
+            errors.append(checks.Warning(f'{path} has an unknown key "{key}"{guess}', id="points_earn.W004"))
+        elif value is not None and (not isinstance(value, str) or not all(value.split("."))):
+            errors.append(
+                checks.Error(
+                    f'{path}["{key}"] = {value!r} is not a dotted path like "customer.phone".', id="points_earn.E011"
+                )
+            )
+    return errors
 
 
 def _check_timing(raw: dict[str, Any]) -> list[checks.CheckMessage]:

@@ -20,7 +20,12 @@ PROVIDERS = ("points", "fabric")
 
 DEFAULTS: dict[str, Any] = {
     "ACCOUNTS": {},
+    # Dotted path of your OrderAdapter subclass; not needed when ORDER_FIELDS says where the fields are.
     "ORDER_ADAPTER": None,
+    # The declarative adapter: where the order keeps each field, as dotted paths from the order, e.g.
+    # {"number": "number", "phone": "customer.phone", "total": "total", "lines": "lines", "line_name": "product.name"}.
+    # "number", "phone" and "total" are required; the keys are listed in adapters.ORDER_FIELD_KEYS.
+    "ORDER_FIELDS": None,
     # Dotted path of a signal the shop already sends when an order is paid (instead of our ``order_paid``).
     "ORDER_PAID_SIGNAL": None,
     # RQ queue (a name in RQ_QUEUES) the earning jobs go to.
