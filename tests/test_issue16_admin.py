@@ -34,3 +34,11 @@ def test_awarded_earning_with_a_refund_counts_its_calls_and_names_the_refund(adm
     assert "awarded" in rows[0] and "points taken back" not in rows[0]
     assert "points taken back" in rows[1] and ">awarded<" not in rows[1]  # the refund did not award anything
     assert "RMA-9" in rows[1]  # and says which refund it was
+
+
+def test_the_list_names_its_count_failed_attempts(admin_client, place_order, points_api):
+    place_order("SO-ATT2")
+    settle()
+    text = admin_client.get("/admin/django_points_earn/earningrecord/").content.decode()
+    assert "Failed attempts" in text and "column-failed_attempts" in text
+    assert ">Attempts<" not in text  # an awarded earning's 0 no longer reads as "no call was made"
