@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "HTTP_TIMEOUT": (3.05, 10.0),
     # How long a claimed record may stay ``sending`` before a sweep treats its worker as dead.
     "LEASE_SECONDS": 60,
+    # Retries of transient failures (timeouts, 5xx): exponential backoff with full jitter.
     "RETRY": {
         "MAX_ATTEMPTS": 8,  # attempts that failed transiently before a record becomes ``failed``
         "BASE_DELAY": 5.0,  # seconds; the n-th retry waits up to BASE_DELAY * 2**(n-1) (full jitter)
@@ -54,14 +55,17 @@ DEFAULTS: dict[str, Any] = {
 
 PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
     "points": {
+        # The contract's production host; Points' own sandbox is https://sandbox.papp.sa/api/v1, and
+        # `manage.py points_sandbox` serves a local one on http://127.0.0.1:8765/api/v1.
         "BASE_URL": "https://business.papp.sa/api/v1",
         # Points does not document what a resent order_number returns once its lock is released; these
         # are the answers recognised as "this order_number exists already" (status codes and message words).
-        "DUPLICATE_STATUS_CODES": (400, 409, 422),
+        "DUPLICATE_STATUS_CODES": (400, 409, 422),  # 409 always counts
+        # words in such an answer's body that mean "exists already"
         "DUPLICATE_MARKERS": ("already been taken", "already exists", "duplicate", "already used"),
     },
     # fabric publishes no token endpoint, no duplicate answer and no error bodies for Loyalty: every such point is
-    # a setting (shared/providers/fabric.md). The required ones have no default because they are per tenant.
+    # a setting (docs/platforms/fabric.md). The required ones have no default because they are per tenant.
     "fabric": {
         "BASE_URL": None,  # e.g. https://<tenant>-loyalty.fabric.zone/api, from fabric
         "TOKEN_URL": None,  # e.g. https://<tenant>.login.fabric.inc/oauth2/<authServerId>/v1/token
@@ -84,17 +88,18 @@ PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
         # Shipping has no field in /v2/earn: "item" sends it as one more item (totalAmountPaid is then what the
         # customer paid); "exclude" leaves it out.
         "SHIPPING": "item",
-        "SHIPPING_SKU": "SHIPPING",
-        "UOM": "unit",
+        "SHIPPING_SKU": "SHIPPING",  # the SKU of that shipping item
+        "UOM": "unit",  # the items' unit of measure (UOM)
         "FETCH_UPDATED_TOTALS": False,  # fetchUpdatedMemberPointTotals (1 makes fabric compute the balance)
         "SET_TO_PENDING": False,  # setToPending: points stay Pending for the program's pending period
         # /v2/earn/reverse limits these two to 3-15 characters; the entity defaults to ENTITY_REFERENCE.
         "REVERSE_TRANSACTION_TYPE": "RETURN",
-        "REVERSE_ENTITY_REFERENCE": None,
+        "REVERSE_ENTITY_REFERENCE": None,  # entityReference of a reversal (default: ENTITY_REFERENCE)
         "ISSUE_AUDIT_USER": None,  # issueAuditUser, e.g. "web-shop"
         # fabric does not document its duplicate answer: these are recognised as "this reference exists"
         # (409 always counts).
         "DUPLICATE_STATUS_CODES": (400, 409, 422),
+        # words in such an answer's body that mean "exists already"
         "DUPLICATE_MARKERS": ("duplicate", "already exists", "already been", "already processed"),
     },
 }

@@ -1,6 +1,7 @@
 """An in-memory, stateful fake of the Points (papp.sa) earning API, with fault injection and a ledger.
 
-It plays the published contract (``providers/points.md``), not any particular client's habits: Laravel-style
+It plays the published contract (Points' API docs; their gaps: ``docs/platforms/points.md``), not any particular
+client's habits: Laravel-style
 validation, HTTP 400 for auth failures, the per-merchant lock that answers 429, duplicate ``order_number``
 rejection (the code is configurable because the docs do not give it), pending customers, lookups and refunds.
 Tests assert on its ledger: how many times each ``order_number`` was credited and whether calls overlapped.
