@@ -13,7 +13,7 @@ from io import StringIO
 
 import pytest
 from django.conf import settings
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from django_points_earn.conf import clear_cache
@@ -180,3 +180,23 @@ def test_approve_pending_on_a_command(shop_on_sandbox, place_order):
     call_command("points_sandbox", "--approve-pending", "--port", shop_on_sandbox.port, stdout=out)
     assert "approved 0 pending earning(s)" in out.getvalue()
     wait_for(lambda: EarningRecord.objects.get(pk=record.pk).status == Status.AWARDED)
+
+
+def test_a_refund_and_a_cancellation_made_in_the_dashboard_reach_the_shop(shop_on_sandbox, place_order):
+    """`points_sandbox --refund/--cancel` play the merchant's Points dashboard: the shop hears of it by webhook."""
+    place_order("SO-E2E-4", lines=[("Dates", "100.00", 1)])
+    place_order("SO-E2E-5", lines=[("Kahwa", "40.00", 1)])
+    settle()
+    out = StringIO()
+    port = shop_on_sandbox.port
+    call_command("points_sandbox", "--refund", "SO-E2E-4", "--amount", "25", "--port", port, stdout=out)
+    call_command("points_sandbox", "--cancel", "SO-E2E-5", "--port", port, stdout=out)
+    assert "SO-E2E-4 is partially_refunded on the sandbox" in out.getvalue()
+    assert "SO-E2E-5 is cancelled on the sandbox" in out.getvalue()
+    refunded = EarningRecord.objects.get(order_number="SO-E2E-4")
+    wait_for(lambda: refunded.reversal_set.exists())
+    reversal = refunded.reversal_set.get()
+    assert (reversal.source, reversal.points) == ("platform", 250)
+    wait_for(lambda: EarningRecord.objects.get(order_number="SO-E2E-5").status == Status.REVERSED)
+    with pytest.raises(CommandError, match="no approved order 'SO-NOPE'"):
+        call_command("points_sandbox", "--cancel", "SO-NOPE", "--port", port, stdout=StringIO())

@@ -644,6 +644,31 @@ class PointsSandbox(LedgerQueries):
                     approved.append(_order_resource(self._award(m, p.data, p.total_points, now), now))
         return approved
 
+    def dashboard(self, action: str, order_number: str, *, amount: Any = None, reason: str | None = None) -> dict:
+        """What a merchant does in the Points dashboard: ``refund`` (all, or ``amount``) or ``cancel`` the newest
+        order with ``order_number``, whatever client made it. Fires the ``refunded`` / ``cancelled`` webhook event.
+        Returns the OrderResource; raises ValueError with the platform's message when it refuses."""
+        if action not in ("refund", "cancel"):
+            raise ValueError(f"unknown dashboard action {action!r}: refund or cancel")
+        body: dict[str, Any] = {"reason": reason or f"{action}ed in the Points dashboard"}
+        if amount is not None:
+            body["amount"] = amount
+        with self._state:
+            found = [(m, m.orders[order_number][-1]) for m in self._merchants.values() if m.orders.get(order_number)]
+            if not found:
+                raise ValueError(f"no approved order {order_number!r} on the sandbox")
+            m, order = found[-1]
+            cancel_approved, self.cancel_approved = self.cancel_approved, True  # the dashboard may cancel it
+            try:
+                handler = self._refund if action == "refund" else self._cancel
+                answer = handler(m, {"uuid": order.uuid}, json.dumps(body).encode(), False)
+            finally:
+                self.cancel_approved = cancel_approved
+        data = json.loads(answer.body)
+        if answer.status != 200:
+            raise ValueError(data.get("message") or f"HTTP {answer.status}")
+        return data.get("data", data)
+
     # -- events -------------------------------------------------------------------------------------------
 
     def _emit(self, m: _Merchant, event: str, order: _Order, **extra: Any) -> None:
@@ -677,7 +702,8 @@ class PointsSandbox(LedgerQueries):
 
     def control(self, method: str, path: str, headers: Mapping[str, str], body: bytes | str | None) -> SandboxResponse:
         """Test-side endpoints: ``GET /ledger``, ``GET /events?since=N``, ``POST /faults``, ``/script``,
-        ``/reset``, ``/merchants``, ``/activate``, ``/approve-pending``. Answers never contain an API key."""
+        ``/reset``, ``/merchants``, ``/activate``, ``/approve-pending``, ``/dashboard``. Answers never contain an API
+        key."""
         parts = urlsplit(path)
         route = (method.upper(), parts.path.rstrip("/") or "/")
         data, bad = _parse_body(_as_bytes(body))
@@ -706,6 +732,14 @@ class PointsSandbox(LedgerQueries):
                 return _json(200, {"orders": self.activate(str(data.get("phone", "")))})
             if route == ("POST", "/approve-pending"):
                 return _json(200, {"orders": self.approve_all_pending()})
+            if route == ("POST", "/dashboard"):
+                order = self.dashboard(
+                    str(data.get("action", "")),
+                    str(data.get("order_number", "")),
+                    amount=data.get("amount"),
+                    reason=data.get("reason"),
+                )
+                return _json(200, {"order": order})
         except (TypeError, ValueError, KeyError) as exc:
             return _json(400, {"ok": False, "error": str(exc)})
         return _json(404, {"ok": False, "error": f"no control endpoint {route[0]} {route[1]}"})

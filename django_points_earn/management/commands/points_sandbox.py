@@ -11,6 +11,8 @@ Points sends them (``X-Webhook-Secret``, ``X-Webhook-Event``). A pending custome
 
     manage.py points_sandbox --activate 0500000003      # that customer activates their account
     manage.py points_sandbox --approve-pending          # every pending earning is approved
+    manage.py points_sandbox --refund A-1001 --amount 20  # a refund made in the Points dashboard
+    manage.py points_sandbox --cancel A-1001            # an order cancelled in the Points dashboard
 """
 
 from __future__ import annotations
@@ -97,6 +99,9 @@ class Command(BaseCommand):
         ask = parser.add_argument_group("ask a running sandbox (on --host/--port), then exit")
         ask.add_argument("--activate", metavar="PHONE", help="this pending customer activates: approved webhooks")
         ask.add_argument("--approve-pending", action="store_true", help="approve every pending earning now")
+        ask.add_argument("--refund", metavar="ORDER_NUMBER", help="refund it as in the Points dashboard: refunded")
+        ask.add_argument("--amount", help="with --refund: the amount refunded (default: all that is left)")
+        ask.add_argument("--cancel", metavar="ORDER_NUMBER", help="cancel it as in the Points dashboard: cancelled")
         parser.add_argument("--points-per-sar", type=float, default=10)
         parser.add_argument("--seed", type=int, help="seed for fault rolls and uuids (reproducible runs)")
         parser.add_argument("--latency-ms", type=float, default=0)
@@ -137,7 +142,7 @@ class Command(BaseCommand):
             )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["activate"] or options["approve_pending"]:
+        if options["activate"] or options["approve_pending"] or options["refund"] or options["cancel"]:
             self.ask_running(options)
             return
         keys = dict(parse_api_key(v) for v in options["api_keys"] or [f"{DEFAULT_KEY}={DEFAULT_MERCHANT}"])
@@ -255,6 +260,11 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         if options["activate"]:
             path, body = "/activate", {"phone": options["activate"]}
+        elif options["refund"] or options["cancel"]:
+            action = "refund" if options["refund"] else "cancel"
+            path, body = "/dashboard", {"action": action, "order_number": options["refund"] or options["cancel"]}
+            if options["amount"]:
+                body["amount"] = options["amount"]
         else:
             path, body = "/approve-pending", {}
         host = f"[{host}]" if ":" in host else host
@@ -266,6 +276,12 @@ class Command(BaseCommand):
         data = answer.json() if answer.headers.get("Content-Type", "").startswith("application/json") else {}
         if answer.status_code != 200:
             raise CommandError(f"the sandbox refused: {data.get('error') or answer.status_code}")
+        if "order" in data:
+            order = data["order"]
+            self.stdout.write(
+                f"{order['order_number']} is {order['order_status']} on the sandbox (its webhook follows)"
+            )
+            return
         orders = data.get("orders", [])
         self.stdout.write(f"approved {len(orders)} pending earning(s): " + ", ".join(o["order_number"] for o in orders))
 
