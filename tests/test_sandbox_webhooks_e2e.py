@@ -200,3 +200,32 @@ def test_a_refund_and_a_cancellation_made_in_the_dashboard_reach_the_shop(shop_o
     wait_for(lambda: EarningRecord.objects.get(order_number="SO-E2E-5").status == Status.REVERSED)
     with pytest.raises(CommandError, match="no approved order 'SO-NOPE'"):
         call_command("points_sandbox", "--cancel", "SO-NOPE", "--port", port, stdout=StringIO())
+
+
+def test_the_printed_settings_work_as_pasted_for_points_and_fabric(place_order):
+    """The snippet the sandbox prints, pasted as it is: `check` is clean and both platforms award an order."""
+    from django_points_earn.checks import check_settings
+
+    adapter = settings.POINTS_EARN["ORDER_ADAPTER"]
+    sandbox = Sandbox("--fabric-member", "966512345678")
+    try:
+        wait_for(lambda: "Any Saudi mobile" in sandbox.output, seconds=10, work=False)
+        out = sandbox.output
+        snippet = out[out.index("POINTS_EARN = {") : out.index("\n\nAny Saudi mobile")]
+        namespace: dict = {}
+        exec(snippet, namespace)  # noqa: S102 (what the sandbox printed for a shop to paste)
+        conf = namespace["POINTS_EARN"]
+        with override_settings(POINTS_EARN=conf, DEBUG=True):  # http:// to a loopback sandbox: a DEBUG setup
+            clear_cache()
+            assert check_settings() == []
+            # The test shop's orders keep the phone on the order: its adapter reads them (ORDER_FIELDS is shown).
+            with override_settings(POINTS_EARN={**conf, "ORDER_ADAPTER": adapter}):
+                clear_cache()
+                place_order("SO-SNIP-1", account="main")
+                place_order("SO-SNIP-2", account="boutique")
+                settle()
+                states = dict(EarningRecord.objects.values_list("order_number", "status"))
+        assert states == {"SO-SNIP-1": Status.AWARDED, "SO-SNIP-2": Status.AWARDED}
+    finally:
+        sandbox.stop()
+        clear_cache()
