@@ -3,6 +3,7 @@
 #   make admin   Django admin on http://127.0.0.1:8000/admin/ over the last demo's database (demo / demo)
 #   make test    the test suite (scripts/test.sh)
 #   make lint    ruff
+#   make docs    the settings reference regenerated from the code, then the docs site (mkdocs build --strict) in site/
 #   make bench   every benchmark at full size, ~30 min on 2 cores (BENCH_ARGS=--record appends to docs/benchmarks.md)
 #   make bench-quick   each benchmark at a small size (CI): fails on a correctness check, never on a timing
 #   make chaos   2,000 orders while workers are killed, Redis loses its data and the platform misbehaves
@@ -13,8 +14,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Rebuilt (pip install again) only when pyproject.toml changes.
 STAMP := $(VENV)/.installed-from-pyproject
+DOCS_STAMP := $(VENV)/.installed-docs-from-pyproject
 
-.PHONY: venv demo admin test lint bench bench-quick chaos chaos-quick
+.PHONY: venv demo admin test lint docs bench bench-quick chaos chaos-quick
 
 venv: $(STAMP)
 
@@ -58,6 +60,16 @@ test: venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
+
+$(DOCS_STAMP): pyproject.toml | $(STAMP)
+	$(PY) -m pip install -e ".[test,docs]"
+	@touch $@
+
+# Warnings (a broken link or anchor, a missing page) fail the build. tests/test_docs.py fails first when
+# docs/settings.md is stale; here it is simply regenerated.
+docs: venv $(DOCS_STAMP)
+	$(PY) scripts/settings_reference.py
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 # Benchmarks need PostgreSQL (POSTGRES_URL, as for make test) and start their own Redis, sandbox and workers.
 # The admin benchmark (benchmarks/admin_bench.py) keeps its 1,000,000-row database between runs: run it by itself.

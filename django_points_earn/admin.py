@@ -35,7 +35,7 @@ class EarningRecordAdmin(admin.ModelAdmin):
         "phone_masked",
         "total",
         "points",
-        "attempts",
+        "failed_attempts",
         "age",
         "last_error",
     )
@@ -104,6 +104,10 @@ class EarningRecordAdmin(admin.ModelAdmin):
     @admin.display(description=gettext_lazy("phone"))
     def phone_masked(self, obj: EarningRecord) -> str:
         return mask_phone(obj.phone)
+
+    @admin.display(description=gettext_lazy("failed attempts"), ordering="attempts")
+    def failed_attempts(self, obj: EarningRecord) -> int:
+        return obj.attempts  # the retry budget used, not the calls made (those are on the earning's page)
 
     @admin.display(description=gettext_lazy("age"), ordering="created_at")
     def age(self, obj: EarningRecord) -> str:

@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
+from difflib import get_close_matches
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings as django_settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS, PROVIDERS, REQUIRED_KEYS, setting_path
+from .conf import DEFAULTS, PROVIDER_DEFAULTS, PROVIDERS, REQUIRED_KEYS, setting_path
 
 TAG = "points_earn"
+# Keys an account of any platform may have, on top of its platform's defaults and required keys.
+COMMON_ACCOUNT_KEYS = ("PROVIDER", "BASE_URL", "HTTP_TIMEOUT")
+PLATFORM_ACCOUNT_KEYS = {"points": ("API_KEY", "WEBHOOK_SECRET"), "fabric": ()}
+
+
+def account_keys(provider: str) -> set[str]:
+    """Every key an account of ``provider`` understands (derived from conf, so a new setting is known at once)."""
+    return {
+        *COMMON_ACCOUNT_KEYS,
+        *PLATFORM_ACCOUNT_KEYS.get(provider, ()),
+        *REQUIRED_KEYS.get(provider, ()),
+        *PROVIDER_DEFAULTS.get(provider, {}),
+    }
+
+
+def close_match(key: str, known: set[str] | list[str]) -> str | None:
+    """The known key ``key`` is most likely a typo of (``APIKEY`` -> ``API_KEY``), if any; case is ignored."""
+    by_upper = {k.upper(): k for k in known}
+    folded = {k.replace("_", "").upper(): k for k in known}
+    if key.replace("_", "").upper() in folded:
+        return folded[key.replace("_", "").upper()]
+    found = get_close_matches(key.upper(), sorted(by_upper), n=1, cutoff=0.75)
+    return by_upper[found[0]] if found else None
 
 
 @checks.register(TAG)
@@ -28,7 +53,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         return [checks.Error(f"POINTS_EARN must be a dict, not {type(raw).__name__}.", id="points_earn.E001")]
     unknown = sorted(set(raw) - set(DEFAULTS))
     if unknown:
-        errors.append(checks.Warning(f"POINTS_EARN has unknown keys: {', '.join(unknown)}.", id="points_earn.W002"))
+        guesses = [f'"{k}" (did you mean "{m}"?)' if (m := close_match(k, set(DEFAULTS))) else k for k in unknown]
+        errors.append(checks.Warning(f"POINTS_EARN has unknown keys: {', '.join(guesses)}.", id="points_earn.W002"))
+    if not apps.is_installed("django_rq"):
+        errors.append(
+            checks.Error(
+                '"django_rq" is not in INSTALLED_APPS: earnings would be recorded but never sent.',
+                hint='INSTALLED_APPS = [..., "django_rq", "django_points_earn"] (and RQ_QUEUES for its Redis).',
+                id="points_earn.E010",
+            )
+        )
 
     accounts = raw.get("ACCOUNTS")
     if not accounts or not isinstance(accounts, dict):
@@ -43,7 +77,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     for name, conf in accounts.items():
         errors += _check_account(name, conf)
 
-    errors += _check_import("ORDER_ADAPTER", raw.get("ORDER_ADAPTER"), required=True, id="points_earn.E005")
+    fields = raw.get("ORDER_FIELDS")
+    errors += _check_import("ORDER_ADAPTER", raw.get("ORDER_ADAPTER"), required=not fields, id="points_earn.E005")
+    if fields is not None:
+        errors += _check_order_fields(fields)
     if raw.get("ORDER_PAID_SIGNAL"):
         errors += _check_import("ORDER_PAID_SIGNAL", raw["ORDER_PAID_SIGNAL"], required=False, id="points_earn.E006")
 
@@ -74,15 +111,24 @@ def _check_account(name: str, conf: Any) -> list[checks.CheckMessage]:
             )
         ]
     errors: list[checks.CheckMessage] = []
+    known = account_keys(provider)
+    typos = {k: close_match(str(k), known) for k in conf if k not in known}
     for key in REQUIRED_KEYS[provider]:
         if not conf.get(key):
+            typo = next((k for k, match in typos.items() if match == key), None)
+            hint = "Read it from the environment; never commit it."
+            if typo is not None:
+                hint = f'{setting_path("ACCOUNTS", name)} has "{typo}": did you mean "{key}"? ' + hint
             errors.append(
                 checks.Error(
-                    f"{setting_path('ACCOUNTS', name, key)} is missing or empty.",
-                    hint="Read it from the environment; never commit it.",
-                    id="points_earn.E004",
+                    f"{setting_path('ACCOUNTS', name, key)} is missing or empty.", hint=hint, id="points_earn.E004"
                 )
             )
+    for key, match in sorted(typos.items(), key=lambda item: str(item[0])):
+        guess = f': did you mean "{match}"?' if match else "."
+        errors.append(
+            checks.Warning(f'{setting_path("ACCOUNTS", name)} has an unknown key "{key}"{guess}', id="points_earn.W003")
+        )
     from .conf import get_settings
 
     try:
@@ -99,7 +145,7 @@ def _check_account(name: str, conf: Any) -> list[checks.CheckMessage]:
         from .providers.fabric_reverse import identity_errors
 
         errors += [
-            checks.Error(message, hint="Refunds would be refused until it is changed.", id="points_earn.E010")
+            checks.Error(message, hint="Refunds would be refused until it is changed.", id="points_earn.E012")
             for message in identity_errors(name, account.options)
         ]
         urls.append(("TOKEN_URL", str(account.option("TOKEN_URL") or ""), "the client secret"))
@@ -138,6 +184,36 @@ def _check_import(key: str, path: Any, *, required: bool, id: str) -> list[check
     if key == "ORDER_PAID_SIGNAL" and not hasattr(obj, "connect"):
         return [checks.Error(f"{setting_path(key)} = {path!r} is not a signal.", id=id)]
     return []
+
+
+def _check_order_fields(fields: Any) -> list[checks.CheckMessage]:
+    from .adapters import ORDER_FIELD_KEYS, REQUIRED_ORDER_FIELDS
+
+    path = setting_path("ORDER_FIELDS")
+    if not isinstance(fields, dict):
+        return [checks.Error(f"{path} must be a dict of dotted paths.", id="points_earn.E011")]
+    errors: list[checks.CheckMessage] = []
+    for key in REQUIRED_ORDER_FIELDS:
+        if not fields.get(key):
+            errors.append(
+                checks.Error(
+                    f'{path}["{key}"] is missing: where the order keeps its {key}.',
+                    hint='e.g. {"number": "number", "phone": "customer.phone", "total": "total"}',
+                    id="points_earn.E011",
+                )
+            )
+    for key, value in fields.items():
+        if key not in ORDER_FIELD_KEYS:
+            match = close_match(str(key), set(ORDER_FIELD_KEYS))
+            guess = f': did you mean "{match}"?' if match else f"; known: {', '.join(ORDER_FIELD_KEYS)}."
+            errors.append(checks.Warning(f'{path} has an unknown key "{key}"{guess}', id="points_earn.W004"))
+        elif value is not None and (not isinstance(value, str) or not all(value.split("."))):
+            errors.append(
+                checks.Error(
+                    f'{path}["{key}"] = {value!r} is not a dotted path like "customer.phone".', id="points_earn.E011"
+                )
+            )
+    return errors
 
 
 def _check_timing(raw: dict[str, Any]) -> list[checks.CheckMessage]:

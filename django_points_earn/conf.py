@@ -20,7 +20,12 @@ PROVIDERS = ("points", "fabric")
 
 DEFAULTS: dict[str, Any] = {
     "ACCOUNTS": {},
+    # Dotted path of your OrderAdapter subclass; not needed when ORDER_FIELDS says where the fields are.
     "ORDER_ADAPTER": None,
+    # The declarative adapter: where the order keeps each field, as dotted paths from the order, e.g.
+    # {"number": "number", "phone": "customer.phone", "total": "total", "lines": "lines", "line_name": "product.name"}.
+    # "number", "phone" and "total" are required; the keys are listed in adapters.ORDER_FIELD_KEYS.
+    "ORDER_FIELDS": None,
     # Dotted path of a signal the shop already sends when an order is paid (instead of our ``order_paid``).
     "ORDER_PAID_SIGNAL": None,
     # RQ queue (a name in RQ_QUEUES) the earning jobs go to.
@@ -32,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     # the record, however long the call takes; so a killed worker holds up its account for about LEASE_SECONDS
     # plus one SWEEP_INTERVAL (8 + 5 s by default), not a whole HTTP timeout.
     "LEASE_SECONDS": 8,
+    # Retries of transient failures (timeouts, 5xx): exponential backoff with full jitter.
     "RETRY": {
         "MAX_ATTEMPTS": 8,  # attempts that failed transiently before a record becomes ``failed``
         "BASE_DELAY": 5.0,  # seconds; the n-th retry waits up to BASE_DELAY * 2**(n-1) (full jitter)
@@ -70,17 +76,20 @@ DEFAULTS: dict[str, Any] = {
 
 PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
     "points": {
+        # The contract's production host; Points' own sandbox is https://sandbox.papp.sa/api/v1, and
+        # `manage.py points_sandbox` serves a local one on http://127.0.0.1:8765/api/v1.
         "BASE_URL": "https://business.papp.sa/api/v1",
         # Points does not document what a resent order_number returns once its lock is released; these
         # are the answers recognised as "this order_number exists already" (status codes and message words).
-        "DUPLICATE_STATUS_CODES": (400, 409, 422),
+        "DUPLICATE_STATUS_CODES": (400, 409, 422),  # 409 always counts
+        # words in such an answer's body that mean "exists already"
         "DUPLICATE_MARKERS": ("already been taken", "already exists", "duplicate", "already used"),
         # HTTP 400 is both Points' key error ("Invalid or inactive API key", "API key is required") and a business
         # refusal: only a 400 whose message has one of these words pauses the account; any other 400 is rejected.
         "AUTH_ERROR_MARKERS": ("api key",),
     },
     # fabric publishes no token endpoint, no duplicate answer and no error bodies for Loyalty: every such point is
-    # a setting (shared/providers/fabric.md). The required ones have no default because they are per tenant.
+    # a setting (docs/platforms/fabric.md). The required ones have no default because they are per tenant.
     "fabric": {
         "BASE_URL": None,  # e.g. https://<tenant>-loyalty.fabric.zone/api, from fabric
         "TOKEN_URL": None,  # e.g. https://<tenant>.login.fabric.inc/oauth2/<authServerId>/v1/token
@@ -103,8 +112,8 @@ PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
         # Shipping has no field in /v2/earn: "item" sends it as one more item (totalAmountPaid is then what the
         # customer paid); "exclude" leaves it out.
         "SHIPPING": "item",
-        "SHIPPING_SKU": "SHIPPING",
-        "UOM": "unit",
+        "SHIPPING_SKU": "SHIPPING",  # the SKU of that shipping item
+        "UOM": "unit",  # the items' unit of measure (UOM)
         "FETCH_UPDATED_TOTALS": False,  # fetchUpdatedMemberPointTotals (1 makes fabric compute the balance)
         "SET_TO_PENDING": False,  # setToPending: points stay Pending for the program's pending period
         # fabric documents /v2/earn/reverse as cancelling ALL points of the earn. A partial refund is therefore
@@ -114,13 +123,14 @@ PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
         # earning is recorded as reversed, never as partially reversed.
         "PARTIAL_REVERSALS": "refuse",
         # /v2/earn/reverse limits these two to 3-15 characters (the earn's entity may have up to 100); the entity
-        # defaults to ENTITY_REFERENCE. Never cut to fit: manage.py check names the one to set (points_earn.E010).
+        # defaults to ENTITY_REFERENCE. Never cut to fit: manage.py check names the one to set (points_earn.E012).
         "REVERSE_TRANSACTION_TYPE": "RETURN",
-        "REVERSE_ENTITY_REFERENCE": None,
+        "REVERSE_ENTITY_REFERENCE": None,  # entityReference of a reversal (default: ENTITY_REFERENCE)
         "ISSUE_AUDIT_USER": None,  # issueAuditUser, e.g. "web-shop"
         # fabric does not document its duplicate answer: these are recognised as "this reference exists"
         # (409 always counts).
         "DUPLICATE_STATUS_CODES": (400, 409, 422),
+        # words in such an answer's body that mean "exists already"
         "DUPLICATE_MARKERS": ("duplicate", "already exists", "already been", "already processed"),
     },
 }

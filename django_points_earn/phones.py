@@ -37,10 +37,20 @@ def normalize_ksa_mobile(raw: object) -> str:
             text = text[len(prefix) :]
             break
     if len(text) != 9:
-        raise InvalidPhone(f"phone number has {len(text)} digits after the country code; a Saudi mobile has 9")
+        raise InvalidPhone(_length_message(text))
     if not _KSA_MOBILE.fullmatch(text):
         raise InvalidPhone("phone number is not a Saudi mobile (it must start with 5 after the country code)")
     return text
+
+
+def _length_message(digits: str) -> str:
+    """Too short or too long for the form it is written in (``05…`` 10 digits, ``966…`` 12, ``00966…`` 14, else 9)."""
+    expected = next((9 + len(p) for p in ("00966", "966", "0") if digits.startswith(p)), 9)
+    how = "too short" if len(digits) < expected else "too long"
+    return (
+        f"phone number is {how} ({len(digits)} digits) to be a Saudi mobile: a Saudi mobile has 9 digits "
+        "(5XXXXXXXX), written 05XXXXXXXX or +966 5XXXXXXXX"
+    )
 
 
 def mask_phone(phone: str | None) -> str:

@@ -33,8 +33,8 @@ def _lines(*specs):
 ADAPTER_CASES = [
     ("phone-empty", {"phone": ""}, {}, Status.REJECTED, "no phone number"),
     ("phone-spaces-only", {"phone": "   "}, {}, Status.REJECTED, "no phone number"),
-    ("phone-too-short", {"phone": "05123"}, {}, Status.REJECTED, "has 5 digits"),
-    ("phone-too-long", {"phone": "0512345678901"}, {}, Status.REJECTED, "has 13 digits"),
+    ("phone-too-short", {"phone": "05123"}, {}, Status.REJECTED, "too short (5 digits)"),
+    ("phone-too-long", {"phone": "0512345678901"}, {}, Status.REJECTED, "too long (13 digits)"),
     ("phone-landline", {"phone": "0112345678"}, {}, Status.REJECTED, "not a Saudi mobile"),
     ("phone-uae", {"phone": "+971 50 123 4567"}, {}, Status.REJECTED, "not Saudi"),
     ("phone-uk", {"phone": "+44 7700 900123"}, {}, Status.REJECTED, "not Saudi"),

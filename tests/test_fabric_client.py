@@ -1013,7 +1013,7 @@ def test_reverse_identities_that_fabric_would_refuse_are_named_at_check_time():
     path = 'POINTS_EARN["ACCOUNTS"]["fabric"]'
     found = check_ids(ENTITY_REFERENCE="Company LIBERTY CENTER")
     assert (
-        "points_earn.E010",
+        "points_earn.E012",
         f"{path}[\"ENTITY_REFERENCE\"] is 'Company LIBERTY CENTER' (22 characters) and is also the reversal's "
         "entityReference, where fabric's /v2/earn/reverse takes 3 to 15: set "
         f'{path}["REVERSE_ENTITY_REFERENCE"] to the entity fabric uses for returns.',
@@ -1021,14 +1021,14 @@ def test_reverse_identities_that_fabric_would_refuse_are_named_at_check_time():
     assert not [
         i
         for i, _ in check_ids(ENTITY_REFERENCE="Company LIBERTY CENTER", REVERSE_ENTITY_REFERENCE="LIBERTY")
-        if i == "points_earn.E010"
+        if i == "points_earn.E012"
     ]
     for key, value in (("REVERSE_ENTITY_REFERENCE", "LI"), ("REVERSE_TRANSACTION_TYPE", "RETURN-FROM-WEBSHOP")):
-        messages = [m for i, m in check_ids(**{key: value}) if i == "points_earn.E010"]
+        messages = [m for i, m in check_ids(**{key: value}) if i == "points_earn.E012"]
         assert messages == [
             f'{path}["{key}"] is {value!r} ({len(value)} characters); fabric\'s /v2/earn/reverse takes 3 to 15.'
         ]
-    assert not [i for i, _ in check_ids() if i == "points_earn.E010"]  # the test account is fine
+    assert not [i for i, _ in check_ids() if i == "points_earn.E012"]  # the test account is fine
 
 
 def test_plain_http_token_url_warns():

@@ -12,8 +12,9 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince
+from django.utils.translation import gettext as _
 
-from ..models import EarningRecord, Status
+from ..models import EarningAttempt, EarningRecord, Status
 from ..phones import mask_phone, mask_phones_in_text
 from ..providers.base import scrub
 
@@ -110,3 +111,17 @@ def pretty_text(text: str) -> str:
         return pretty_json(json.loads(text))
     except ValueError:
         return shown(text)
+
+
+def attempt_outcome(attempt: EarningAttempt) -> str:
+    """What an attempt did, in the merchant's words. A refund's call is answered in the providers' earn vocabulary
+    (``awarded`` means the platform accepted it), so it is named for what it did: the points were taken back."""
+    if not attempt.outcome:
+        return _("in flight")
+    if attempt.reversal_id is None:
+        return attempt.outcome
+    return {
+        "awarded": _("points taken back"),
+        "rejected": _("refund refused"),
+        "abandoned": _("refund call abandoned"),
+    }.get(attempt.outcome, _("refund: %(outcome)s") % {"outcome": attempt.outcome})

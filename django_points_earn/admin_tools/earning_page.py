@@ -12,7 +12,7 @@ from .. import lifecycle
 from ..models import EarningAttempt, EarningEvent, EarningRecord, Status, Trigger
 from ..phones import mask_phone
 from .actions import SPECS
-from .display import badge, pretty_json, pretty_text, shown
+from .display import attempt_outcome, badge, pretty_json, pretty_text, shown
 from .filters import PLATFORM_NAMES
 
 TIMELINE_LIMIT = 100  # the newest attempts and state changes shown; a 429 storm can leave hundreds
@@ -23,7 +23,9 @@ def _field(record: EarningRecord, name: str, value: Any = None) -> tuple[str, An
     return label[:1].upper() + label[1:], getattr(record, name) if value is None else value
 
 
-def summary(record: EarningRecord) -> list[tuple[str, Any]]:
+def summary(record: EarningRecord, calls: int | None = None) -> list[tuple[str, Any]]:
+    """The earning's facts. ``calls``: how many attempt rows it has (earn and refund calls); the record's own
+    ``attempts`` counts only the failed ones (the retry budget), so it is shown as "Failed attempts"."""
     return [
         _field(record, "account"),
         _field(record, "provider", PLATFORM_NAMES.get(record.provider, record.provider)),
@@ -32,7 +34,8 @@ def summary(record: EarningRecord) -> list[tuple[str, Any]]:
         _field(record, "phone", mask_phone(record.phone) or "—"),
         _field(record, "total"),
         _field(record, "points"),
-        _field(record, "attempts"),
+        (_("Attempts"), record.attempts if calls is None else calls),
+        (_("Failed attempts"), record.attempts),
         _field(record, "rate_limited"),
         _field(record, "outcome_unknown", _("yes") if record.outcome_unknown else _("no")),
         _field(record, "next_attempt_at"),
@@ -69,7 +72,11 @@ def requested_by(attempts: list[EarningAttempt], events: list[EarningEvent]) -> 
 
 def timeline(record: EarningRecord, events: list[EarningEvent]) -> tuple[list[dict[str, Any]], int]:
     """The newest attempts, oldest first, each with its body and answer ready to show; and how many are hidden."""
-    attempts = list(EarningAttempt.objects.filter(record=record).order_by("-number")[: TIMELINE_LIMIT + 1])
+    attempts = list(
+        EarningAttempt.objects.filter(record=record)
+        .select_related("reversal")
+        .order_by("-number")[: TIMELINE_LIMIT + 1]
+    )
     hidden = 0
     if len(attempts) > TIMELINE_LIMIT:
         hidden = EarningAttempt.objects.filter(record=record).count() - TIMELINE_LIMIT
@@ -80,6 +87,8 @@ def timeline(record: EarningRecord, events: list[EarningEvent]) -> tuple[list[di
         {
             "attempt": a,
             "requested_by": asked.get(a.pk, ""),
+            "outcome": attempt_outcome(a),
+            "refund_id": a.reversal.refund_id if a.reversal_id else "",
             "error": shown(a.error),
             "sent": _sent(a, attempts),
             "answer": pretty_text(a.response_body),
@@ -155,7 +164,7 @@ def context(request: HttpRequest, record: EarningRecord) -> dict[str, Any]:
     return {
         "record": record,
         "badge": badge(record),
-        "summary": summary(record),
+        "summary": summary(record, calls=len(attempts) + hidden_attempts),
         "remote": remote(record),
         "reason": shown(record.status_reason),
         "order_json": pretty_json(record.request),

@@ -25,7 +25,7 @@ from .. import __version__
 from ..adapters import EarningRequest
 from ..conf import AccountConfig, all_secret_values
 
-# The result vocabulary (DESIGN.md "Providers").
+# The result vocabulary (docs/design.md, "The result vocabulary of the providers").
 AWARDED = "awarded"
 PENDING_ACTIVATION = "pending_activation"
 DUPLICATE = "duplicate"

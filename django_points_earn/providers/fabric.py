@@ -1,4 +1,4 @@
-"""fabric Loyalty: ``POST /v2/earn``, ``GET /v2/earn/get-transaction``, ``GET /v1/members`` (providers/fabric.md).
+"""fabric Loyalty: ``POST /v2/earn``, ``GET /v2/earn/get-transaction``, ``GET /v1/members`` (docs/platforms/fabric.md).
 
 Every call carries an OAuth bearer token from the account's client credentials (:mod:`.fabric_token`), refreshed
 once on a 401 and the call sent once more. fabric documents neither its token endpoint nor its error answers, so

@@ -1,6 +1,7 @@
 """The body of fabric's ``POST /v2/earn``, built from the provider-neutral request with exact amounts.
 
-fabric validates four identities (shared/providers/fabric.md §2.1), with no documented rounding or tolerance:
+fabric validates four identities (its earn reference; docs/platforms/fabric.md), with no documented rounding or
+tolerance:
 
 1. ``totalAmountPaid == transactionGrossAmount - discountValue``
 2. ``netAmount == transactionGrossAmount - totalTax - discountValue``

@@ -1,4 +1,4 @@
-"""Points (papp.sa): ``POST /v1/orders/earning`` and ``GET /v1/orders/{uuid}`` (see shared/providers/points.md)."""
+"""Points (papp.sa): ``POST /v1/orders/earning`` and ``GET /v1/orders/{uuid}`` (docs/platforms/points.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A faithful local fake of the loyalty platforms, for demos, staging and tests (DESIGN.md, "The sandbox").
+"""A faithful local fake of the loyalty platforms, for demos, staging and tests (docs/sandbox.md).
 
 ``PointsSandbox`` and ``FabricSandbox`` are the platforms themselves (state, validation, faults, ledger);
 ``SandboxServer``/``serve`` put them on a loopback HTTP port; ``register_responses`` and

@@ -1,8 +1,9 @@
 """An in-memory, stateful fake of fabric Loyalty's earn API, with fault injection and a ledger.
 
-It plays the published contract (``providers/fabric.md``) and makes every gap a setting, since fabric does not
-publish them: the token endpoint (grant style, lifetime), the status of a validation error (422 or 400, always with
-an ``errors`` map), the duplicate answer, whether ``discountValue`` must be an integer, partial reversals.
+It plays the published contract (fabric's Loyalty API reference; its gaps: ``docs/platforms/fabric.md``) and
+makes every gap a setting, since fabric does not publish them: the token endpoint (grant style, lifetime), the
+status of a validation error (422 or 400, always with an ``errors`` map), the duplicate answer, whether
+``discountValue`` must be an integer, partial reversals.
 Where the contract is silent the sandbox chooses, and says so: Get Members answers a list for a search (one
 object for ``profileId``/``loyaltyNumber``), members belong to the whole sandbox (one club), and an earn needs a
 known ``profileId``.

@@ -1,7 +1,8 @@
 """What the fabric sandbox accepts: request parsing, the validation rules and the four identities, the envelope.
 
 The messages follow Django REST framework's wording (fabric's ``errors`` is "a dictionary of lists", inferred to
-be DRF's shape); the rules are those of providers/fabric.md, and where it is silent the choice is said here.
+be DRF's shape); the rules are those of fabric's reference (docs/platforms/fabric.md), and where it is silent
+the choice is said here.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """An in-memory, stateful fake of the Points (papp.sa) earning API, with fault injection and a ledger.
 
-It plays the published contract (``providers/points.md``), not any particular client's habits: Laravel-style
+It plays the published contract (Points' API docs; their gaps: ``docs/platforms/points.md``), not any particular
+client's habits: Laravel-style
 validation, HTTP 400 for auth failures, the per-merchant lock that answers 429, duplicate ``order_number``
 rejection (the code is configurable because the docs do not give it), pending customers, lookups and refunds.
 Tests assert on its ledger: how many times each ``order_number`` was credited and whether calls overlapped.
@@ -222,6 +223,7 @@ class PointsSandbox(LedgerQueries):
         cancel_approved: bool = False,
         refund_window_days: float | None = None,
         refund_without_amount: str = "remaining",
+        approve_pending_after: float | None = None,
     ) -> None:
         self._state = threading.RLock()  # guards everything below; never held while sleeping
         self._keys: dict[str, _Key] = {}
@@ -236,6 +238,9 @@ class PointsSandbox(LedgerQueries):
         self.cancel_approved = cancel_approved
         self.refund_window_days = refund_window_days
         self.refund_without_amount = refund_without_amount
+        # Seconds after which a pending customer's earning is approved as if they had activated (None: only on
+        # activate()); approve_due_pending() applies it, the HTTP sandbox's webhook pusher calls it every tick.
+        self.approve_pending_after = approve_pending_after
         self._rng = random.Random(seed)
         # uuids are reproducible when seeded; a separate generator keeps fault rolls independent of them.
         self._uuid_rng = random.Random(seed) if seed is not None else None
@@ -622,6 +627,58 @@ class PointsSandbox(LedgerQueries):
                     activated.append(_order_resource(self._award(m, p.data, p.total_points, now), now))
         return activated
 
+    def approve_due_pending(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Approve every pending earning older than ``approve_pending_after`` seconds, as if its customer had
+        activated (an approved order with a uuid, an ``approved`` event). The phone itself stays pending, so its
+        next earning waits as long. Returns the approved orders as OrderResource dicts."""
+        if self.approve_pending_after is None:
+            return []
+        now = now or _now()
+        cutoff = now - timedelta(seconds=float(self.approve_pending_after))
+        approved = []
+        with self._state:
+            for m in self._merchants.values():
+                for p in [p for p in m.pending if p.created_at <= cutoff]:
+                    m.pending.remove(p)
+                    approved.append(_order_resource(self._award(m, p.data, p.total_points, now), now))
+        return approved
+
+    def approve_all_pending(self) -> list[dict[str, Any]]:
+        """Approve every pending earning now, whatever its age (``points_sandbox --approve-pending``)."""
+        approved = []
+        with self._state:
+            now = _now()
+            for m in self._merchants.values():
+                for p in list(m.pending):
+                    m.pending.remove(p)
+                    approved.append(_order_resource(self._award(m, p.data, p.total_points, now), now))
+        return approved
+
+    def dashboard(self, action: str, order_number: str, *, amount: Any = None, reason: str | None = None) -> dict:
+        """What a merchant does in the Points dashboard: ``refund`` (all, or ``amount``) or ``cancel`` the newest
+        order with ``order_number``, whatever client made it. Fires the ``refunded`` / ``cancelled`` webhook event.
+        Returns the OrderResource; raises ValueError with the platform's message when it refuses."""
+        if action not in ("refund", "cancel"):
+            raise ValueError(f"unknown dashboard action {action!r}: refund or cancel")
+        body: dict[str, Any] = {"reason": reason or f"{action}ed in the Points dashboard"}
+        if amount is not None:
+            body["amount"] = amount
+        with self._state:
+            found = [(m, m.orders[order_number][-1]) for m in self._merchants.values() if m.orders.get(order_number)]
+            if not found:
+                raise ValueError(f"no approved order {order_number!r} on the sandbox")
+            m, order = found[-1]
+            cancel_approved, self.cancel_approved = self.cancel_approved, True  # the dashboard may cancel it
+            try:
+                handler = self._refund if action == "refund" else self._cancel
+                answer = handler(m, {"uuid": order.uuid}, json.dumps(body).encode(), False)
+            finally:
+                self.cancel_approved = cancel_approved
+        data = json.loads(answer.body)
+        if answer.status != 200:
+            raise ValueError(data.get("message") or f"HTTP {answer.status}")
+        return data.get("data", data)
+
     # -- events -------------------------------------------------------------------------------------------
 
     def _emit(self, m: _Merchant, event: str, order: _Order, **extra: Any) -> None:
@@ -655,7 +712,8 @@ class PointsSandbox(LedgerQueries):
 
     def control(self, method: str, path: str, headers: Mapping[str, str], body: bytes | str | None) -> SandboxResponse:
         """Test-side endpoints: ``GET /ledger``, ``GET /events?since=N``, ``POST /faults``, ``/script``,
-        ``/reset``, ``/merchants``, ``/activate``. Answers never contain an API key."""
+        ``/reset``, ``/merchants``, ``/activate``, ``/approve-pending``, ``/dashboard``. Answers never contain an API
+        key."""
         parts = urlsplit(path)
         route = (method.upper(), parts.path.rstrip("/") or "/")
         data, bad = _parse_body(_as_bytes(body))
@@ -682,6 +740,16 @@ class PointsSandbox(LedgerQueries):
                 return self._control_merchant(data)
             if route == ("POST", "/activate"):
                 return _json(200, {"orders": self.activate(str(data.get("phone", "")))})
+            if route == ("POST", "/approve-pending"):
+                return _json(200, {"orders": self.approve_all_pending()})
+            if route == ("POST", "/dashboard"):
+                order = self.dashboard(
+                    str(data.get("action", "")),
+                    str(data.get("order_number", "")),
+                    amount=data.get("amount"),
+                    reason=data.get("reason"),
+                )
+                return _json(200, {"order": order})
         except (TypeError, ValueError, KeyError) as exc:
             return _json(400, {"ok": False, "error": str(exc)})
         return _json(404, {"ok": False, "error": f"no control endpoint {route[0]} {route[1]}"})

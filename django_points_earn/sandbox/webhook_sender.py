@@ -33,6 +33,7 @@ class Delivery:
     seq: int
     status: int
     tries: int
+    order_number: str = ""
 
 
 class WebhookSender:
@@ -79,20 +80,36 @@ class WebhookSender:
             status = self.transport(hook["url"], body, headers)
             if 200 <= status < 300:
                 break
-        return Delivery(url=hook["url"], event=event["event"], seq=event["seq"], status=status, tries=tries)
+        order_number = str((event["payload"].get("order") or {}).get("order_number", ""))
+        return Delivery(hook["url"], event["event"], event["seq"], status, tries, order_number)
 
 
 class WebhookPusher(threading.Thread):
-    """Delivers new events every ``interval`` seconds until stopped (the HTTP sandbox's background sender)."""
+    """Every ``interval`` seconds until stopped: approves the pending earnings that came due
+    (``PointsSandbox.approve_pending_after``), then delivers new events (the HTTP sandbox's background sender).
+    ``on_delivery`` hears of each delivery (``manage.py points_sandbox`` prints them)."""
 
-    def __init__(self, sender: WebhookSender, interval: float = 1.0):
+    def __init__(
+        self,
+        sender: WebhookSender,
+        interval: float = 1.0,
+        on_delivery: Callable[[Delivery], None] | None = None,
+    ):
         super().__init__(daemon=True, name="sandbox-webhooks")
-        self.sender, self.interval = sender, interval
+        self.sender, self.interval, self.on_delivery = sender, interval, on_delivery
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval):
-            self.sender.deliver()
+            self.tick()
+
+    def tick(self) -> list[Delivery]:
+        self.sender.sandbox.approve_due_pending()
+        deliveries = self.sender.deliver()
+        for delivery in deliveries:
+            if self.on_delivery is not None:
+                self.on_delivery(delivery)
+        return deliveries
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -3,26 +3,39 @@
     manage.py points_sandbox --api-key shop-key=riyadh --latency-ms 200 --rate-429 0.1 \
         --fabric-client-id shop --fabric-client-secret s3cret --fabric-member 966512345678
 
-Then point the app's Points base URL, and a fabric account's BASE_URL and TOKEN_URL, at the printed addresses.
-The keys and secrets given here are never printed.
+It prints the base URLs and a settings snippet to paste. The default key (``sandbox-key``) and client secret
+(``sandbox-secret``) are public and printed; keys and secrets given here are never printed. Webhooks registered
+with ``points_webhook_register`` receive the sandbox's ``approved``, ``refunded`` and ``cancelled`` events, as
+Points sends them (``X-Webhook-Secret``, ``X-Webhook-Event``). A pending customer's earning is approved after
+``--approve-pending-after`` seconds, or when asked from another terminal::
+
+    manage.py points_sandbox --activate 0500000003      # that customer activates their account
+    manage.py points_sandbox --approve-pending          # every pending earning is approved
+    manage.py points_sandbox --refund A-1001 --amount 20  # a refund made in the Points dashboard
+    manage.py points_sandbox --cancel A-1001            # an order cancelled in the Points dashboard
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
 import threading
 from typing import Any
 
+import requests
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_points_earn.sandbox import fabric as fabric_sandbox
 from django_points_earn.sandbox.fabric import FabricSandbox
 from django_points_earn.sandbox.points import DUPLICATE_MODES, Faults, PointsSandbox
-from django_points_earn.sandbox.server import SandboxServer
+from django_points_earn.sandbox.server import CONTROL_PREFIX, SandboxServer, check_loopback
+from django_points_earn.sandbox.webhook_sender import Delivery, WebhookPusher, WebhookSender
 
 DEFAULT_MERCHANT = "sandbox"
+DEFAULT_KEY = "sandbox-key"  # public: the sandbox's documented default, printed in the settings snippet
+DEFAULT_FABRIC_CLIENT = ("sandbox-client", "sandbox-secret")
 FAULTS = (
     ("429", "answer 429 without doing anything"),
     ("5xx", "answer 500 without doing anything"),
@@ -70,6 +83,25 @@ class Command(BaseCommand):
             default="422",
             help="what a repeated order_number gets once the lock is free (default 422)",
         )
+        parser.add_argument(
+            "--approve-pending-after",
+            type=float,
+            metavar="SECONDS",
+            help="approve a pending customer's earning this long after it was made (default: only when asked)",
+        )
+        parser.add_argument(
+            "--webhook-interval",
+            type=float,
+            default=1.0,
+            metavar="SECONDS",
+            help="how often new events are delivered to registered webhooks (1; 0 delivers none)",
+        )
+        ask = parser.add_argument_group("ask a running sandbox (on --host/--port), then exit")
+        ask.add_argument("--activate", metavar="PHONE", help="this pending customer activates: approved webhooks")
+        ask.add_argument("--approve-pending", action="store_true", help="approve every pending earning now")
+        ask.add_argument("--refund", metavar="ORDER_NUMBER", help="refund it as in the Points dashboard: refunded")
+        ask.add_argument("--amount", help="with --refund: the amount refunded (default: all that is left)")
+        ask.add_argument("--cancel", metavar="ORDER_NUMBER", help="cancel it as in the Points dashboard: cancelled")
         parser.add_argument("--points-per-sar", type=float, default=10)
         parser.add_argument("--seed", type=int, help="seed for fault rolls and uuids (reproducible runs)")
         parser.add_argument("--latency-ms", type=float, default=0)
@@ -110,7 +142,10 @@ class Command(BaseCommand):
             )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        keys = dict(parse_api_key(v) for v in options["api_keys"] or ["sandbox-key=sandbox"])
+        if options["activate"] or options["approve_pending"] or options["refund"] or options["cancel"]:
+            self.ask_running(options)
+            return
+        keys = dict(parse_api_key(v) for v in options["api_keys"] or [f"{DEFAULT_KEY}={DEFAULT_MERCHANT}"])
         try:
             sandbox = PointsSandbox(
                 keys,
@@ -118,6 +153,7 @@ class Command(BaseCommand):
                 duplicate_mode=options["duplicate_mode"],
                 points_per_sar=options["points_per_sar"],
                 seed=options["seed"],
+                approve_pending_after=options["approve_pending_after"],
             )
             sandbox.set_faults(self.faults(options, "", options["latency_ms"]))
             fabric = self.fabric(options)
@@ -145,19 +181,108 @@ class Command(BaseCommand):
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 previous[signum] = signal.signal(signum, lambda *_: stop.set())
+        pusher = None
+        if options["webhook_interval"] > 0:
+            pusher = WebhookPusher(WebhookSender(sandbox), options["webhook_interval"], on_delivery=self.delivered)
+            pusher.start()
         try:
             self.stdout.write(f"Points sandbox on {server.points_base_url} (ledger: {server.control_url}/ledger)")
             self.stdout.write(
                 f"fabric sandbox on {server.fabric_base_url} (token URL: {server.fabric_token_url}; "
                 f"ledger: {server.fabric_control_url}/ledger)"
             )
+            if options["verbosity"] >= 1:
+                self.stdout.write(self.snippet(server, keys, options))
             self.stdout.flush()
             while not stop.wait(0.5):
                 pass
         finally:
+            if pusher is not None:
+                pusher.stop()
             server.stop()
             for signum, previous_handler in previous.items():
                 signal.signal(signum, previous_handler)
+
+    def snippet(self, server: SandboxServer, keys: dict[str, str], options: dict[str, Any]) -> str:
+        """What to paste into a shop's settings to use this sandbox (public defaults shown, others by name)."""
+        key = json.dumps(DEFAULT_KEY) if list(keys) == [DEFAULT_KEY] else 'os.environ["POINTS_API_KEY"]'
+        client = (options["fabric_client_id"], options["fabric_client_secret"])
+        secret = json.dumps(client[1]) if client == DEFAULT_FABRIC_CLIENT else 'os.environ["FABRIC_CLIENT_SECRET"]'
+        pending = ", ".join(options["pending_phones"] or ("0500000003",))
+        if options["approve_pending_after"] is not None:
+            when = f"its earnings are approved after {options['approve_pending_after']:g} s"
+        else:
+            when = "approve its earnings with: manage.py points_sandbox --approve-pending"
+        lines = [
+            "",
+            "Settings for a shop on this sandbox:",
+            "",
+            "POINTS_EARN = {",
+            '    "ACCOUNTS": {',
+            f'        "main": {{"PROVIDER": "points", "API_KEY": {key}, "BASE_URL": "{server.points_base_url}"}},',
+            "    },",
+            '    "ORDER_FIELDS": {"number": "number", "phone": "customer.phone", "total": "total"},'
+            "  # where your order keeps them",
+            "}",
+            "# A fabric Loyalty account, if you have one (its members: --fabric-member PHONE):",
+            'POINTS_EARN["ACCOUNTS"]["boutique"] = {',
+            '    "PROVIDER": "fabric",',
+            f'    "BASE_URL": "{server.fabric_base_url}",',
+            f'    "TOKEN_URL": "{server.fabric_token_url}",',
+            f'    "CLIENT_ID": {json.dumps(client[0])},',
+            f'    "CLIENT_SECRET": {secret},',
+            '    "ENTITY_REFERENCE": "Sandbox Store",',
+            '    "TRANSACTION_TYPE": "PURCHASE",',
+            "}",
+            "",
+            f"Any Saudi mobile earns at once on Points; {pending} has not activated yet ({when}).",
+            "Webhooks (approved, refunded, cancelled) go to every URL registered with:",
+            "  manage.py points_webhook_register --account main --secret-file .points_webhook_secret \\",
+            "      --url http://127.0.0.1:8000/loyalty/webhooks/points/main/",
+            "then set the account's \"WEBHOOK_SECRET\" to that file's content.",
+            "",
+        ]
+        return "\n".join(lines)
+
+    def delivered(self, delivery: Delivery) -> None:
+        outcome = f"HTTP {delivery.status}" if delivery.status else "no answer"
+        self.stdout.write(
+            f"webhook {delivery.event} {delivery.order_number} -> {delivery.url}: {outcome} ({delivery.tries} tries)"
+        )
+        self.stdout.flush()
+
+    def ask_running(self, options: dict[str, Any]) -> None:
+        """Tell the sandbox already running on --host/--port that a customer activated, or approve all pending."""
+        try:
+            host = check_loopback(options["host"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        if options["activate"]:
+            path, body = "/activate", {"phone": options["activate"]}
+        elif options["refund"] or options["cancel"]:
+            action = "refund" if options["refund"] else "cancel"
+            path, body = "/dashboard", {"action": action, "order_number": options["refund"] or options["cancel"]}
+            if options["amount"]:
+                body["amount"] = options["amount"]
+        else:
+            path, body = "/approve-pending", {}
+        host = f"[{host}]" if ":" in host else host
+        url = f"http://{host}:{options['port']}{CONTROL_PREFIX}{path}"
+        try:
+            answer = requests.post(url, json=body, timeout=10)
+        except requests.RequestException as exc:
+            raise CommandError(f"no sandbox answers on {url}: {exc}") from exc
+        data = answer.json() if answer.headers.get("Content-Type", "").startswith("application/json") else {}
+        if answer.status_code != 200:
+            raise CommandError(f"the sandbox refused: {data.get('error') or answer.status_code}")
+        if "order" in data:
+            order = data["order"]
+            self.stdout.write(
+                f"{order['order_number']} is {order['order_status']} on the sandbox (its webhook follows)"
+            )
+            return
+        orders = data.get("orders", [])
+        self.stdout.write(f"approved {len(orders)} pending earning(s): " + ", ".join(o["order_number"] for o in orders))
 
     @staticmethod
     def faults(options: dict[str, Any], prefix: str, latency_ms: float) -> Faults:
