@@ -59,6 +59,7 @@ class DrainReport:
     busy: bool = False  # another job held the account
     paused: bool = False
     continued: bool = False  # time was up; a successor job was enqueued
+    held: bool = False  # the account must wait longer than a worker should idle (the sweep brings it back when due)
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()
@@ -129,7 +130,7 @@ def drain_account(account_name: str, *, trigger: str = Trigger.WORKER, actor: st
                 lock.release()
             except LockError:
                 log.warning("account %s: lock had already expired when released", account_name)
-        if report.paused or report.busy:
+        if report.paused or report.busy or report.held:
             return report  # busy: a live claim elsewhere; its worker (or the sweep after its lease) carries on
         if time.monotonic() >= deadline:
             if has_due(account_name):
@@ -193,7 +194,12 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
                     report.paused = True
                     return
                 if gate.wait:
-                    time.sleep(min(gate.wait, max_wait))  # a timed-out call may still run on the platform's side
+                    if gate.wait > max_wait or time.monotonic() + gate.wait >= deadline:
+                        # The platform asked for a long wait (Retry-After on a resend, a long cooldown): no worker
+                        # idles it out (only waits within MAX_WAIT are); the sweep enqueues us when it is due.
+                        report.held = True
+                        return
+                    time.sleep(gate.wait)  # a timed-out call may still run on the platform's side
                     if not _still_ours(lock):
                         return
                     continue

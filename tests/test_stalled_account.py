@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from datetime import timedelta
 
 import pytest
@@ -333,3 +334,41 @@ def test_an_abandoned_claim_expires_within_the_lease(place_order):
     assert sweep().recovered_leases == 0
     EarningRecord.objects.filter(pk=record.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=0.1))
     assert sweep().recovered_leases == 1
+
+
+def test_a_long_wait_asked_by_the_platform_frees_the_worker_and_the_sweep_brings_the_account_back(
+    place_order, settings
+):
+    """A resend after a timeout answered 429 with Retry-After 3 (longer than DRAIN["MAX_WAIT"], 2 s): the drain job
+    used to sleep it out in place until DRAIN["MAX_SECONDS"] (60 s in production), a worker idle while other
+    accounts' jobs queued. Now the job ends at once, the resend stays first, and the sweep brings the account back
+    when the record is due."""
+    import requests
+
+    from django_points_earn.reconcile import sweep
+    from tests.conftest import POINTS_URL, run_worker
+
+    with_settings(settings, RETRY={**settings.POINTS_EARN["RETRY"], "MAX_DELAY": 120.0})
+    url = f"{POINTS_URL}/orders/earning"
+    awarded = {"status": True, "data": {"uuid": "uuid-hold", "order_number": "SO-HOLD", "total_points": 370}}
+    with responses_lib.RequestsMock() as rsps:
+        rsps.post(url, body=requests.ReadTimeout("read timed out"))
+        rsps.post(url, status=429, json={"message": "busy"}, headers={"Retry-After": "3"})
+        rsps.post(url, json=awarded)
+        place_order("SO-HOLD")
+        started = time.monotonic()
+        run_worker()
+        held_for = time.monotonic() - started
+        record = EarningRecord.objects.get()
+        state = AccountState.objects.get(account="main")
+        assert held_for < 2.5, held_for  # not 30 s (the test settings' MAX_SECONDS) of an idle worker
+        assert (record.status, state.resend_first) == (Status.QUEUED, record.pk)
+        deadline = time.monotonic() + 15
+        while record.status != Status.AWARDED and time.monotonic() < deadline:
+            time.sleep(0.5)
+            sweep()
+            run_worker()
+            record.refresh_from_db()
+    assert record.status == Status.AWARDED
+    outcomes = list(record.attempt_set.order_by("number").values_list("outcome", flat=True))
+    assert outcomes == ["unavailable", "rate_limited", "awarded"]  # nothing went in between, nothing twice
