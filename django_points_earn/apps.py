@@ -12,6 +12,8 @@ class PointsEarnConfig(AppConfig):
         from . import checks  # noqa: F401  (registers the system checks)
         from .phones import install_log_filter
         from .receivers import connect_receivers
+        from .reversals import register_lifecycle_hooks
 
         connect_receivers()
+        register_lifecycle_hooks()  # refunds waiting for an earning move on with it, in the same transaction
         install_log_filter()  # phones typed into free text never reach a log in full

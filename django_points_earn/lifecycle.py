@@ -13,6 +13,7 @@ import logging
 import math
 import random
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -62,6 +63,14 @@ DUPLICATE_CONFIRMED = "duplicate_confirmed"
 # States the platform's id of the order (its webhook) settles as ``awarded``: the platform has credited the order,
 # whatever we knew of it before (a lost answer, a pending customer, a duplicate answer).
 SETTLED_BY_PLATFORM_ID = (Status.ACCEPTED, Status.PENDING_ACTIVATION, Status.QUEUED, Status.FAILED, Status.BLOCKED)
+
+
+# Work of the modules above the lifecycle that must happen in the same transaction as a state change (refunds
+# waiting for their earning). Those modules register it when the app is ready, so the lifecycle imports nothing
+# above it: SETTLED_HOOKS run after an answer or the platform's word moved a record; GIVEN_BACK_HOOKS after a
+# claimed record went back to the queue unsent.
+SETTLED_HOOKS: list[Callable[[EarningRecord], None]] = []
+GIVEN_BACK_HOOKS: list[Callable[[EarningRecord], None]] = []
 
 
 class TransitionError(Exception):
@@ -277,10 +286,9 @@ def release(record: EarningRecord, note: str, attempt: EarningAttempt | None = N
         if released and attempt is not None:
             EarningAttempt.objects.filter(pk=attempt.pk, finished_at__isnull=True).delete()
         if released:
-            from .reversals import cancel_if_refunded_unsent
-
             record.status = Status.QUEUED
-            cancel_if_refunded_unsent(record)
+            for hook in GIVEN_BACK_HOOKS:
+                hook(record)
     if released:
         log.info("earning %s/%s given back unsent: %s", record.account, record.order_number, note)
     return bool(released)
@@ -552,13 +560,8 @@ def _as_written(record: EarningRecord, status: str, fields: dict[str, Any]) -> E
 
 
 def _release_reversals(record: EarningRecord) -> None:
-    from .reversals import release_waiting
-
-    if release_waiting(record):
-        from .queueing import request_drain_safely
-
-        account = record.account
-        transaction.on_commit(lambda: request_drain_safely(account))
+    for hook in SETTLED_HOOKS:
+        hook(record)
 
 
 def new_token() -> str:

@@ -58,6 +58,10 @@ def account_lock(account: AccountConfig, conn: Redis | None = None, *, ttl: floa
     return Lock(conn or connection(), _key("lock", account.name), timeout=timeout, thread_local=False)
 
 
+DRAIN_JOB = "django_points_earn.jobs.drain_account"
+WEBHOOK_JOB = "django_points_earn.jobs.process_webhook"
+
+
 def job_id(account: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9_-]", "_", account)[:60]
     return f"points-earn-drain-{slug}-{uuid.uuid4().hex[:12]}"
@@ -65,8 +69,6 @@ def job_id(account: str) -> str:
 
 def request_drain(account: str, conn: Redis | None = None) -> bool:
     """Make sure a drain job for ``account`` is queued. Returns True if this call enqueued one."""
-    from . import jobs
-
     conn = conn or connection()
     flag = _key("drain-requested", account)
     if not conn.set(flag, "1", nx=True, ex=DRAIN_FLAG_TTL):
@@ -74,7 +76,7 @@ def request_drain(account: str, conn: Redis | None = None) -> bool:
     try:
         queue = django_rq.get_queue(get_settings().queue, commit_mode="auto", connection=conn)
         queue.enqueue(
-            jobs.drain_account,
+            DRAIN_JOB,  # by dotted path: the queue layer does not import the jobs that use it
             account,
             job_id=job_id(account),
             job_timeout=int(get_settings().drain["MAX_SECONDS"]) + 120,

@@ -180,6 +180,24 @@ def release_waiting(record: EarningRecord) -> int:
     return queued
 
 
+def release_after_settled(record: EarningRecord) -> None:
+    """The lifecycle's hook after an earning moved on: its waiting refunds are queued (or cancelled), and a drain
+    job is asked for once the transaction commits."""
+    if release_waiting(record):
+        from .queueing import request_drain_safely
+
+        account = record.account
+        transaction.on_commit(lambda: request_drain_safely(account))
+
+
+def register_lifecycle_hooks() -> None:
+    """Called once when the app is ready (apps.py)."""
+    if release_after_settled not in lifecycle.SETTLED_HOOKS:
+        lifecycle.SETTLED_HOOKS.append(release_after_settled)
+    if cancel_if_refunded_unsent not in lifecycle.GIVEN_BACK_HOOKS:
+        lifecycle.GIVEN_BACK_HOOKS.append(cancel_if_refunded_unsent)
+
+
 def cancel_if_refunded_unsent(record: EarningRecord) -> bool:
     """The earning went back to the queue without its call being made (prepared during another call, then given
     back): a full refund that waited for that call cancels it now, as it would have had it found it queued."""

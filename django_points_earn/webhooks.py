@@ -107,10 +107,10 @@ def _enqueue(delivery_id: int) -> None:
     try:
         import django_rq
 
-        from . import jobs
+        from .queueing import WEBHOOK_JOB
 
         django_rq.get_queue(get_settings().queue, commit_mode="auto").enqueue(
-            jobs.process_webhook, delivery_id, job_timeout=120, result_ttl=600
+            WEBHOOK_JOB, delivery_id, job_timeout=120, result_ttl=600
         )
     except Exception as exc:  # stored: the sweep processes it later
         log.warning("webhook delivery %s stored but not enqueued (%s); the sweep will process it", delivery_id, exc)
