@@ -1,0 +1,86 @@
+"""The package's imports run one way: no module reaches, directly or through others, back to itself.
+
+Every import counts, also one inside a function (a lazy import still ties the two modules together). A circle
+found here names its modules, e.g. ``lifecycle -> reversals -> lifecycle``.
+"""
+
+import ast
+from pathlib import Path
+
+import django_points_earn
+
+PACKAGE = Path(django_points_earn.__file__).resolve().parent
+NAME = "django_points_earn"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported_modules(path: Path, modules: set[str]) -> set[str]:
+    """The package's modules that ``path`` imports: ``from . import x`` names the submodule ``x`` when there is
+    one, and the package itself only for names defined there."""
+    here = module_name(path)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith(NAME)}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                target = f"{base}.{node.module}" if node.module else base
+            elif node.module and node.module.startswith(NAME):
+                target = node.module
+            else:
+                continue
+            submodules = {f"{target}.{alias.name}" for alias in node.names} & modules
+            found |= submodules
+            if len(submodules) < len(node.names):  # names defined in ``target`` itself
+                found.add(target)
+    return {m for m in found if m in modules and m != here}
+
+
+def graph() -> dict[str, set[str]]:
+    paths = [p for p in PACKAGE.rglob("*.py") if "migrations" not in p.parts]
+    modules = {module_name(p) for p in paths}
+    return {module_name(p): imported_modules(p, modules) for p in paths}
+
+
+def circles(edges: dict[str, set[str]]) -> list[list[str]]:
+    found, state, stack = [], {}, []
+
+    def visit(node: str) -> None:
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == "open":
+                found.append([*stack[stack.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node)
+    return found
+
+
+def test_the_import_graph_is_read():
+    edges = graph()
+    assert "django_points_earn.lifecycle" in edges["django_points_earn.dispatch"]  # the reader sees imports
+    assert "django_points_earn.models" in edges["django_points_earn.lifecycle"]
+
+
+def test_no_module_imports_its_way_back_to_itself():
+    found = circles(graph())
+    readable = [" -> ".join(m.removeprefix(f"{NAME}.") for m in c) for c in found]
+    assert readable == []
+
+
+def test_a_circle_would_be_found():
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
