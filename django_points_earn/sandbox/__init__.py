@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from .fabric import FabricSandbox
-from .points import DUPLICATE_MODES, FAULT_KINDS, Faults, PointsSandbox, SandboxResponse, raising_timeouts
+from .faults import FAULT_KINDS, Faults, raising_timeouts
+from .points import DUPLICATE_MODES, PointsSandbox
+from .response import SandboxResponse
 from .server import SandboxServer, serve
 
 __all__ = [

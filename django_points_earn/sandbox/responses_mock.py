@@ -21,7 +21,9 @@ import requests
 import responses
 
 from .fabric import FabricSandbox
-from .points import PointsSandbox, SandboxResponse, raising_timeouts
+from .faults import raising_timeouts
+from .points import PointsSandbox
+from .response import SandboxResponse
 
 DEFAULT_BASE_URL = "https://sandbox.papp.sa/api/v1"
 # Reserved .test names: a request that escapes the mock can never reach a real fabric tenant.

@@ -24,7 +24,8 @@ from typing import Any
 from .fabric import API_PREFIX as FABRIC_API
 from .fabric import TOKEN_PATH as FABRIC_TOKEN_PATH
 from .fabric import FabricSandbox
-from .points import PointsSandbox, SandboxResponse
+from .points import PointsSandbox
+from .response import SandboxResponse
 from .timing import request_arrived
 
 logger = logging.getLogger(__name__)
