@@ -84,3 +84,19 @@ def test_no_module_imports_its_way_back_to_itself():
 
 def test_a_circle_would_be_found():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def test_the_sandbox_is_small_modules_sharing_no_private_names():
+    """Each sandbox module stays readable (at most ~400 lines) and takes nothing private from another: what two
+    platforms' sandboxes share lives in a base module, under a public name."""
+    sandbox = PACKAGE / "sandbox"
+    too_long = {p.name: n for p in sandbox.glob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    private = [
+        f"{p.name}: {alias.name} from {node.module}"
+        for p in sandbox.glob("*.py")
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and node.level
+        for alias in node.names
+        if alias.name.startswith("_")
+    ]
+    assert too_long == {} and private == []
