@@ -74,6 +74,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
         accounts = {}
+    from .providers import platforms
+
+    try:
+        platforms()
+    except ImproperlyConfigured as exc:  # a PLATFORMS entry: said once, not once per account
+        errors.append(checks.Error(str(exc), id="points_earn.E003"))
+        accounts = {}
     for name, conf in accounts.items():
         errors += _check_account(name, conf)
 
