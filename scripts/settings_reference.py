@@ -33,7 +33,8 @@ PAGE = ROOT / "docs" / "settings.md"
 REGENERATE = "python scripts/settings_reference.py"
 
 ACCOUNT_COMMON = {
-    "PROVIDER": '`"points"` or `"fabric"`; required',
+    "PROVIDER": " or ".join(f'`"{name}"`' for name in BUILT_IN)
+    + " (or a platform added in `PLATFORMS`, see [Adding a platform](adding-platforms.md)); required",
     "HTTP_TIMEOUT": "this account's (connect, read) timeouts; default: the top-level `HTTP_TIMEOUT`",
 }
 # Keys an account has without a default (documented here, not next to a default), by platform.
@@ -116,13 +117,14 @@ def render() -> str:
     out = [
         "# Settings reference",
         "",
-        f"<!-- Generated from django_points_earn/conf.py by `{REGENERATE}`: "
+        f"<!-- Generated from django_points_earn/conf.py and the platforms' backend classes by `{REGENERATE}`: "
         "edit the comments there, not this page. -->",
         "",
         "Everything lives in one dict, `POINTS_EARN`. Only `ACCOUNTS` and either `ORDER_FIELDS` or `ORDER_ADAPTER` are",
         "required; `python manage.py check` names any missing, unknown or misspelt key with its exact path",
         '(e.g. `POINTS_EARN["ACCOUNTS"]["main"]["API_KEY"]`). This page is generated from the defaults in',
-        "`django_points_earn/conf.py`, so it always says what the code does.",
+        "`django_points_earn/conf.py` and in each platform's backend class (`django_points_earn/providers/`), so it",
+        "always says what the code does.",
         "",
         "## Top level",
         "",

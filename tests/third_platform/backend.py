@@ -34,6 +34,7 @@ from django_points_earn.providers.base import (
 )
 
 
+# --8<-- [start:contract]
 class StampsBackend(BaseBackend):
     provider = "stamps"
     label = "Stamps Club"
@@ -57,6 +58,7 @@ class StampsBackend(BaseBackend):
             )
         return errors
 
+    # --8<-- [end:contract]
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Token {self.account.secret('TOKEN')}"}
 
