@@ -92,7 +92,9 @@ def test_it_shows_in_the_admin_list_its_filter_and_its_page(place_order, stamps,
     response = admin_client.get(CHANGELIST + "?platform=stamps")
     assert response.status_code == 200
     assert [r.order_number for r in response.context["cl"].result_list] == ["SO-S4"]
-    platform_filter = next(f for f in response.context["cl"].filter_specs if getattr(f, "parameter_name", "") == "platform")
+    platform_filter = next(
+        f for f in response.context["cl"].filter_specs if getattr(f, "parameter_name", "") == "platform"
+    )
     assert ("stamps", "Stamps Club") in platform_filter.lookup_choices
     assert [r.order_number for r in admin_client.get(CHANGELIST + "?platform=points").context["cl"].result_list] == []
     assert "Stamps Club" in admin_client.get(page(EarningRecord.objects.get(order_number="SO-S4"))).content.decode()
