@@ -11,22 +11,22 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS, PROVIDER_DEFAULTS, PROVIDERS, REQUIRED_KEYS, setting_path
+from .conf import DEFAULTS, setting_path
 
 TAG = "points_earn"
-# Keys an account of any platform may have, on top of its platform's defaults and required keys.
+# Keys an account of any platform may have, on top of its platform's defaults, required and secret keys.
 COMMON_ACCOUNT_KEYS = ("PROVIDER", "BASE_URL", "HTTP_TIMEOUT")
-PLATFORM_ACCOUNT_KEYS = {"points": ("API_KEY", "WEBHOOK_SECRET"), "fabric": ()}
 
 
 def account_keys(provider: str) -> set[str]:
-    """Every key an account of ``provider`` understands (derived from conf, so a new setting is known at once)."""
-    return {
-        *COMMON_ACCOUNT_KEYS,
-        *PLATFORM_ACCOUNT_KEYS.get(provider, ()),
-        *REQUIRED_KEYS.get(provider, ()),
-        *PROVIDER_DEFAULTS.get(provider, {}),
-    }
+    """Every key an account of ``provider`` understands (declared by its backend, so a new setting is known at
+    once); an unknown provider knows only the common keys."""
+    from .providers import platform
+
+    backend = platform(provider)
+    if backend is None:
+        return set(COMMON_ACCOUNT_KEYS)
+    return {*COMMON_ACCOUNT_KEYS, *backend.secret_keys, *backend.required_keys, *backend.defaults}
 
 
 def close_match(key: str, known: set[str] | list[str]) -> str | None:
@@ -69,10 +69,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         errors.append(
             checks.Error(
                 f"{setting_path('ACCOUNTS')} is missing or empty.",
-                hint='e.g. {"main": {"PROVIDER": "points", "API_KEY": env("POINTS_API_KEY")}}',
+                hint=_accounts_hint(),
                 id="points_earn.E002",
             )
         )
+        accounts = {}
+    from .providers import platforms
+
+    try:
+        platforms()
+    except ImproperlyConfigured as exc:  # a PLATFORMS entry: said once, not once per account
+        errors.append(checks.Error(str(exc), id="points_earn.E003"))
         accounts = {}
     for name, conf in accounts.items():
         errors += _check_account(name, conf)
@@ -98,22 +105,40 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     return errors
 
 
+def _accounts_hint() -> str:
+    """e.g. {"main": {"PROVIDER": "<first platform>", "<its first required key>": env(...)}}"""
+    from .providers import platforms
+
+    try:
+        name, backend = next(iter(platforms().items()))
+    except (ImproperlyConfigured, StopIteration):
+        return "One dict per platform account (docs/settings.md)."
+    key = next(iter(backend.required_keys), "BASE_URL")
+    return f'e.g. {{"main": {{"PROVIDER": "{name}", "{key}": env("{name.upper()}_{key}")}}}}'
+
+
 def _check_account(name: str, conf: Any) -> list[checks.CheckMessage]:
     if not isinstance(conf, dict):
         return [checks.Error(f"{setting_path('ACCOUNTS', name)} must be a dict.", id="points_earn.E003")]
+    from .providers import platforms
+
     provider = conf.get("PROVIDER")
-    if provider not in PROVIDERS:
+    try:
+        backends = platforms()
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), id="points_earn.E003")]
+    if provider not in backends:
         return [
             checks.Error(
-                f"{setting_path('ACCOUNTS', name, 'PROVIDER')} is {provider!r}; "
-                f"expected one of {', '.join(PROVIDERS)}.",
+                f"{setting_path('ACCOUNTS', name, 'PROVIDER')} is {provider!r}; expected one of {', '.join(backends)}.",
                 id="points_earn.E003",
             )
         ]
+    backend = backends[provider]
     errors: list[checks.CheckMessage] = []
     known = account_keys(provider)
     typos = {k: close_match(str(k), known) for k in conf if k not in known}
-    for key in REQUIRED_KEYS[provider]:
+    for key in backend.required_keys:
         if not conf.get(key):
             typo = next((k for k, match in typos.items() if match == key), None)
             hint = "Read it from the environment; never commit it."
@@ -136,29 +161,7 @@ def _check_account(name: str, conf: Any) -> list[checks.CheckMessage]:
     except ImproperlyConfigured as exc:
         errors.append(checks.Error(str(exc), id="points_earn.E003"))
         return errors
-    secret = {"points": "the API key", "fabric": "the bearer token"}[provider]
-    urls = [("BASE_URL", account.base_url, secret)]
-    if provider == "fabric":
-        from .providers.fabric import option_errors
-
-        errors += [checks.Error(message, id="points_earn.E009") for message in option_errors(name, account.options)]
-        from .providers.fabric_reverse import identity_errors
-
-        errors += [
-            checks.Error(message, hint="Refunds would be refused until it is changed.", id="points_earn.E012")
-            for message in identity_errors(name, account.options)
-        ]
-        urls.append(("TOKEN_URL", str(account.option("TOKEN_URL") or ""), "the client secret"))
-    for key, url, what in urls:
-        if url.startswith("http://") and not django_settings.DEBUG:
-            errors.append(
-                checks.Warning(
-                    f"{setting_path('ACCOUNTS', name, key)} uses plain http:// outside DEBUG: {what} would "
-                    "travel unencrypted.",
-                    id="points_earn.W001",
-                )
-            )
-    return errors
+    return errors + list(backend.check(account))
 
 
 def _check_import(key: str, path: Any, *, required: bool, id: str) -> list[checks.CheckMessage]:

@@ -15,8 +15,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
-
-PROVIDERS = ("points", "fabric")
+from django.utils.module_loading import import_string
 
 DEFAULTS: dict[str, Any] = {
     "ACCOUNTS": {},
@@ -72,75 +71,59 @@ DEFAULTS: dict[str, Any] = {
     # Largest webhook body accepted (bytes); a bigger one (with the right secret) is answered 413 and not stored.
     # A Points delivery is one order, a few KB; keep this below Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB).
     "WEBHOOK_MAX_BYTES": 1_048_576,
+    # More platforms, without touching the package: name -> dotted path of a BaseBackend subclass, e.g.
+    # {"acme": "shop.loyalty.AcmeBackend"}; an account then says "PROVIDER": "acme" (docs/adding-platforms.md).
+    "PLATFORMS": {},
 }
 
-PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "points": {
-        # The contract's production host; Points' own sandbox is https://sandbox.papp.sa/api/v1, and
-        # `manage.py points_sandbox` serves a local one on http://127.0.0.1:8765/api/v1.
-        "BASE_URL": "https://business.papp.sa/api/v1",
-        # Points does not document what a resent order_number returns once its lock is released; these
-        # are the answers recognised as "this order_number exists already" (status codes and message words).
-        "DUPLICATE_STATUS_CODES": (400, 409, 422),  # 409 always counts
-        # words in such an answer's body that mean "exists already"
-        "DUPLICATE_MARKERS": ("already been taken", "already exists", "duplicate", "already used"),
-        # HTTP 400 is both Points' key error ("Invalid or inactive API key", "API key is required") and a business
-        # refusal: only a 400 whose message has one of these words pauses the account; any other 400 is rejected.
-        "AUTH_ERROR_MARKERS": ("api key",),
-    },
-    # fabric publishes no token endpoint, no duplicate answer and no error bodies for Loyalty: every such point is
-    # a setting (docs/platforms/fabric.md). The required ones have no default because they are per tenant.
-    "fabric": {
-        "BASE_URL": None,  # e.g. https://<tenant>-loyalty.fabric.zone/api, from fabric
-        "TOKEN_URL": None,  # e.g. https://<tenant>.login.fabric.inc/oauth2/<authServerId>/v1/token
-        # "basic": client id/secret in a Basic header, form body (fabric's system-app flow); "form": both in the
-        # form body; "json": both in a JSON body.
-        "GRANT_STYLE": "basic",
-        "SCOPE": "s2s",  # "" or None sends no scope
-        "TOKEN_REFRESH_MARGIN": 60,  # seconds before expires_in (at most half the lifetime) to fetch a new one
-        "ENTITY_REFERENCE": None,  # entityReference: the store/entity as configured in fabric
-        "TRANSACTION_TYPE": None,  # transactionTypeExternalReference of a purchase, as configured in fabric
-        # discountValue is typed integer on the earn page: "integer" refuses (locally) a discount with cents;
-        # "number" sends it as it is, once fabric has confirmed that decimals are accepted.
-        "DISCOUNT_VALUE_AS": "integer",
-        # No member with the order's phone: "rejected" (a human looks) or "skipped" (no points, by design).
-        "MISSING_MEMBER": "rejected",
-        # How the phone is sent to GET /v1/members?phonenumber=: as fabric stored it at enrolment.
-        # "international" 9665XXXXXXXX, "local" 05XXXXXXXX, "national" 5XXXXXXXX (Saudi mobiles), or "as-given"
-        # (the digits the customer typed, for other countries).
-        "MEMBER_PHONE_FORMAT": "international",
-        # Shipping has no field in /v2/earn: "item" sends it as one more item (totalAmountPaid is then what the
-        # customer paid); "exclude" leaves it out.
-        "SHIPPING": "item",
-        "SHIPPING_SKU": "SHIPPING",  # the SKU of that shipping item
-        "UOM": "unit",  # the items' unit of measure (UOM)
-        "FETCH_UPDATED_TOTALS": False,  # fetchUpdatedMemberPointTotals (1 makes fabric compute the balance)
-        "SET_TO_PENDING": False,  # setToPending: points stay Pending for the program's pending period
-        # fabric documents /v2/earn/reverse as cancelling ALL points of the earn. A partial refund is therefore
-        # "refuse"d by default: the reversal is rejected at once with the reason (a human takes the points back in
-        # fabric), nothing is sent. "pro_rata" sends the refunded share of the earn's amounts, once fabric has
-        # confirmed that partial reversals work for the program; if fabric takes back every point anyway, the
-        # earning is recorded as reversed, never as partially reversed.
-        "PARTIAL_REVERSALS": "refuse",
-        # /v2/earn/reverse limits these two to 3-15 characters (the earn's entity may have up to 100); the entity
-        # defaults to ENTITY_REFERENCE. Never cut to fit: manage.py check names the one to set (points_earn.E012).
-        "REVERSE_TRANSACTION_TYPE": "RETURN",
-        "REVERSE_ENTITY_REFERENCE": None,  # entityReference of a reversal (default: ENTITY_REFERENCE)
-        "ISSUE_AUDIT_USER": None,  # issueAuditUser, e.g. "web-shop"
-        # fabric does not document its duplicate answer: these are recognised as "this reference exists"
-        # (409 always counts).
-        "DUPLICATE_STATUS_CODES": (400, 409, 422),
-        # words in such an answer's body that mean "exists already"
-        "DUPLICATE_MARKERS": ("duplicate", "already exists", "already been", "already processed"),
-    },
-}
 
-# Keys whose values are secrets: they are never shown, logged or stored.
-SECRET_KEYS = ("API_KEY", "CLIENT_SECRET", "WEBHOOK_SECRET")
-REQUIRED_KEYS = {
-    "points": ("API_KEY",),
-    "fabric": ("BASE_URL", "TOKEN_URL", "CLIENT_ID", "CLIENT_SECRET", "ENTITY_REFERENCE", "TRANSACTION_TYPE"),
-}
+def _registry() -> Any:
+    """The platform registry, imported when first asked: the providers import this module (no cycle)."""
+    from . import providers
+
+    return providers
+
+
+def provider_names() -> tuple[str, ...]:
+    """Every platform an account may name as PROVIDER (built in, registered, or in PLATFORMS)."""
+    return tuple(_registry().platforms())
+
+
+def provider_defaults(provider: str) -> dict[str, Any]:
+    backend = _registry().platform(provider)
+    return dict(backend.defaults) if backend is not None else {}
+
+
+def required_keys(provider: str) -> tuple[str, ...]:
+    backend = _registry().platform(provider)
+    return tuple(backend.required_keys) if backend is not None else ()
+
+
+def secret_keys() -> tuple[str, ...]:
+    """The keys that are secrets on any platform: kept out of ``options`` and scrubbed from every stored text,
+    whichever account carries them (a secret under a misplaced key is still a secret)."""
+    registry = _registry()
+    try:
+        backends = list(registry.platforms().values())
+    except ImproperlyConfigured:  # a PLATFORMS entry that cannot be imported: the built-in ones still count
+        backends = [import_string(path) for path in registry.BUILT_IN.values()]
+    keys: dict[str, None] = {}
+    for backend in backends:
+        keys.update(dict.fromkeys(backend.secret_keys))
+    return tuple(keys)
+
+
+def __getattr__(name: str) -> Any:
+    """The former module constants, now asked of the registry (kept for code written against them)."""
+    if name == "PROVIDERS":
+        return provider_names()
+    if name == "PROVIDER_DEFAULTS":
+        return {p: provider_defaults(p) for p in provider_names()}
+    if name == "REQUIRED_KEYS":
+        return {p: required_keys(p) for p in provider_names()}
+    if name == "SECRET_KEYS":
+        return secret_keys()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def setting_path(*keys: str) -> str:
@@ -214,19 +197,21 @@ def _account(name: str) -> AccountConfig:
     provider = conf.get("PROVIDER")
     if not provider:
         raise ImproperlyConfigured(f"{setting_path('ACCOUNTS', name, 'PROVIDER')} is missing.")
-    if provider not in PROVIDERS:
+    providers = provider_names()
+    if provider not in providers:
         raise ImproperlyConfigured(
-            f"{setting_path('ACCOUNTS', name, 'PROVIDER')} is {provider!r}; expected one of {', '.join(PROVIDERS)}."
+            f"{setting_path('ACCOUNTS', name, 'PROVIDER')} is {provider!r}; expected one of {', '.join(providers)}."
         )
-    merged = {**PROVIDER_DEFAULTS[provider], **conf}
+    merged = {**provider_defaults(provider), **conf}
     base_url = (merged.get("BASE_URL") or "").rstrip("/")
     if not base_url:
         raise ImproperlyConfigured(f"{setting_path('ACCOUNTS', name, 'BASE_URL')} is missing.")
     timeout = merged.get("HTTP_TIMEOUT", get_settings().http_timeout)
     if isinstance(timeout, int | float):
         timeout = (float(timeout), float(timeout))
-    secrets = {k: merged[k] for k in SECRET_KEYS if merged.get(k)}
-    options = {k: v for k, v in merged.items() if k not in SECRET_KEYS}
+    secret = secret_keys()
+    secrets = {k: merged[k] for k in secret if merged.get(k)}
+    options = {k: v for k, v in merged.items() if k not in secret}
     return AccountConfig(
         name=name,
         provider=provider,
@@ -240,6 +225,7 @@ def _account(name: str) -> AccountConfig:
 def clear_cache() -> None:
     get_settings.cache_clear()
     _account.cache_clear()
+    _registry().clear_cache()
 
 
 @receiver(setting_changed)
@@ -255,7 +241,8 @@ def all_secret_values() -> list[str]:
     except ImproperlyConfigured:
         return []
     values = []
+    keys = secret_keys()
     for conf in accounts.values():
         if isinstance(conf, dict):
-            values.extend(str(conf[k]) for k in SECRET_KEYS if conf.get(k))
+            values.extend(str(conf[k]) for k in keys if conf.get(k))
     return values

@@ -531,7 +531,7 @@ def has_due(account: str) -> bool:
 def send_reversal(reversal: Reversal, backend: BaseBackend, *, trigger: str, actor: str = "") -> Sent:
     """One refund call for a claimed reversal: read the order first (once), then ask the platform to refund."""
     record = reversal.record
-    if not hasattr(backend, "reverse"):
+    if not backend.supports_refunds:
         result = EarnResult(REJECTED, f"taking points back is not supported on {backend.provider} yet")
         return Sent(reversals.complete(reversal, None, result, trigger=trigger).status)
     amount = reversals.amount_to_take(reversal)

@@ -1,9 +1,17 @@
-"""Include in the shop's URLconf, e.g. ``path("loyalty/", include("django_points_earn.urls"))``; register
-``https://<shop>/loyalty/webhooks/points/<account>/`` with Points (``manage.py points_webhook_register``)."""
+"""Include in the shop's URLconf, e.g. ``path("loyalty/", include("django_points_earn.urls"))``.
+
+Every platform that declares a ``webhook_view`` gets ``webhooks/<platform>/<account>/`` (URL name
+``<platform>_webhook``); register ``https://<shop>/loyalty/webhooks/<platform>/<account>/`` with the platform
+(``manage.py points_webhook_register`` does it for the platforms that can)."""
 
 from django.urls import path
+from django.utils.module_loading import import_string
 
-from .webhooks import points_webhook
+from .providers import platforms
 
 app_name = "django_points_earn"
-urlpatterns = [path("webhooks/points/<str:account>/", points_webhook, name="points_webhook")]
+urlpatterns = [
+    path(f"webhooks/{name}/<str:account>/", import_string(backend.webhook_view), name=f"{name}_webhook")
+    for name, backend in platforms().items()
+    if backend.webhook_view
+]

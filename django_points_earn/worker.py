@@ -4,10 +4,11 @@ Use it with ``manage.py rqworker --worker-class django_points_earn.worker.Earnin
 ``RQ = {"WORKER_CLASS": "django_points_earn.worker.EarningWorker"}``). With a plain worker, run
 ``manage.py points_reconcile`` from cron instead: the sweep is the same function.
 
-fabric tokens: RQ forks a work horse per job, and a token fetched in a work horse would die with it. So each work
-horse tells the worker (over a pipe, in memory) what its drain learnt about the tokens of the account it drained —
-a new token, or a failure and its back-off — and the next job is forked with it. The worker itself never calls a
-token endpoint: no job, of any account, waits for another platform's token (issue 13 item 6).
+Warm-up state (fabric's tokens; any platform may declare some: ``BaseBackend.share_state``): RQ forks a work
+horse per job, and a token fetched in a work horse would die with it. So each work horse tells the worker (over a
+pipe, in memory) what its drain learnt about the tokens of the account it drained — a new token, or a failure and
+its back-off — and the next job is forked with it. The worker itself never calls a token endpoint: no job, of any
+account, waits for another platform's token (issue 13 item 6).
 """
 
 from __future__ import annotations
@@ -56,14 +57,15 @@ class EarningWorker(Worker):
             os.close(read_fd)
 
     def main_work_horse(self, job, queue):
-        """In the work horse (the forked child): share what it learns about fabric tokens with the worker."""
+        """In the work horse (the forked child): share what it learns (fabric: tokens) with the worker."""
         if self._token_pipe is not None:
-            from .providers.fabric_token import TOKENS
+            from .providers import platforms
 
             read_fd, write_fd = self._token_pipe
             os.close(read_fd)
             os.set_blocking(write_fd, False)
-            TOKENS.share(partial(tell_worker, write_fd))
+            for backend in platforms().values():
+                backend.share_state(partial(tell_worker, write_fd))
         return super().main_work_horse(job, queue)
 
     def heartbeat(self, *args, **kwargs):
@@ -104,8 +106,11 @@ def tell_worker(write_fd: int, event: dict[str, Any]) -> None:
 
 
 def learn_tokens(read_fd: int) -> int:
-    """In the worker, once its work horse is done: take in every token event it shared. Returns how many."""
-    from .providers.fabric_token import TOKENS
+    """In the worker, once its work horse is done: take in every event it shared (each platform's
+    ``learn_state`` is offered it, see BaseBackend). Returns how many a platform took."""
+    from .providers import platforms
+
+    backends = list(platforms().values())
 
     os.set_blocking(read_fd, False)
     chunks = []
@@ -120,8 +125,8 @@ def learn_tokens(read_fd: int) -> int:
     learnt = 0
     for line in b"".join(chunks).splitlines():
         try:
-            TOKENS.apply(json.loads(line))
-            learnt += 1
-        except (ValueError, TypeError, KeyError):  # a line cut short by a killed work horse
+            event = json.loads(line)
+            learnt += any([backend.learn_state(event) for backend in backends])
+        except (ValueError, TypeError, KeyError, AttributeError):  # a line cut short by a killed work horse
             continue
     return learnt

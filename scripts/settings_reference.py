@@ -3,41 +3,48 @@
     python scripts/settings_reference.py          # rewrite docs/settings.md
     python scripts/settings_reference.py --check  # exit 1 if it is stale (tests/test_docs.py does the same)
 
-Every key of ``conf.DEFAULTS`` and ``conf.PROVIDER_DEFAULTS`` is listed with its default and the comment written
-next to it in ``django_points_earn/conf.py`` (the lines right above the key, and the one at its end). To document a
-new setting, comment it there and run this script.
+Every key of ``conf.DEFAULTS`` and of each built-in platform's ``defaults`` (its backend class in
+``django_points_earn/providers/``) is listed with its default and the comment written next to it (the lines right
+above the key, and the one at its end). To document a new setting, comment it there and run this script.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import inspect
 import io
 import sys
 import tokenize
 from pathlib import Path
 from typing import Any
 
+from django.utils.module_loading import import_string
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from django_points_earn import conf  # noqa: E402 (after the path is set)
 from django_points_earn.adapters import ORDER_FIELD_KEYS  # noqa: E402
+from django_points_earn.providers import BUILT_IN  # noqa: E402
 
 CONF = ROOT / "django_points_earn" / "conf.py"
 PAGE = ROOT / "docs" / "settings.md"
 REGENERATE = "python scripts/settings_reference.py"
 
 ACCOUNT_COMMON = {
-    "PROVIDER": '`"points"` or `"fabric"`; required',
+    "PROVIDER": " or ".join(f'`"{name}"`' for name in BUILT_IN)
+    + " (or a platform added in `PLATFORMS`, see [Adding a platform](adding-platforms.md)); required",
     "HTTP_TIMEOUT": "this account's (connect, read) timeouts; default: the top-level `HTTP_TIMEOUT`",
 }
-POINTS_ACCOUNT = {
+# Keys an account has without a default (documented here, not next to a default), by platform.
+ACCOUNT_KEYS: dict[str, dict[str, str]] = {}
+ACCOUNT_KEYS["points"] = {
     "API_KEY": "the merchant's private key (`x-api-key`); required. Read it from the environment",
     "WEBHOOK_SECRET": "the secret Points gave the registered webhook (`points_webhook_register`); without it the "
     "webhook view answers 403",
 }
-FABRIC_REQUIRED = {
+ACCOUNT_KEYS["fabric"] = {
     "CLIENT_ID": "the OAuth client id fabric issued; required",
     "CLIENT_SECRET": "its client secret; required. Read it from the environment",
 }
@@ -52,9 +59,10 @@ def comments(source: str) -> dict[int, str]:
     return found
 
 
-def described_keys(name: str) -> dict[tuple[str, ...], str]:
-    """(key path) -> its comment, for the dict literal assigned to ``name`` in conf.py."""
-    source = CONF.read_text(encoding="utf-8")
+def described_keys(name: str, path: Path = CONF, within: str = "") -> dict[tuple[str, ...], str]:
+    """(key path) -> its comment, for the dict literal assigned to ``name`` in ``path`` (at the top level, or in
+    the body of the class ``within``)."""
+    source = path.read_text(encoding="utf-8")
     lines = source.splitlines()
     notes = comments(source)
     tree = ast.parse(source)
@@ -78,7 +86,10 @@ def described_keys(name: str) -> dict[tuple[str, ...], str]:
             if isinstance(value, ast.Dict):
                 walk(value, (*prefix, key.value), key.lineno)
 
-    for node in tree.body:
+    body = tree.body
+    if within:
+        body = next(n.body for n in tree.body if isinstance(n, ast.ClassDef) and n.name == within)
+    for node in body:
         target = (
             node.target
             if isinstance(node, ast.AnnAssign)
@@ -103,17 +114,17 @@ def cell(text: str) -> str:
 
 def render() -> str:
     top = described_keys("DEFAULTS")
-    provider = described_keys("PROVIDER_DEFAULTS")
     out = [
         "# Settings reference",
         "",
-        f"<!-- Generated from django_points_earn/conf.py by `{REGENERATE}`: "
+        f"<!-- Generated from django_points_earn/conf.py and the platforms' backend classes by `{REGENERATE}`: "
         "edit the comments there, not this page. -->",
         "",
         "Everything lives in one dict, `POINTS_EARN`. Only `ACCOUNTS` and either `ORDER_FIELDS` or `ORDER_ADAPTER` are",
         "required; `python manage.py check` names any missing, unknown or misspelt key with its exact path",
         '(e.g. `POINTS_EARN["ACCOUNTS"]["main"]["API_KEY"]`). This page is generated from the defaults in',
-        "`django_points_earn/conf.py`, so it always says what the code does.",
+        "`django_points_earn/conf.py` and in each platform's backend class (`django_points_earn/providers/`), so it",
+        "always says what the code does.",
         "",
         "## Top level",
         "",
@@ -145,15 +156,15 @@ def render() -> str:
     out += ["", "## Accounts", "", '`POINTS_EARN["ACCOUNTS"][name]`, for every platform:', ""]
     out += ["| key | default | meaning |", "|---|---|---|"]
     out += [f"| `{k}` | — | {cell(v)} |" for k, v in ACCOUNT_COMMON.items()]
-    for name, title, extra in (
-        ("points", 'Points accounts (`"PROVIDER": "points"`)', POINTS_ACCOUNT),
-        ("fabric", 'fabric Loyalty accounts (`"PROVIDER": "fabric"`)', FABRIC_REQUIRED),
-    ):
+    for name, path in BUILT_IN.items():
+        backend = import_string(path)
+        described = described_keys("defaults", Path(inspect.getsourcefile(backend)), backend.__name__)
+        title = f'{backend.label} accounts (`"PROVIDER": "{name}"`)'
         out += ["", f"### {title}", "", "| key | default | meaning |", "|---|---|---|"]
-        out += [f"| `{k}` | — | {cell(v)} |" for k, v in extra.items()]
-        for key, default in conf.PROVIDER_DEFAULTS[name].items():
-            meaning = provider.get((name, key), "")
-            if key in conf.REQUIRED_KEYS[name] and "required" not in meaning:
+        out += [f"| `{k}` | — | {cell(v)} |" for k, v in ACCOUNT_KEYS.get(name, {}).items()]
+        for key, default in backend.defaults.items():
+            meaning = described.get((key,), "")
+            if key in backend.required_keys and "required" not in meaning:
                 meaning = (meaning + "; required").lstrip("; ")
             out.append(f"| `{key}` | {shown(default)} | {cell(meaning)} |")
     out += [

@@ -11,9 +11,9 @@ from django.utils.translation import gettext as _
 from .. import lifecycle
 from ..models import EarningAttempt, EarningEvent, EarningRecord, Status, Trigger
 from ..phones import mask_phone
+from ..providers import label
 from .actions import SPECS
 from .display import attempt_outcome, badge, pretty_json, pretty_text, shown
-from .filters import PLATFORM_NAMES
 
 TIMELINE_LIMIT = 100  # the newest attempts and state changes shown; a 429 storm can leave hundreds
 
@@ -28,7 +28,7 @@ def summary(record: EarningRecord, calls: int | None = None) -> list[tuple[str, 
     ``attempts`` counts only the failed ones (the retry budget), so it is shown as "Failed attempts"."""
     return [
         _field(record, "account"),
-        _field(record, "provider", PLATFORM_NAMES.get(record.provider, record.provider)),
+        _field(record, "provider", label(record.provider)),
         _field(record, "order_number"),
         _field(record, "order_id"),
         _field(record, "phone", mask_phone(record.phone) or "—"),

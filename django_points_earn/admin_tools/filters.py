@@ -14,8 +14,8 @@ from django.utils.translation import gettext_lazy as _
 from .. import reconcile
 from ..conf import get_settings
 from ..models import Status
+from ..providers import label
 
-PLATFORM_NAMES = {"points": "Points", "fabric": "fabric Loyalty"}  # product names: not translated
 ATTENTION = "yes"
 STUCK = "stuck"
 
@@ -72,7 +72,7 @@ class PlatformFilter(admin.SimpleListFilter):
                 providers.add(get_settings().account(name).provider)
             except ImproperlyConfigured:
                 continue
-        return [(p, PLATFORM_NAMES.get(p, p)) for p in sorted(providers)]
+        return [(p, label(p)) for p in sorted(providers)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
         return _exact(queryset, "provider", self.value())

@@ -157,6 +157,24 @@ def to_json_number(amount: Decimal | None) -> float | None:
     return None if amount is None else float(amount)
 
 
+def http_warnings(account: AccountConfig, urls: list[tuple[str, str, str]]) -> list[Any]:
+    """points_earn.W001 for each ``(key, url, what travels on it)`` that is plain http:// outside DEBUG."""
+    from django.conf import settings
+    from django.core import checks
+
+    from ..conf import setting_path
+
+    return [
+        checks.Warning(
+            f"{setting_path('ACCOUNTS', account.name, key)} uses plain http:// outside DEBUG: {what} would "
+            "travel unencrypted.",
+            id="points_earn.W001",
+        )
+        for key, url, what in urls
+        if url.startswith("http://") and not settings.DEBUG
+    ]
+
+
 _sessions = threading.local()
 
 
@@ -184,10 +202,43 @@ def _read_environment_once(session: requests.Session, base_url: str) -> None:
 class BaseBackend:
     """Template for a platform client. Subclasses fill in the hooks; the base owns HTTP and error wrapping."""
 
-    provider: ClassVar[str] = ""
+    # -- the declared contract (docs/adding-platforms.md) ----------------------------------------------------
+    provider: ClassVar[str] = ""  # the name accounts give as PROVIDER, and the registry's key
+    label: ClassVar[str] = ""  # the product name shown in the admin (not translated)
+    # The account's settings: defaults of optional keys (documented by the comments next to them, which
+    # scripts/settings_reference.py turns into docs/settings.md), keys without which the account cannot work,
+    # and keys whose values are secrets (never shown, logged or stored; scrubbed from every stored text).
+    defaults: ClassVar[dict[str, Any]] = {}
+    required_keys: ClassVar[tuple[str, ...]] = ()
+    secret_keys: ClassVar[tuple[str, ...]] = ()
+    # What travels on BASE_URL (named when it is plain http:// outside DEBUG: points_earn.W001).
+    base_url_carries: ClassVar[str] = "the credentials"
+    # True when the backend implements reverse(), refund_body() and snapshot(): refunds take points back.
+    supports_refunds: ClassVar[bool] = False
+    # Dotted path of the view receiving this platform's webhooks at webhooks/<provider>/<account>/, or None.
+    webhook_view: ClassVar[str | None] = None
 
     def __init__(self, account: AccountConfig):
         self.account = account
+
+    @classmethod
+    def check(cls, account: AccountConfig) -> list[Any]:
+        """``manage.py check`` messages for one account of this platform (its required keys are checked for it).
+
+        The base warns when BASE_URL is plain http:// outside DEBUG; a platform adds its own option checks."""
+        return http_warnings(account, [("BASE_URL", account.base_url, cls.base_url_carries)])
+
+    # Warm-up: state a forked RQ work horse learns (fabric: its OAuth tokens) and hands to its worker, so that the
+    # next job starts with it. ``share_state`` runs in the work horse with a listener taking JSON-able dicts;
+    # ``learn_state`` runs in the worker for every event any platform shared (ignore those that are not yours).
+    @classmethod
+    def share_state(cls, listener: Any) -> None:
+        return None
+
+    @classmethod
+    def learn_state(cls, event: dict[str, Any]) -> bool:
+        """Take in one shared event; True if it was this platform's."""
+        return False
 
     # -- hooks -------------------------------------------------------------------------------------------------
     def build_payload(self, request: EarningRequest) -> dict[str, Any]:

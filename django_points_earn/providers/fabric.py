@@ -2,7 +2,7 @@
 
 Every call carries an OAuth bearer token from the account's client credentials (:mod:`.fabric_token`), refreshed
 once on a 401 and the call sent once more. fabric documents neither its token endpoint nor its error answers, so
-both are settings (``conf.PROVIDER_DEFAULTS["fabric"]``) and every answer is classified defensively.
+both are settings (``FabricBackend.defaults``) and every answer is classified defensively.
 
 Before resending an attempt whose outcome is unknown, ``earn`` asks get-transaction whether the earn exists; if it
 does, it is awarded without a second POST.
@@ -41,6 +41,7 @@ from .base import (
     _read_bounded,
     cut,
     describe_exception,
+    http_warnings,
     parse_retry_after,
     remember_secret,
     scrub,
@@ -90,6 +91,83 @@ def option_errors(name: str, options: dict[str, Any]) -> list[str]:
 
 class FabricBackend(BaseBackend):
     provider = "fabric"
+    label = "fabric Loyalty"  # the product name: not translated
+    # fabric publishes no token endpoint, no duplicate answer and no error bodies for Loyalty: every such point is
+    # a setting (docs/platforms/fabric.md). The required ones have no default because they are per tenant.
+    defaults = {
+        "BASE_URL": None,  # e.g. https://<tenant>-loyalty.fabric.zone/api, from fabric
+        "TOKEN_URL": None,  # e.g. https://<tenant>.login.fabric.inc/oauth2/<authServerId>/v1/token
+        # "basic": client id/secret in a Basic header, form body (fabric's system-app flow); "form": both in the
+        # form body; "json": both in a JSON body.
+        "GRANT_STYLE": "basic",
+        "SCOPE": "s2s",  # "" or None sends no scope
+        "TOKEN_REFRESH_MARGIN": 60,  # seconds before expires_in (at most half the lifetime) to fetch a new one
+        "ENTITY_REFERENCE": None,  # entityReference: the store/entity as configured in fabric
+        "TRANSACTION_TYPE": None,  # transactionTypeExternalReference of a purchase, as configured in fabric
+        # discountValue is typed integer on the earn page: "integer" refuses (locally) a discount with cents;
+        # "number" sends it as it is, once fabric has confirmed that decimals are accepted.
+        "DISCOUNT_VALUE_AS": "integer",
+        # No member with the order's phone: "rejected" (a human looks) or "skipped" (no points, by design).
+        "MISSING_MEMBER": "rejected",
+        # How the phone is sent to GET /v1/members?phonenumber=: as fabric stored it at enrolment.
+        # "international" 9665XXXXXXXX, "local" 05XXXXXXXX, "national" 5XXXXXXXX (Saudi mobiles), or "as-given"
+        # (the digits the customer typed, for other countries).
+        "MEMBER_PHONE_FORMAT": "international",
+        # Shipping has no field in /v2/earn: "item" sends it as one more item (totalAmountPaid is then what the
+        # customer paid); "exclude" leaves it out.
+        "SHIPPING": "item",
+        "SHIPPING_SKU": "SHIPPING",  # the SKU of that shipping item
+        "UOM": "unit",  # the items' unit of measure (UOM)
+        "FETCH_UPDATED_TOTALS": False,  # fetchUpdatedMemberPointTotals (1 makes fabric compute the balance)
+        "SET_TO_PENDING": False,  # setToPending: points stay Pending for the program's pending period
+        # fabric documents /v2/earn/reverse as cancelling ALL points of the earn. A partial refund is therefore
+        # "refuse"d by default: the reversal is rejected at once with the reason (a human takes the points back in
+        # fabric), nothing is sent. "pro_rata" sends the refunded share of the earn's amounts, once fabric has
+        # confirmed that partial reversals work for the program; if fabric takes back every point anyway, the
+        # earning is recorded as reversed, never as partially reversed.
+        "PARTIAL_REVERSALS": "refuse",
+        # /v2/earn/reverse limits these two to 3-15 characters (the earn's entity may have up to 100); the entity
+        # defaults to ENTITY_REFERENCE. Never cut to fit: manage.py check names the one to set (points_earn.E012).
+        "REVERSE_TRANSACTION_TYPE": "RETURN",
+        "REVERSE_ENTITY_REFERENCE": None,  # entityReference of a reversal (default: ENTITY_REFERENCE)
+        "ISSUE_AUDIT_USER": None,  # issueAuditUser, e.g. "web-shop"
+        # fabric does not document its duplicate answer: these are recognised as "this reference exists"
+        # (409 always counts).
+        "DUPLICATE_STATUS_CODES": (400, 409, 422),
+        # words in such an answer's body that mean "exists already"
+        "DUPLICATE_MARKERS": ("duplicate", "already exists", "already been", "already processed"),
+    }
+    required_keys = ("BASE_URL", "TOKEN_URL", "CLIENT_ID", "CLIENT_SECRET", "ENTITY_REFERENCE", "TRANSACTION_TYPE")
+    secret_keys = ("CLIENT_SECRET",)
+    base_url_carries = "the bearer token"
+    supports_refunds = True
+
+    @classmethod
+    def check(cls, account: AccountConfig) -> list[Any]:
+        from django.core import checks
+
+        errors: list[Any] = [
+            checks.Error(m, id="points_earn.E009") for m in option_errors(account.name, account.options)
+        ]
+        errors += [
+            checks.Error(message, hint="Refunds would be refused until it is changed.", id="points_earn.E012")
+            for message in fabric_reverse.identity_errors(account.name, account.options)
+        ]
+        urls = [("BASE_URL", account.base_url, cls.base_url_carries)]
+        urls.append(("TOKEN_URL", str(account.option("TOKEN_URL") or ""), "the client secret"))
+        return errors + http_warnings(account, urls)
+
+    @classmethod
+    def share_state(cls, listener: Any) -> None:
+        """The work horse's token events (a new token, a drop, a failure and its back-off) go to its worker."""
+        TOKENS.share(listener)
+
+    @classmethod
+    def learn_state(cls, event: dict[str, Any]) -> bool:
+        if not event.get("key"):
+            return False
+        TOKENS.apply(event)
+        return True
 
     def __init__(self, account: AccountConfig):
         super().__init__(account)

@@ -56,6 +56,26 @@ def _order_data(body: Any) -> dict[str, Any]:
 
 class PointsBackend(BaseBackend):
     provider = "points"
+    label = "Points"  # the product name: not translated
+    defaults = {
+        # The contract's production host; Points' own sandbox is https://sandbox.papp.sa/api/v1, and
+        # `manage.py points_sandbox` serves a local one on http://127.0.0.1:8765/api/v1.
+        "BASE_URL": "https://business.papp.sa/api/v1",
+        # Points does not document what a resent order_number returns once its lock is released; these
+        # are the answers recognised as "this order_number exists already" (status codes and message words).
+        "DUPLICATE_STATUS_CODES": (400, 409, 422),  # 409 always counts
+        # words in such an answer's body that mean "exists already"
+        "DUPLICATE_MARKERS": ("already been taken", "already exists", "duplicate", "already used"),
+        # HTTP 400 is both Points' key error ("Invalid or inactive API key", "API key is required") and a business
+        # refusal: only a 400 whose message has one of these words pauses the account; any other 400 is rejected.
+        "AUTH_ERROR_MARKERS": ("api key",),
+    }
+    required_keys = ("API_KEY",)
+    # API_KEY: the merchant's private key (x-api-key); WEBHOOK_SECRET: the registered webhook's secret.
+    secret_keys = ("API_KEY", "WEBHOOK_SECRET")
+    base_url_carries = "the API key"
+    supports_refunds = True
+    webhook_view = "django_points_earn.webhooks.points_webhook"
 
     def auth_headers(self) -> dict[str, str]:
         return {"x-api-key": self.account.secret("API_KEY")}

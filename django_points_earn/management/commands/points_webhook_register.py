@@ -21,17 +21,19 @@ class Command(BaseCommand):
     help = "Register (or --list) this shop's Points webhook; the secret goes to --secret-file, never to the screen."
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--account", required=True, help="A POINTS_EARN account with PROVIDER points.")
-        parser.add_argument("--url", help="https://<shop>/<prefix>/webhooks/points/<account>/")
+        parser.add_argument("--account", required=True, help="A POINTS_EARN account whose platform takes webhooks.")
+        parser.add_argument("--url", help="https://<shop>/<prefix>/webhooks/<platform>/<account>/")
         parser.add_argument("--name", default="django-points-earn", help="A label shown in the Points dashboard.")
         parser.add_argument("--secret-file", help="Where to write the secret (created with mode 0600).")
         parser.add_argument("--list", action="store_true", help="List the registered webhooks (no secrets).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         account = get_settings().account(options["account"])
-        if account.provider != "points":
-            raise CommandError(f"account {account.name} is a {account.provider} account; webhooks are Points'")
         backend = get_backend(account)
+        if not hasattr(backend, "register_webhook"):
+            raise CommandError(
+                f"account {account.name} is a {account.provider} account, which has no webhooks to register"
+            )
         try:
             if options["list"]:
                 for hook in backend.list_webhooks():
