@@ -78,10 +78,10 @@ DEFAULTS: dict[str, Any] = {
 
 
 def _registry() -> Any:
-    """The platform registry, imported when first asked: the providers import this module (no cycle)."""
-    from . import providers
+    """The platform registry (it imports nothing of the package, so this is no circle)."""
+    from . import platforms
 
-    return providers
+    return platforms
 
 
 def provider_names() -> tuple[str, ...]:
@@ -106,7 +106,7 @@ def secret_keys() -> tuple[str, ...]:
     try:
         backends = list(registry.platforms().values())
     except ImproperlyConfigured:  # a PLATFORMS entry that cannot be imported: the built-in ones still count
-        backends = [import_string(path) for path in registry.BUILT_IN.values()]
+        backends = [import_string(path) for path in registry.built_in().values()]
     keys: dict[str, None] = {}
     for backend in backends:
         keys.update(dict.fromkeys(backend.secret_keys))

@@ -1,118 +1,17 @@
-"""The platform registry: the one list of platforms. Everything else asks it (docs/adding-platforms.md).
+"""Platform clients: one module per platform (``points``, ``fabric``) over :mod:`.base`.
 
-The built-in platforms are below; a shop (or a test) adds one without touching the package, either in settings::
-
-    POINTS_EARN = {..., "PLATFORMS": {"acme": "shop.loyalty.AcmeBackend"}}
-
-or from its ``AppConfig.ready()``::
-
-    from django_points_earn.providers import register
-    register("acme", AcmeBackend)
-
-An account then says ``"PROVIDER": "acme"``. A platform is a :class:`~.base.BaseBackend` subclass that declares
-its settings (``defaults``, ``required_keys``, ``secret_keys``), its ``label``, ``supports_refunds``, its
-``webhook_view`` (if any), its ``check()`` and its warm-up hooks.
+The registry of platforms is :mod:`django_points_earn.platforms`; its functions are re-exported here, where the
+package's own code and shops have always found ``get_backend``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from ..platforms import clear_cache, get_backend, label, platform, platforms, register, unregister
 
-from django.core.exceptions import ImproperlyConfigured
-from django.utils.module_loading import import_string
-
-if TYPE_CHECKING:
-    from ..conf import AccountConfig
-    from .base import BaseBackend
-
+# The platforms that come with the package: name -> dotted path of its backend class.
 BUILT_IN: dict[str, str] = {
     "points": "django_points_earn.providers.points.PointsBackend",
     "fabric": "django_points_earn.providers.fabric.FabricBackend",
 }
-_registered: dict[str, type[BaseBackend] | str] = {}
-_resolved: dict[str, type[BaseBackend]] | None = None
 
-
-def register(name: str, backend: type[BaseBackend] | str) -> None:
-    """Add (or replace) the platform ``name``: a BaseBackend subclass or its dotted path."""
-    global _resolved
-    _registered[name] = backend
-    _resolved = None
-
-
-def unregister(name: str) -> None:
-    """Remove a platform added with :func:`register` (tests)."""
-    global _resolved
-    _registered.pop(name, None)
-    _resolved = None
-
-
-def clear_cache() -> None:
-    """Forget the resolved classes (called by ``conf.clear_cache`` when settings change)."""
-    global _resolved
-    _resolved = None
-
-
-def _from_settings() -> dict[str, type[BaseBackend] | str]:
-    from django.conf import settings
-
-    raw = getattr(settings, "POINTS_EARN", None)
-    platforms = raw.get("PLATFORMS") if isinstance(raw, dict) else None
-    if platforms in (None, {}):
-        return {}
-    if not isinstance(platforms, dict):
-        raise ImproperlyConfigured('POINTS_EARN["PLATFORMS"] must be a dict of name -> dotted path of a backend.')
-    return platforms
-
-
-def _resolve(name: str, backend: type[BaseBackend] | str, where: str) -> type[BaseBackend]:
-    from .base import BaseBackend
-
-    if isinstance(backend, str):
-        try:
-            backend = import_string(backend)
-        except ImportError as exc:
-            raise ImproperlyConfigured(f"{where} = {backend!r} cannot be imported: {exc}") from exc
-    if not (isinstance(backend, type) and issubclass(backend, BaseBackend)):
-        raise ImproperlyConfigured(f"{where} is not a BaseBackend subclass.")
-    if backend.provider != name:
-        raise ImproperlyConfigured(f"{where}: its class says provider = {backend.provider!r}, not {name!r}.")
-    return backend
-
-
-def platforms() -> dict[str, type[BaseBackend]]:
-    """Every platform by name: built in, then ``register()``-ed, then ``POINTS_EARN["PLATFORMS"]`` (last wins).
-
-    Raises ImproperlyConfigured with the exact key if one cannot be imported."""
-    global _resolved
-    if _resolved is None:
-        found: dict[str, type[BaseBackend]] = {}
-        for name, backend in BUILT_IN.items():
-            found[name] = _resolve(name, backend, f"platform {name!r}")
-        for name, backend in _registered.items():
-            found[name] = _resolve(name, backend, f"register({name!r})")
-        for name, backend in _from_settings().items():
-            found[name] = _resolve(name, backend, f'POINTS_EARN["PLATFORMS"]["{name}"]')
-        _resolved = found
-    return _resolved
-
-
-def platform(name: str) -> type[BaseBackend] | None:
-    """The backend class of platform ``name``, or None if no such platform is registered."""
-    return platforms().get(name)
-
-
-def label(name: str) -> str:
-    """A platform's human name (its product name, not translated); an unknown one is shown as it is stored."""
-    try:
-        backend = platform(name)
-    except ImproperlyConfigured:
-        backend = None
-    return backend.label if backend is not None and backend.label else name
-
-
-def get_backend(account: AccountConfig) -> BaseBackend:
-    backend = platform(account.provider)
-    if backend is None:
-        raise ImproperlyConfigured(f"No backend for provider {account.provider!r} (account {account.name!r}).")
-    return backend(account)
+__all__ = ["BUILT_IN", "clear_cache", "get_backend", "label", "platform", "platforms", "register", "unregister"]
