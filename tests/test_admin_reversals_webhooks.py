@@ -57,9 +57,9 @@ def approved(number: str) -> dict:
     }
 
 
-def act(client, url: str, action: str, objects, *, confirm: bool):
+def act(client, url: str, action: str, objects, *, confirm: bool, **kwargs):
     data = {"action": action, "index": 0, helpers.ACTION_CHECKBOX_NAME: [str(o.pk) for o in objects]}
-    return client.post(url, {**data, **({"confirm": "yes"} if confirm else {})})
+    return client.post(url, {**data, **({"confirm": "yes"} if confirm else {})}, **kwargs)
 
 
 @pytest.fixture
@@ -206,3 +206,19 @@ def test_both_lists_in_arabic(django_user_model, client, early_delivery):
         deliveries = client.get(DELIVERIES, headers={"accept-language": "ar"}).content.decode()
         refunds = client.get(REVERSALS, headers={"accept-language": "ar"}).content.decode()
     assert "تسليمات إشعارات الويب" in deliveries and "عمليات استرداد النقاط" in refunds
+
+
+def test_the_actions_are_offered_in_arabic(django_user_model, client, early_delivery):
+    client.force_login(user(django_user_model, "agent", "view_webhookdelivery", "reapply_webhookdelivery"))
+    with translation.override("ar"):
+        listing = client.get(DELIVERIES, headers={"accept-language": "ar"}).content.decode()
+        page = act(
+            client,
+            DELIVERIES,
+            "apply_again_selected",
+            [early_delivery],
+            confirm=False,
+            headers={"accept-language": "ar"},
+        ).content.decode()
+    assert "تطبيق مرة أخرى" in listing
+    assert "يُطبَّق كل تسليم مرة أخرى" in page
