@@ -20,9 +20,11 @@ from django.utils.translation import gettext_lazy
 from .admin_tools import actions as admin_actions
 from .admin_tools import display, earning_page, operations
 from .admin_tools.dashboard import DashboardAdmin
+from .admin_tools.delivery_admin import WebhookDeliveryAdmin
 from .admin_tools.filters import AccountFilter, NeedsAttentionFilter, PlatformFilter
 from .admin_tools.paginator import CappedChangeList, CappedCountPaginator, limit_for_page
-from .models import AccountState, EarningRecord, ReconciliationDashboard
+from .admin_tools.reversal_admin import ReversalAdmin
+from .models import AccountState, EarningRecord, ReconciliationDashboard, Reversal, WebhookDelivery
 from .phones import InvalidPhone, mask_phone, normalize_ksa_mobile
 
 
@@ -218,3 +220,5 @@ class AccountStateAdmin(admin.ModelAdmin):
 
 
 admin.site.register(ReconciliationDashboard, DashboardAdmin)
+admin.site.register(Reversal, ReversalAdmin)
+admin.site.register(WebhookDelivery, WebhookDeliveryAdmin)

@@ -301,6 +301,7 @@ class WebhookDelivery(models.Model):
         verbose_name = _("webhook delivery")
         verbose_name_plural = _("webhook deliveries")
         indexes = [models.Index(fields=["processed_at"], name="points_earn_webhook_todo")]
+        permissions = [("reapply_webhookdelivery", _("Can apply webhook deliveries again"))]
 
     def __str__(self) -> str:
         return f"{self.event} {self.order_number or self.order_uuid}"
