@@ -9,7 +9,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import BadRequest, PermissionDenied
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -21,7 +21,7 @@ from .admin_tools import actions as admin_actions
 from .admin_tools import display, earning_page, operations
 from .admin_tools.dashboard import DashboardAdmin
 from .admin_tools.delivery_admin import WebhookDeliveryAdmin
-from .admin_tools.filters import AccountFilter, NeedsAttentionFilter, PlatformFilter
+from .admin_tools.filters import AccountFilter, NeedsAttentionFilter, PlatformFilter, refuse_nul
 from .admin_tools.paginator import CappedChangeList, CappedCountPaginator, limit_for_page
 from .admin_tools.reversal_admin import ReversalAdmin
 from .models import AccountState, EarningRecord, ReconciliationDashboard, Reversal, WebhookDelivery
@@ -172,12 +172,6 @@ class EarningRecordAdmin(admin.ModelAdmin):
             request, spec, [record], admin_context=self._admin_context(request), hidden=[], back_url=page
         )
         return response or HttpResponseRedirect(page)
-
-
-def refuse_nul(request: HttpRequest) -> None:
-    """A NUL in the query string (``?account=%00``) is never a real filter and PostgreSQL refuses it: 400."""
-    if any("\x00" in key or "\x00" in value for key, values in request.GET.lists() for value in values):
-        raise BadRequest("NUL character in the query string")
 
 
 @admin.register(AccountState)

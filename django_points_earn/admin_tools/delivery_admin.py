@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy
 from .. import webhooks
 from ..models import WebhookDelivery
 from . import display, row_actions
-from .filters import AccountFilter, _exact
+from .filters import AccountFilter, _exact, refuse_nul
 
 REAPPLY_PERM = "django_points_earn.reapply_webhookdelivery"
 KNOWN_EVENTS = ("approved", "refunded", "auto_refunded", "cancelled")  # the platform's names: not translated
@@ -99,8 +99,6 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         return queryset.filter(Q(order_number=term) | Q(order_uuid=term)), False
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        from ..admin import refuse_nul
-
         refuse_nul(request)
         return super().changelist_view(request, extra_context)
 

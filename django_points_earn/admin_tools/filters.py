@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.contrib import admin
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import BadRequest, ImproperlyConfigured
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -85,3 +85,9 @@ def _exact(queryset: QuerySet, field: str, value: str | None) -> QuerySet:
     if "\x00" in value:
         return queryset.none()
     return queryset.filter(**{field: value})
+
+
+def refuse_nul(request: HttpRequest) -> None:
+    """A NUL in the query string (``?account=%00``) is never a real filter and PostgreSQL refuses it: 400."""
+    if any("\x00" in key or "\x00" in value for key, values in request.GET.lists() for value in values):
+        raise BadRequest("NUL character in the query string")

@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy
 from .. import queueing, reversals
 from ..models import AccountState, Reversal, ReversalStatus
 from . import display, row_actions
-from .filters import AccountFilter, _exact
+from .filters import AccountFilter, _exact, refuse_nul
 
 RESENDABLE = (ReversalStatus.FAILED, ReversalStatus.REJECTED)
 REVERSE_PERM = "django_points_earn.reverse_earningrecord"
@@ -112,8 +112,6 @@ class ReversalAdmin(admin.ModelAdmin):
         return queryset.filter(Q(record__order_number=term) | Q(refund_id=term)), False
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        from ..admin import refuse_nul
-
         refuse_nul(request)
         return super().changelist_view(request, extra_context)
 
