@@ -252,10 +252,10 @@ def complete(
             fields["remote_reference"] = result.remote_reference[:100]
         if result.points is not None:
             fields["points"] = result.points
-    elif result.status == results.RATE_LIMITED:
+    elif result.status == results.RATE_LIMITED and _rate_limited_before(reversal) < int(policy["MAX_RATE_LIMITED"]):
         to = R.QUEUED
         fields["next_attempt_at"] = now + timedelta(seconds=lifecycle.rate_limit_delay(result.retry_after))
-    elif result.status == results.UNAVAILABLE:
+    elif result.status in (results.UNAVAILABLE, results.RATE_LIMITED):  # a 429 past its budget uses up attempts
         attempts = reversal.attempts + 1
         fields.update(attempts=attempts, outcome_unknown=reversal.outcome_unknown or result.outcome_unknown)
         if attempts >= int(policy["MAX_ATTEMPTS"]):
@@ -282,6 +282,12 @@ def complete(
                 fully=True if result.remote_status == results.FULLY_REVERSED else None,  # never less than taken
             )
     return Reversal.objects.select_related("record").get(pk=reversal.pk)
+
+
+def _rate_limited_before(reversal: Reversal) -> int:
+    """How many earlier calls of this refund were answered 429 (its attempt rows say so: the budget of
+    RETRY["MAX_RATE_LIMITED"], as for earnings, so that a refund Points keeps rate-limiting ends ``failed``)."""
+    return EarningAttempt.objects.filter(reversal=reversal, outcome=results.RATE_LIMITED).count()
 
 
 def recover_expired_leases() -> int:
