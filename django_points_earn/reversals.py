@@ -34,6 +34,10 @@ R = ReversalStatus
 
 NOT_SENT = (Status.QUEUED, Status.REJECTED, Status.FAILED, Status.BLOCKED)
 NOTHING_TO_TAKE = (Status.SKIPPED, Status.RESOLVED, Status.CANCELLED, Status.REVERSED)
+RESOLVED_BY_HAND = (
+    "the earning was resolved by hand, outside this app: nothing is taken back here; if its points were awarded "
+    "by hand, take them back by hand too"
+)
 
 
 def reserved_amount(record: EarningRecord, *, exclude: int | None = None) -> Decimal:
@@ -86,7 +90,8 @@ def create(
                 completed_at=timezone.now() if status in (R.CANCELLED, R.REJECTED) else None,
             )
             if status == R.CANCELLED and record.status in NOT_SENT and amount is None:
-                lifecycle.cancel_unsent(record, note=f"refunded before it was sent (refund {refund_id})")
+                if lifecycle.cancel_unsent(record, note=f"refunded before it was sent (refund {refund_id})"):
+                    release_waiting(record)  # partial refunds that waited for the award: nothing to take back
     except IntegrityError:
         return Reversal.objects.get(record=record, refund_id=refund_id), False
     log.info("refund %s of %s/%s recorded as %s: %s", refund_id, record.account, record.order_number, status, why)
@@ -161,7 +166,9 @@ def release_waiting(record: EarningRecord) -> int:
                 R.WAITING,
                 R.CANCELLED,
                 completed_at=now,
-                status_reason=f"nothing to take back: the earning is {record.status}",
+                status_reason=RESOLVED_BY_HAND
+                if record.status == Status.RESOLVED
+                else f"nothing to take back: the earning is {record.status}",
             )
         elif (
             record.status in (Status.REJECTED, Status.FAILED) and reversal.amount is None and not record.outcome_unknown

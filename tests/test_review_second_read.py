@@ -251,3 +251,34 @@ def test_the_reconcile_report_masks_a_phone_quoted_in_a_reason(place_order, as_j
     assert code == 1
     assert "0551234567" not in out and "551234567" not in out
     assert "5*****567" in out
+
+
+# -- refunds left waiting for an earning that will never be awarded by this app -----------------------------------
+def test_a_partial_refund_waiting_for_an_unsent_earning_ends_when_a_full_refund_cancels_it(place_order):
+    """Failed on db5685b: a partial refund of an order not sent yet waits for the award; a full refund then cancels
+    the earning (nothing is ever sent), but the partial one stayed ``waiting`` for ever, on a cancelled earning."""
+    order = place_order("SO-RV10", lines=[("Oud", "100.00", 1)])
+    order_refunded.send(sender=Order, order=order, amount=Decimal("30"), reason="one bottle", refund_id="PART")
+    assert Reversal.objects.get(refund_id="PART").status == ReversalStatus.WAITING
+    order_refunded.send(sender=Order, order=order, amount=None, reason="all of it", refund_id="ALL")
+    assert EarningRecord.objects.get().status == Status.CANCELLED
+    part = Reversal.objects.get(refund_id="PART")
+    assert part.status == ReversalStatus.CANCELLED
+    assert "cancelled" in part.status_reason
+
+
+@pytest.mark.parametrize("state", [Status.ACCEPTED, Status.FAILED])
+def test_a_refund_waiting_for_an_earning_resolved_by_hand_ends_and_says_why(place_order, state):
+    """Failed on db5685b: an ``accepted`` earning with no webhook for days (or a failed one) resolved by hand kept
+    its refund ``waiting`` for ever, for an approved webhook or award that can no longer change it, and nothing
+    listed it: reconcile and the admin look at earnings, and the earning was resolved."""
+    order = place_order("SO-RV11", lines=[("Oud", "100.00", 1)])
+    record = EarningRecord.objects.get()
+    EarningRecord.objects.filter(pk=record.pk).update(status=state, outcome_unknown=True)
+    order_refunded.send(sender=Order, order=order, amount=None, reason="returned", refund_id="R-1")
+    assert Reversal.objects.get().status == ReversalStatus.WAITING
+    record.refresh_from_db()
+    assert lifecycle.resolve(record, actor="ops", note="checked in the Points dashboard")
+    reversal = Reversal.objects.get()
+    assert reversal.status == ReversalStatus.CANCELLED
+    assert "resolved by hand" in reversal.status_reason and "by hand too" in reversal.status_reason
