@@ -147,6 +147,8 @@ def _first_state(record: EarningRecord, amount: Any) -> tuple[str, str]:
         if not record.remote_id:
             return R.WAITING, "the platform id of this earning is unknown: waits for the webhook that gives it"
         return R.QUEUED, ""
+    if record.status == Status.RESOLVED:
+        return R.CANCELLED, RESOLVED_BY_HAND
     return R.CANCELLED, f"nothing to take back: the earning is {record.status}"
 
 

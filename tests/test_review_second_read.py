@@ -282,3 +282,5 @@ def test_a_refund_waiting_for_an_earning_resolved_by_hand_ends_and_says_why(plac
     reversal = Reversal.objects.get()
     assert reversal.status == ReversalStatus.CANCELLED
     assert "resolved by hand" in reversal.status_reason and "by hand too" in reversal.status_reason
+    order_refunded.send(sender=Order, order=order, amount=None, reason="again", refund_id="R-2")  # after: the same
+    assert Reversal.objects.get(refund_id="R-2").status_reason == reversal.status_reason
