@@ -510,20 +510,24 @@ def complete(
             pause_account(record.account, pause_reason)
         # Moved under our lease, the row is exactly what we wrote; taken over by a sweep meanwhile, it is not.
         saved = _as_written(record, to, fields) if ours else EarningRecord.objects.get(pk=record.pk)
-        if to == Status.ACCEPTED and _settle_from_known_id(saved):
+        if to in SETTLED_BY_PLATFORM_ID and _settle_from_known_id(saved, deliveries=to == Status.ACCEPTED):
             return EarningRecord.objects.get(pk=record.pk)
         _announce(saved)
         _release_reversals(saved)
     return saved
 
 
-def _settle_from_known_id(record: EarningRecord) -> bool:
-    """An ``accepted`` record whose platform id already came: from a webhook applied while the record was being
-    sent (kept on the record), or stored in a delivery that found no record to give it to. Settles it as awarded."""
+def _settle_from_known_id(record: EarningRecord, *, deliveries: bool = False) -> bool:
+    """A record the platform's word settles (:data:`SETTLED_BY_PLATFORM_ID`: accepted, pending, queued again,
+    failed, blocked) whose platform id already came: from a webhook applied while it was being sent (kept on the
+    record, the webhook used up), or (``deliveries``, for an ``accepted`` record) stored in an approved delivery of
+    its order number. Settles it as awarded; otherwise it would wait for a webhook that has already come."""
     from .models import WebhookDelivery
 
     remote_id = EarningRecord.objects.filter(pk=record.pk).values_list("remote_id", flat=True).first() or ""
     source = "the platform's webhook, applied while this earning was being sent"
+    if not remote_id and not deliveries:
+        return False
     if not remote_id:
         delivery = (
             WebhookDelivery.objects.filter(account=record.account, order_number=record.order_number, event="approved")
@@ -805,6 +809,10 @@ def resolve(record: EarningRecord, *, actor: str, note: str, trigger: str = Trig
         ):
             return False
         _event(record, record.status, Status.RESOLVED, trigger, actor, note)
+        from .reversals import release_waiting
+
+        record.status = Status.RESOLVED
+        release_waiting(record)  # a refund that waited for this earning's outcome ends, saying why
     return True
 
 

@@ -22,7 +22,8 @@ from redis.lock import Lock
 from . import lifecycle, queueing
 from .conf import get_settings
 from .models import NEEDS_ATTENTION, AccountState, EarningRecord, Status, Trigger
-from .phones import mask_phone
+from .phones import mask_phone, mask_phones_in_text
+from .providers.base import scrub
 
 log = logging.getLogger("django_points_earn")
 
@@ -329,7 +330,10 @@ def paused_accounts(account: str | None = None) -> list[dict[str, Any]]:
     qs = AccountState.objects.filter(paused=True).order_by("account")
     if account:
         qs = qs.filter(account=account)
-    return [{"account": s.account, "reason": s.reason[:200], "paused_at": s.paused_at} for s in qs]
+    return [
+        {"account": s.account, "reason": mask_phones_in_text(scrub(s.reason))[:200], "paused_at": s.paused_at}
+        for s in qs
+    ]
 
 
 def _summarise(report: Report, options: Options) -> None:
@@ -351,7 +355,7 @@ def _summarise(report: Report, options: Options) -> None:
             "order_number": r.order_number,
             "status": r.status,
             "phone": mask_phone(r.phone),
-            "reason": (r.drift or r.status_reason)[:200],
+            "reason": mask_phones_in_text(scrub(r.drift or r.status_reason))[:200],  # as the admin shows it
         }
         for r in attention.order_by("-updated_at")[: options.attention_list]
     ]

@@ -34,6 +34,10 @@ R = ReversalStatus
 
 NOT_SENT = (Status.QUEUED, Status.REJECTED, Status.FAILED, Status.BLOCKED)
 NOTHING_TO_TAKE = (Status.SKIPPED, Status.RESOLVED, Status.CANCELLED, Status.REVERSED)
+RESOLVED_BY_HAND = (
+    "the earning was resolved by hand, outside this app: nothing is taken back here; if its points were awarded "
+    "by hand, take them back by hand too"
+)
 
 
 def reserved_amount(record: EarningRecord, *, exclude: int | None = None) -> Decimal:
@@ -86,7 +90,8 @@ def create(
                 completed_at=timezone.now() if status in (R.CANCELLED, R.REJECTED) else None,
             )
             if status == R.CANCELLED and record.status in NOT_SENT and amount is None:
-                lifecycle.cancel_unsent(record, note=f"refunded before it was sent (refund {refund_id})")
+                if lifecycle.cancel_unsent(record, note=f"refunded before it was sent (refund {refund_id})"):
+                    release_waiting(record)  # partial refunds that waited for the award: nothing to take back
     except IntegrityError:
         return Reversal.objects.get(record=record, refund_id=refund_id), False
     log.info("refund %s of %s/%s recorded as %s: %s", refund_id, record.account, record.order_number, status, why)
@@ -142,6 +147,8 @@ def _first_state(record: EarningRecord, amount: Any) -> tuple[str, str]:
         if not record.remote_id:
             return R.WAITING, "the platform id of this earning is unknown: waits for the webhook that gives it"
         return R.QUEUED, ""
+    if record.status == Status.RESOLVED:
+        return R.CANCELLED, RESOLVED_BY_HAND
     return R.CANCELLED, f"nothing to take back: the earning is {record.status}"
 
 
@@ -161,7 +168,9 @@ def release_waiting(record: EarningRecord) -> int:
                 R.WAITING,
                 R.CANCELLED,
                 completed_at=now,
-                status_reason=f"nothing to take back: the earning is {record.status}",
+                status_reason=RESOLVED_BY_HAND
+                if record.status == Status.RESOLVED
+                else f"nothing to take back: the earning is {record.status}",
             )
         elif (
             record.status in (Status.REJECTED, Status.FAILED) and reversal.amount is None and not record.outcome_unknown
@@ -270,10 +279,10 @@ def complete(
             fields["remote_reference"] = result.remote_reference[:100]
         if result.points is not None:
             fields["points"] = result.points
-    elif result.status == results.RATE_LIMITED:
+    elif result.status == results.RATE_LIMITED and _rate_limited_before(reversal) < int(policy["MAX_RATE_LIMITED"]):
         to = R.QUEUED
         fields["next_attempt_at"] = now + timedelta(seconds=lifecycle.rate_limit_delay(result.retry_after))
-    elif result.status == results.UNAVAILABLE:
+    elif result.status in (results.UNAVAILABLE, results.RATE_LIMITED):  # a 429 past its budget uses up attempts
         attempts = reversal.attempts + 1
         fields.update(attempts=attempts, outcome_unknown=reversal.outcome_unknown or result.outcome_unknown)
         if attempts >= int(policy["MAX_ATTEMPTS"]):
@@ -300,6 +309,12 @@ def complete(
                 fully=True if result.remote_status == results.FULLY_REVERSED else None,  # never less than taken
             )
     return Reversal.objects.select_related("record").get(pk=reversal.pk)
+
+
+def _rate_limited_before(reversal: Reversal) -> int:
+    """How many earlier calls of this refund were answered 429 (its attempt rows say so: the budget of
+    RETRY["MAX_RATE_LIMITED"], as for earnings, so that a refund Points keeps rate-limiting ends ``failed``)."""
+    return EarningAttempt.objects.filter(reversal=reversal, outcome=results.RATE_LIMITED).count()
 
 
 def recover_expired_leases() -> int:

@@ -25,7 +25,7 @@ from django.views.decorators.http import require_POST
 
 from . import lifecycle, reversals, webhook_input
 from .conf import get_settings
-from .models import EarningRecord, Reversal, ReversalStatus, WebhookDelivery
+from .models import EarningRecord, Reversal, ReversalStatus, Status, WebhookDelivery
 from .providers.points import refund_tag
 
 log = logging.getLogger("django_points_earn")
@@ -124,12 +124,21 @@ def process(delivery_id: int) -> str:
         if delivery is None or delivery.processed_at is not None:
             return "already processed"
         try:
-            result = _apply(delivery)
+            with transaction.atomic():  # a failure undoes this delivery's changes only, never the bookkeeping below
+                result = _apply(delivery)
+        except NotYet as exc:  # left unprocessed: the sweep (process_pending) applies it once the call is recorded
+            result = f"waiting: {exc}"
+            WebhookDelivery.objects.filter(pk=delivery.pk).update(result=result)
+            return result
         except Exception as exc:  # kept for a human; the delivery is not retried blindly
             log.exception("webhook delivery %s could not be applied", delivery_id)
             result = f"error: {type(exc).__name__}: {exc}"
         WebhookDelivery.objects.filter(pk=delivery.pk).update(processed_at=timezone.now(), result=result[:2000])
     return result
+
+
+class NotYet(Exception):
+    """The delivery cannot be applied now (its earning is being sent); it stays unprocessed, for the sweep."""
 
 
 def process_pending(limit: int = 500, older_than_seconds: float = 30) -> int:
@@ -153,9 +162,14 @@ def _apply(delivery: WebhookDelivery) -> str:
     if record is None:
         return "ignored: no earning here for this order"
     uuid = str(order.get("id") or "")
-    if uuid and not record.remote_id:
+    if event != "approved" and record.status == Status.SENDING:
+        # A refund or cancellation can only be applied to an earning that is settled: the call in flight decides
+        # whether it is, in a moment. Applied then (a reversal of an earning not yet awarded would be lost).
+        raise NotYet(f"the earning is being sent right now; the {event} webhook is applied once its answer is in")
+    if uuid and (not record.remote_id or record.status in lifecycle.SETTLED_BY_PLATFORM_ID):
         # Whatever the record's state: a record being sent, or queued again after a lost answer, keeps the id for
-        # its resend's "duplicate" answer; one the platform's word settles becomes awarded (lifecycle decides).
+        # its resend's "duplicate" answer; one the platform's word settles becomes awarded (lifecycle decides),
+        # also when it got the id earlier (while it was being sent) and is still not settled.
         lifecycle.confirm_award(
             record,
             remote_id=uuid,
@@ -217,8 +231,16 @@ def _find(account: str, order: dict[str, Any]) -> EarningRecord | None:
     return (uuid and qs.filter(remote_id=uuid).first()) or (number and qs.filter(order_number=number).first()) or None
 
 
+# Points and amounts are kept in DecimalField(max_digits=14, decimal_places=2): anything from 10^12 up cannot be.
+MAX_NUMBER = Decimal(10) ** 12
+
+
 def _number(value: Any) -> Decimal | None:
+    """A webhook's number, or None when it is missing or no column could keep it (NaN, infinite, too large)."""
     try:
-        return None if value is None else Decimal(str(value))
+        number = None if value is None or isinstance(value, bool) else Decimal(str(value))
     except InvalidOperation:
         return None
+    if number is None or not number.is_finite() or abs(number) >= MAX_NUMBER:
+        return None
+    return number

@@ -218,8 +218,18 @@ class FabricBackend(BaseBackend):
         if result.status == DUPLICATE and outcome_unknown:
             # Not there a moment ago, a duplicate now: a late earlier attempt landed meanwhile. Fetch its code.
             found = self._find_earn(reference, body.get("profileId"), request_id)
-            if found is not None and found.status == AWARDED:
-                result = found
+            if found is not None:
+                result = found  # awarded; or why fabric cannot be asked now (retried, looked up first)
+            else:
+                # Never "duplicate" here: the lifecycle would keep the earning "accepted", awaiting an approved
+                # webhook, which only Points sends. Asked again (get-transaction first) until fabric lists it.
+                result = EarnResult(
+                    UNAVAILABLE,
+                    "fabric calls this earn a duplicate (an earlier attempt landed), but get-transaction does not "
+                    "list it yet: looked up again before anything is resent",
+                    outcome_unknown=True,
+                    **_common(result),
+                )
         result.payload_update = {**result.payload_update, **update}
         return result
 
@@ -397,13 +407,15 @@ class FabricBackend(BaseBackend):
 
     # -- refunds --------------------------------------------------------------------------------------------
     def refund_body(self, record: Any, reversal: Any, amount: Any = None) -> dict[str, Any]:
+        """``amount``: what this refund takes back (``reversals.amount_to_take``: for "the rest", the total less
+        the earning's other refunds), never the refund's own empty amount, which would mean the whole order."""
         earn = {**(record.payload or {})}
         if not earn.get("profileId"):  # looked up by snapshot() before the first attempt
             earn["profileId"] = (reversal.remote_before or {}).get("profileId")
         return fabric_reverse.build(
             earn,
             account=self.account,
-            amount=reversal.amount,
+            amount=amount if amount is not None else reversal.amount,
             total=record.total,
             refund_id=reversal.refund_id,
             reason=reversal.reason or "refund",
