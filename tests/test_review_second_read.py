@@ -17,10 +17,10 @@ from django_points_earn.providers import base as r
 from django_points_earn.providers import get_backend
 from django_points_earn.providers.base import EarnResult
 from django_points_earn.signals import order_refunded
-from tests.conftest import FABRIC_TOKEN_URL, POINTS_URL, run_worker, settle
+from tests.conftest import FABRIC_TOKEN_URL, POINTS_URL, settle
 from tests.shop.models import Order
 from tests.test_fabric_client import EARN_URL, TXN_URL, calls_to, earn, token_answer, transactions
-from tests.test_points_settlement import make_due, post, slow_retries  # noqa: F401 (slow_retries: a fixture)
+from tests.test_points_settlement import first_call_lost, make_due, post
 
 pytestmark = pytest.mark.django_db(transaction=True)
 URL = "/loyalty/webhooks/points/main/"
@@ -45,11 +45,8 @@ def dashboard_refund(uuid, amount=None):
 
 def lost_answer(place_order, points_api, number):
     """Points created (and credited) the order, our client timed out: the record is queued, outcome unknown."""
-    points_api.script("slow")
     place_order(number, lines=[("Oud", "100.00", 1)])
-    run_worker()
-    record = EarningRecord.objects.get(order_number=number)
-    assert (record.status, record.outcome_unknown) == (Status.QUEUED, True)
+    record = first_call_lost(number, points_api)
     [approved] = platform_events(points_api, number, "approved")
     return record, approved
 
@@ -63,7 +60,6 @@ def resend_in_flight(record):
 
 
 # -- the platform id kept while the record was being sent ------------------------------------------------------
-@pytest.mark.usefixtures("slow_retries")
 def test_a_lost_resend_after_the_approved_webhook_settles_the_record(place_order, points_api, client):
     """Failed on db5685b: the approved webhook came while the resend was in flight (id kept, "stays sending"); the
     resend then timed out too, and the record went back to ``queued`` holding the platform's id, the webhook used
@@ -94,7 +90,6 @@ def test_a_pending_answer_after_the_approved_webhook_settles_the_record(place_or
 
 
 # -- refunds and cancellations made on the platform ---------------------------------------------------------------
-@pytest.mark.usefixtures("slow_retries")
 def test_a_platform_refund_of_a_queued_record_holding_its_id_is_not_lost(place_order, points_api, client):
     """Failed on db5685b: a record back in ``queued`` that holds the platform id (kept while it was sent) was not
     settled by the ``refunded`` webhook (only a record without an id is), so the platform's full refund was kept
@@ -114,7 +109,6 @@ def test_a_platform_refund_of_a_queued_record_holding_its_id_is_not_lost(place_o
     assert record.reversal_set.get().status == ReversalStatus.REVERSED
 
 
-@pytest.mark.usefixtures("slow_retries")
 def test_a_platform_refund_while_the_record_is_being_sent_is_applied_once_awarded(place_order, points_api, client):
     """Failed on db5685b: the ``refunded`` webhook processed while the record was ``sending`` kept the reversal as
     done, but the earning (not awarded yet) could not be reversed; once the call's answer awarded it, nothing
