@@ -809,10 +809,8 @@ def resolve(record: EarningRecord, *, actor: str, note: str, trigger: str = Trig
         ):
             return False
         _event(record, record.status, Status.RESOLVED, trigger, actor, note)
-        from .reversals import release_waiting
-
         record.status = Status.RESOLVED
-        release_waiting(record)  # a refund that waited for this earning's outcome ends, saying why
+        _release_reversals(record)  # a refund that waited for this earning's outcome ends, saying why
     return True
 
 
