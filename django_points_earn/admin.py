@@ -23,6 +23,7 @@ from .admin_tools.dashboard import DashboardAdmin
 from .admin_tools.delivery_admin import WebhookDeliveryAdmin
 from .admin_tools.filters import AccountFilter, NeedsAttentionFilter, PlatformFilter, refuse_nul
 from .admin_tools.paginator import CappedChangeList, CappedCountPaginator, limit_for_page
+from .admin_tools.read_only import ReadOnlyAdmin
 from .admin_tools.reversal_admin import ReversalAdmin
 from .models import AccountState, EarningRecord, ReconciliationDashboard, Reversal, WebhookDelivery
 from .phones import InvalidPhone, mask_phone, normalize_ksa_mobile
@@ -175,23 +176,10 @@ class EarningRecordAdmin(admin.ModelAdmin):
 
 
 @admin.register(AccountState)
-class AccountStateAdmin(admin.ModelAdmin):
+class AccountStateAdmin(ReadOnlyAdmin):
     list_display = ("account", "paused", "reason", "paused_at", "resumed_at", "resumed_by")
     readonly_fields = ("account", "paused", "reason", "paused_at", "resumed_at", "resumed_by")
     actions = ["resume_selected"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        refuse_nul(request)
-        return super().changelist_view(request, extra_context)
 
     def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
         if "\x00" in object_id:  # the account is the primary key: PostgreSQL refuses a NUL in it outright

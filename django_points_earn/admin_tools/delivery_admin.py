@@ -6,7 +6,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -16,7 +16,8 @@ from django.utils.translation import gettext_lazy
 from .. import webhooks
 from ..models import WebhookDelivery
 from . import display, row_actions
-from .filters import AccountFilter, _exact, refuse_nul
+from .filters import AccountFilter, _exact
+from .read_only import ReadOnlyAdmin
 
 REAPPLY_PERM = "django_points_earn.reapply_webhookdelivery"
 KNOWN_EVENTS = ("approved", "refunded", "auto_refunded", "cancelled")  # the platform's names: not translated
@@ -57,7 +58,7 @@ def reapply(delivery: WebhookDelivery) -> str:
         return webhooks.process(delivery.pk)
 
 
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_display = ("received_at", "account", "event", "order_number", "processed", "result_line", "redeliveries")
     list_display_links = ("received_at",)
     list_filter = (EventFilter, AccountFilter, ProcessedFilter)
@@ -67,6 +68,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     list_per_page = 50
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
+    exact_search = ("order_number", "order_uuid")
     actions = ["apply_again_selected"]
     fields = readonly_fields = (
         "received_at",
@@ -80,27 +82,8 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         "payload_shown",
     )
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     def has_reapply_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(REAPPLY_PERM) and self.has_view_permission(request)
-
-    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        return queryset.filter(Q(order_number=term) | Q(order_uuid=term)), False
-
-    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        refuse_nul(request)
-        return super().changelist_view(request, extra_context)
 
     @admin.display(description=gettext_lazy("processed"), boolean=True, ordering="processed_at")
     def processed(self, obj: WebhookDelivery) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html
@@ -16,7 +16,8 @@ from django.utils.translation import gettext_lazy
 from .. import queueing, reversals
 from ..models import AccountState, Reversal, ReversalStatus
 from . import display, row_actions
-from .filters import AccountFilter, _exact, refuse_nul
+from .filters import AccountFilter, _exact
+from .read_only import ReadOnlyAdmin
 
 RESENDABLE = (ReversalStatus.FAILED, ReversalStatus.REJECTED)
 REVERSE_PERM = "django_points_earn.reverse_earningrecord"
@@ -52,7 +53,7 @@ def cannot_send_again(reversal: Reversal) -> str:
     return ""
 
 
-class ReversalAdmin(admin.ModelAdmin):
+class ReversalAdmin(ReadOnlyAdmin):
     list_display = (
         "earning_link",
         "refund_id",
@@ -74,6 +75,7 @@ class ReversalAdmin(admin.ModelAdmin):
     list_per_page = 50
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
+    exact_search = ("record__order_number", "refund_id")
     actions = ["send_again_selected"]
     fields = readonly_fields = (
         "earning_link",
@@ -93,27 +95,8 @@ class ReversalAdmin(admin.ModelAdmin):
         "completed_at",
     )
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     def has_reverse_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(REVERSE_PERM) and self.has_view_permission(request)
-
-    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        return queryset.filter(Q(record__order_number=term) | Q(refund_id=term)), False
-
-    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        refuse_nul(request)
-        return super().changelist_view(request, extra_context)
 
     @admin.display(description=gettext_lazy("order number"), ordering="record__order_number")
     def earning_link(self, obj: Reversal) -> SafeString:
