@@ -45,7 +45,7 @@ ALLOWED: dict[str, set[str]] = {
         Status.QUEUED,
         Status.SKIPPED,
     },
-    Status.REJECTED: {Status.QUEUED, Status.RESOLVED, Status.CANCELLED},
+    Status.REJECTED: {Status.QUEUED, Status.RESOLVED, Status.CANCELLED, Status.AWARDED},
     Status.BLOCKED: {Status.QUEUED, Status.RESOLVED, Status.CANCELLED, Status.AWARDED},
     Status.FAILED: {Status.QUEUED, Status.RESOLVED, Status.CANCELLED, Status.AWARDED, Status.PENDING_ACTIVATION},
     Status.PENDING_ACTIVATION: {Status.AWARDED, Status.RESOLVED},
@@ -63,6 +63,12 @@ DUPLICATE_CONFIRMED = "duplicate_confirmed"
 # States the platform's id of the order (its webhook) settles as ``awarded``: the platform has credited the order,
 # whatever we knew of it before (a lost answer, a pending customer, a duplicate answer).
 SETTLED_BY_PLATFORM_ID = (Status.ACCEPTED, Status.PENDING_ACTIVATION, Status.QUEUED, Status.FAILED, Status.BLOCKED)
+
+
+def settled_by_platform_id(status: str, outcome_unknown: bool) -> bool:
+    """Whether the platform's id of the order makes this record ``awarded``: the states above, and a ``rejected``
+    one whose earlier call's outcome was unknown (e.g. an unexpected 400 on the resend: the first call had landed)."""
+    return status in SETTLED_BY_PLATFORM_ID or (status == Status.REJECTED and outcome_unknown)
 
 
 # Work of the modules above the lifecycle that must happen in the same transaction as a state change (refunds
@@ -510,7 +516,8 @@ def complete(
             pause_account(record.account, pause_reason)
         # Moved under our lease, the row is exactly what we wrote; taken over by a sweep meanwhile, it is not.
         saved = _as_written(record, to, fields) if ours else EarningRecord.objects.get(pk=record.pk)
-        if to in SETTLED_BY_PLATFORM_ID and _settle_from_known_id(saved, deliveries=to == Status.ACCEPTED):
+        settles = settled_by_platform_id(to, bool(saved.outcome_unknown))
+        if settles and _settle_from_known_id(saved, deliveries=to == Status.ACCEPTED):
             return EarningRecord.objects.get(pk=record.pk)
         _announce(saved)
         _release_reversals(saved)
@@ -963,11 +970,14 @@ def confirm_award(
         fields["points"] = points
     with transaction.atomic():
         current = (
-            EarningRecord.objects.select_for_update().filter(pk=record.pk).values_list("status", "remote_id").first()
+            EarningRecord.objects.select_for_update()
+            .filter(pk=record.pk)
+            .values_list("status", "remote_id", "outcome_unknown")
+            .first()
         )
         if current is None:
             return False
-        status, known = current
+        status, known, unknown = current
         if known and known != remote_id[:64]:
             log.warning(
                 "earning %s/%s: the platform's webhook names id %s, the record has %s; kept the record's",
@@ -977,7 +987,7 @@ def confirm_award(
                 known,
             )
             return False
-        if status in SETTLED_BY_PLATFORM_ID:
+        if settled_by_platform_id(status, unknown):
             _move(record, status, Status.AWARDED, fields)
         elif status == Status.AWARDED and not known:  # awarded before this state existed, without an id
             EarningRecord.objects.filter(pk=record.pk, status=status, remote_id="").update(**fields)

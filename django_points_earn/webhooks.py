@@ -166,7 +166,7 @@ def _apply(delivery: WebhookDelivery) -> str:
         # A refund or cancellation can only be applied to an earning that is settled: the call in flight decides
         # whether it is, in a moment. Applied then (a reversal of an earning not yet awarded would be lost).
         raise NotYet(f"the earning is being sent right now; the {event} webhook is applied once its answer is in")
-    if uuid and (not record.remote_id or record.status in lifecycle.SETTLED_BY_PLATFORM_ID):
+    if uuid and (not record.remote_id or lifecycle.settled_by_platform_id(record.status, record.outcome_unknown)):
         # Whatever the record's state: a record being sent, or queued again after a lost answer, keeps the id for
         # its resend's "duplicate" answer; one the platform's word settles becomes awarded (lifecycle decides),
         # also when it got the id earlier (while it was being sent) and is still not settled.

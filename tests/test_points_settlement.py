@@ -320,3 +320,35 @@ def test_a_partial_refund_that_points_answers_fully_refunded_reverses_the_earnin
     record.refresh_from_db()
     assert Reversal.objects.get().status == ReversalStatus.REVERSED
     assert record.status == Status.REVERSED
+
+
+def test_an_earning_rejected_after_a_lost_answer_is_awarded_by_the_approved_webhook(place_order, points_api, client):
+    """Left open by the review: a resend after a lost answer answered with an unexpected 400 is ``rejected`` for a
+    human, but Points had created (credited) the order on the first call; its approved webhook makes it awarded
+    with the uuid instead of leaving it rejected."""
+    points_api.script("created_500", "400")  # the first call lands but its answer is a 500; the resend: 400
+    place_order("SO-R400")
+    settle()
+    record = EarningRecord.objects.get()
+    assert (record.status, record.outcome_unknown) == (Status.REJECTED, True)
+    [approved] = approved_events(points_api, "SO-R400")
+    post(client, approved)
+    run_worker()
+    record.refresh_from_db()
+    assert (record.status, record.remote_id) == (Status.AWARDED, approved["order"]["id"])
+    assert points_api.awards("SO-R400") == 1
+
+
+def test_an_earning_rejected_before_any_call_is_not_awarded_by_a_webhook_for_its_order_number(
+    place_order, points_api, client
+):
+    """An order number someone else created on Points (our record was rejected before any call): its webhook
+    does not make our record awarded; the id is kept for a human and the record stays rejected."""
+    place_order("SO-BADPHONE", phone="12345")
+    record = EarningRecord.objects.get()
+    assert (record.status, record.outcome_unknown) == (Status.REJECTED, False)
+    foreign = {"event": "approved", "order": {"id": "uuid-x", "order_number": "SO-BADPHONE", "type": "earning"}}
+    post(client, foreign)
+    run_worker()
+    record.refresh_from_db()
+    assert (record.status, record.remote_id) == (Status.REJECTED, "uuid-x")
