@@ -103,6 +103,8 @@ FABRIC_ACCOUNT = {
     "CLIENT_ID": env("FABRIC_CLIENT_ID", default=""),
     "CLIENT_SECRET": env("FABRIC_CLIENT_SECRET", default=""),
     "ENTITY_REFERENCE": "Oud Boutique Riyadh",  # the store as set up in fabric
+    # /v2/earn/reverse takes an entity of 3-15 characters: the returns entity as set up in fabric
+    "REVERSE_ENTITY_REFERENCE": "Oud Returns",
     "TRANSACTION_TYPE": "PURCHASE",  # the purchase transaction type as set up in fabric
     # Our discounts have halalas. fabric types discountValue as an integer: confirmed with fabric that
     # decimals are accepted (the sandbox plays it that way), else keep "integer" and such orders are refused.
