@@ -98,15 +98,16 @@ def timeline(record: EarningRecord, events: list[EarningEvent]) -> tuple[list[di
     return rows, hidden
 
 
-def _sent(attempt: EarningAttempt, shown: list[EarningAttempt]) -> str:
+def _sent(attempt: EarningAttempt, listed: list[EarningAttempt]) -> str:
     """The body an attempt sent. One that sent the same body as an earlier attempt stores only its SHA-256: the
-    body is shown from the attempt that holds it, and says so."""
+    body is shown from the attempt that holds it, and says so (found among the attempts already listed, else by
+    one query)."""
     if attempt.request_body is not None or not attempt.request_sha256:
         return pretty_json(attempt.request_body)
     holder = next(
         (
             a
-            for a in reversed(shown)
+            for a in reversed(listed)
             if a.number < attempt.number and a.request_sha256 == attempt.request_sha256 and a.request_body is not None
         ),
         None,
