@@ -11,42 +11,39 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
 
 from django.db import connection
-from django.utils import timezone
 from redis.exceptions import RedisError
 from redis.lock import Lock
 
-from . import lifecycle
-from .models import Reversal, ReversalStatus
+from .outbox import Machine
 
 log = logging.getLogger("django_points_earn")
 
 
 class Heartbeat:
-    """Use as a context manager around the work done under ``lock``; :meth:`hold` each claim's lease token."""
+    """Use as a context manager around the work done under ``lock``; :meth:`hold` each claim's lease token (with
+    the outbox machine of its kind: an earning's, a refund's)."""
 
     def __init__(self, account: str, lock: Lock, *, lease_seconds: float) -> None:
         self.account = account
         self.lease_seconds = float(lease_seconds)
         self.interval = max(0.25, self.lease_seconds / 4)
         self._lock = lock
-        self._records: set[str] = set()
-        self._reversals: set[str] = set()
+        self._held: dict[Machine, set[str]] = {}
         self._mutex = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"points-earn-heartbeat-{account}", daemon=True)
         self.beats = 0
 
-    def hold(self, token: str, *, reversal: bool = False) -> None:
+    def hold(self, machine: Machine, token: str) -> None:
         if token:
             with self._mutex:
-                (self._reversals if reversal else self._records).add(token)
+                self._held.setdefault(machine, set()).add(token)
 
-    def drop(self, token: str, *, reversal: bool = False) -> None:
+    def drop(self, machine: Machine, token: str) -> None:
         with self._mutex:
-            (self._reversals if reversal else self._records).discard(token)
+            self._held.get(machine, set()).discard(token)
 
     def beat(self) -> None:
         """Extend the lock (if it is still ours: a lost lock is never taken back here) and the held leases."""
@@ -55,17 +52,12 @@ class Heartbeat:
         except RedisError as exc:  # the drain's thread finds out too, before its next call
             log.warning("account %s: could not extend the account lock: %s", self.account, exc)
         with self._mutex:
-            records, reversals = list(self._records), list(self._reversals)
-        if records or reversals:
-            try:
-                lifecycle.renew_leases(records, lease_seconds=self.lease_seconds)
-                if reversals:
-                    expires = timezone.now() + timedelta(seconds=self.lease_seconds)
-                    Reversal.objects.filter(status=ReversalStatus.SENDING, lease_token__in=reversals).update(
-                        lease_expires_at=expires
-                    )
-            except Exception:
-                log.exception("account %s: could not renew the leases of its calls in flight", self.account)
+            held = [(machine, list(tokens)) for machine, tokens in self._held.items() if tokens]
+        try:
+            for machine, tokens in held:
+                machine.renew_leases(tokens, lease_seconds=self.lease_seconds)
+        except Exception:
+            log.exception("account %s: could not renew the leases of its calls in flight", self.account)
         self.beats += 1
 
     def _run(self) -> None:

@@ -1,4 +1,5 @@
-"""What the app stores. ``status`` is written only by :mod:`django_points_earn.lifecycle`."""
+"""What the app stores. Outbox rows (earnings, reversals) change state only through :mod:`django_points_earn.outbox`,
+as their lifecycles (``lifecycle``, ``reversals``) direct it."""
 
 from __future__ import annotations
 
@@ -41,7 +42,31 @@ class Trigger(models.TextChoices):
     CHECKOUT = "checkout", _("Checkout")
 
 
-class EarningRecord(models.Model):
+class OutboxRow(models.Model):
+    """What every outbox row holds for :mod:`django_points_earn.outbox`, the one machine that sends them: its
+    lease (a worker's claim), its retry bookkeeping and its timestamps. ``status`` is each model's own (its states
+    differ); the engine reads and writes it through the model's transition table."""
+
+    status_reason = models.TextField(_("reason"), blank=True)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0, help_text=_("Attempts that failed or were lost."))
+    rate_limited = models.PositiveIntegerField(_("rate-limited answers"), default=0)
+    outcome_unknown = models.BooleanField(
+        _("an earlier outcome is unknown"),
+        default=False,
+        help_text=_("A call may have reached the platform without us seeing the answer (timeout, 5xx, crash)."),
+    )
+    next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
+    lease_expires_at = models.DateTimeField(_("lease expires"), null=True, blank=True)
+    lease_token = models.CharField(max_length=32, blank=True, editable=False)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class EarningRecord(OutboxRow):
     """One paid order's earning on one account: the outbox row and its current state."""
 
     account = models.CharField(_("account"), max_length=64)
@@ -56,17 +81,6 @@ class EarningRecord(models.Model):
     payload = models.JSONField(_("request payload"), null=True, blank=True)
 
     status = models.CharField(_("state"), max_length=24, choices=Status.choices, default=Status.QUEUED)
-    status_reason = models.TextField(_("reason"), blank=True)
-    attempts = models.PositiveIntegerField(_("attempts"), default=0, help_text=_("Attempts that failed or were lost."))
-    rate_limited = models.PositiveIntegerField(_("rate-limited answers"), default=0)
-    outcome_unknown = models.BooleanField(
-        _("an earlier outcome is unknown"),
-        default=False,
-        help_text=_("A call may have reached the platform without us seeing the answer (timeout, 5xx, crash)."),
-    )
-    next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
-    lease_expires_at = models.DateTimeField(_("lease expires"), null=True, blank=True)
-    lease_token = models.CharField(max_length=32, blank=True, editable=False)
 
     remote_id = models.CharField(_("platform id"), max_length=64, blank=True)
     remote_reference = models.CharField(_("platform reference"), max_length=64, blank=True)
@@ -81,10 +95,6 @@ class EarningRecord(models.Model):
     attention_reported_at = models.DateTimeField(
         _("reported as needing a human"), null=True, blank=True, editable=False
     )
-
-    created_at = models.DateTimeField(_("created"), auto_now_add=True)
-    updated_at = models.DateTimeField(_("updated"), auto_now=True)
-    completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("earning")
@@ -144,7 +154,7 @@ class EarningAttempt(models.Model):
     actor = models.CharField(_("who"), max_length=150, blank=True)
     request_id = models.UUIDField(_("request id"), default=uuid.uuid4, editable=False)
     # The body sent, stored whole on the first attempt and whenever it changed; the others keep only its SHA-256
-    # (``lifecycle.attempt_body`` finds the attempt that holds it), so retries do not copy the body each time.
+    # (``outbox.attempt_body`` finds the attempt that holds it), so retries do not copy the body each time.
     request_body = models.JSONField(_("sent"), null=True, blank=True)
     request_sha256 = models.CharField(_("SHA-256 of the body sent"), max_length=64, blank=True)
     started_at = models.DateTimeField(_("started"))
@@ -170,6 +180,15 @@ class EarningEvent(models.Model):
     """The audit trail: every state change, who made it and why."""
 
     record = models.ForeignKey(EarningRecord, on_delete=models.CASCADE, related_name="event_set")
+    # Set when the change was a refund's (its outbox row), shown on the earning's timeline with the earning's own.
+    reversal = models.ForeignKey(
+        "Reversal",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="event_set",
+        verbose_name=_("reversal"),
+    )
     at = models.DateTimeField(_("when"), auto_now_add=True)
     from_status = models.CharField(_("from"), max_length=24, blank=True)
     to_status = models.CharField(_("to"), max_length=24)
@@ -231,7 +250,7 @@ class ReversalStatus(models.TextChoices):
     CANCELLED = "cancelled", _("Nothing to take back")
 
 
-class Reversal(models.Model):
+class Reversal(OutboxRow):
     """One refund event of a paid order: the outbox row that takes (some of) its points back.
 
     ``refund_id`` is the shop's refund reference: a refund that arrives twice is one reversal. ``amount`` None
@@ -254,20 +273,11 @@ class Reversal(models.Model):
     )
     reason = models.CharField(_("reason"), max_length=400, blank=True)
     status = models.CharField(_("state"), max_length=16, choices=ReversalStatus.choices, default=ReversalStatus.WAITING)
-    status_reason = models.TextField(_("why"), blank=True)
-    attempts = models.PositiveIntegerField(_("attempts"), default=0)
-    outcome_unknown = models.BooleanField(_("an earlier outcome is unknown"), default=False)
-    next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
-    lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
-    lease_token = models.CharField(max_length=32, blank=True, editable=False)
     # What the platform showed just before our first call: a later lookup that differs means our call landed.
     remote_before = models.JSONField(null=True, blank=True, editable=False)
     points = models.DecimalField(_("points taken back"), max_digits=14, decimal_places=2, null=True, blank=True)
     remote_reference = models.CharField(_("platform reference"), max_length=100, blank=True)
     response = models.JSONField(_("last platform answer"), null=True, blank=True)
-    created_at = models.DateTimeField(_("created"), auto_now_add=True)
-    updated_at = models.DateTimeField(_("updated"), auto_now=True)
-    completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("reversal")
@@ -275,7 +285,11 @@ class Reversal(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["record", "refund_id"], name="points_earn_one_reversal_per_refund"),
         ]
-        indexes = [models.Index(fields=["status", "next_attempt_at"], name="points_earn_reversal_due")]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="points_earn_reversal_due"),
+            # The sweep's batched lease recovery, as for earnings.
+            models.Index(fields=["status", "lease_expires_at"], name="points_earn_reversal_lease"),
+        ]
         permissions = [("reverse_earningrecord", _("Can take points back (refunds)"))]
 
     def __str__(self) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DataError, transaction
 
-from . import lifecycle
+from . import earning_insert
 from .adapters import DROPPED, EarningRequest, InvalidEarningRequest, NothingToEarn, get_adapter, to_money
 from .conf import get_settings
 from .models import EarningRecord, Status
@@ -96,13 +96,13 @@ def record_paid_order(order: Any) -> EarningRecord | None:
         "payload": payload,
     }
     try:
-        record, created = lifecycle.create(status=status, reason=reason, **values)
+        record, created = earning_insert.create(status=status, reason=reason, **values)
     except DataError as exc:
         # A value the database cannot store (PostgreSQL: a NUL character, in a column or in the JSON). The order
         # must not be lost: keep it, rejected with the reason, every text made storable.
         status, reason = Status.REJECTED, f"the database refused the order's data: {str(exc).splitlines()[0]}"
         values = {**_storable(values), "payload": None}
-        record, created = lifecycle.create(status=status, reason=reason, **values)
+        record, created = earning_insert.create(status=status, reason=reason, **values)
     if created:
         level = logging.INFO if status == Status.QUEUED else logging.WARNING
         log.log(

@@ -19,8 +19,9 @@ from django.utils import timezone
 from redis.exceptions import LockError
 from redis.lock import Lock
 
-from . import lifecycle, queueing
+from . import corrections, queueing
 from .conf import get_settings
+from .kinds import MACHINES
 from .models import NEEDS_ATTENTION, AccountState, EarningRecord, Status, Trigger
 from .phones import mask_phone, mask_phones_in_text
 from .providers.base import scrub
@@ -90,37 +91,31 @@ class Report:
 def recover_expired_leases(
     *, account: str | None = None, limit: int | None = None, dry_run: bool = False, progress: Progress | None = None
 ) -> int:
-    """Records ``sending`` past their lease (their worker was killed): due again, outcome unknown."""
+    """Outbox rows (earnings, refunds) ``sending`` past their lease (their worker was killed): due again, outcome
+    unknown; ``limit`` counts them all together."""
     if dry_run:
-        qs = EarningRecord.objects.filter(status=Status.SENDING, lease_expires_at__lt=timezone.now())
-        count = (qs.filter(account=account) if account else qs).count()
+        count = sum(machine.expired_leases(account).count() for machine in MACHINES)
         return min(count, limit) if limit is not None else count
     count = 0
-    while limit is None or count < limit:
-        size = BATCH if limit is None else min(BATCH, limit - count)
-        moved = lifecycle.recover_expired_leases(account=account, batch=size)
-        if not moved:
-            break
-        count += moved
-        if progress:
-            progress("expired leases", count)
+    for machine in MACHINES:
+        while limit is None or count < limit:
+            size = BATCH if limit is None else min(BATCH, limit - count)
+            moved = machine.recover_expired_leases(account=account, batch=size)
+            if not moved:
+                break
+            count += moved
+            if progress:
+                progress("expired leases", count)
     if count:
-        log.warning("recovered %d earnings whose worker stopped mid-call", count)
+        log.warning("recovered %d earnings and refunds whose worker stopped mid-call", count)
     return count
 
 
 def accounts_with_due_work(account: str | None = None) -> list[str]:
-    paused = AccountState.objects.filter(paused=True).values_list("account", flat=True)
-    qs = EarningRecord.objects.filter(status=Status.QUEUED, next_attempt_at__lte=timezone.now()).exclude(
-        account__in=paused
-    )
-    if account:
-        qs = qs.filter(account=account)
-    from .reversals import accounts_with_due_work as with_due_reversals
-
-    names = set(qs.values_list("account", flat=True).distinct().order_by())
-    names |= {a for a in with_due_reversals() if not account or a == account}
-    return sorted(names - set(paused))
+    """Accounts, not paused, with an earning or a refund due now."""
+    paused = set(AccountState.objects.filter(paused=True).values_list("account", flat=True))
+    names = {name for machine in MACHINES for name in machine.accounts_with_due_work()}
+    return sorted(name for name in names - paused if not account or name == account)
 
 
 def enqueue_due(*, account: str | None = None, dry_run: bool = False) -> list[str]:
@@ -136,10 +131,9 @@ def enqueue_due(*, account: str | None = None, dry_run: bool = False) -> list[st
 
 
 def sweep() -> SweepReport:
-    from .reversals import recover_expired_leases as recover_reversals
     from .webhooks import process_pending
 
-    report = SweepReport(recovered_leases=recover_expired_leases() + recover_reversals())
+    report = SweepReport(recovered_leases=recover_expired_leases())
     process_pending()
     try:
         report.drains_requested = enqueue_due()
@@ -242,7 +236,7 @@ def requeue_failed(options: Options, progress: Progress | None = None) -> int:
     for record in qs.order_by("id").iterator(chunk_size=BATCH):
         if options.limit is not None and count >= options.limit:
             break
-        if options.dry_run or lifecycle.requeue(
+        if options.dry_run or corrections.requeue(
             record, trigger=options.trigger, actor=options.actor, note="retried by points_reconcile --retry-failed"
         ):
             count += 1

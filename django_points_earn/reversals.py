@@ -1,7 +1,7 @@
-"""Refunds: the only writer of ``Reversal.status``, and the rules for when points can be taken back.
-
-A reversal is an outbox row like an earning: written in the shop's transaction, sent by the account's drain job
-under the account lock, with its attempts on the earning's timeline. Its first state depends on the earning's:
+"""Refunds: when points can be taken back, and how much. A refund becomes a :class:`Reversal`, an outbox row like an
+earning: written in the shop's transaction, sent by the account's drain job under the account lock through the same
+machine (:mod:`django_points_earn.reversal_lifecycle` says what its answers mean), its attempts and state changes on
+the earning's timeline. Its first state depends on the earning's:
 
 - not sent yet, full refund        -> the earning is cancelled and nothing is ever sent;
 - in flight, pending activation, or awarded without a platform id -> ``waiting`` (released when that changes);
@@ -12,22 +12,20 @@ under the account lock, with its attempts on the earning's timeline. Its first s
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q, Sum
+from django.db.models import Sum
 from django.utils import timezone
 
-from . import lifecycle
+from . import reversal_lifecycle, settlement
 from .adapters import InvalidEarningRequest, to_money
 from .conf import get_settings
-from .models import EarningAttempt, EarningRecord, Reversal, ReversalStatus, Status, Trigger
-from .providers import base as results
+from .earning_states import EARNINGS, SETTLED_HOOKS
+from .models import EarningRecord, Reversal, ReversalStatus, Status, Trigger
 from .providers import get_backend
-from .providers.base import EarnResult
 
 log = logging.getLogger("django_points_earn")
 R = ReversalStatus
@@ -90,7 +88,7 @@ def create(
                 completed_at=timezone.now() if status in (R.CANCELLED, R.REJECTED) else None,
             )
             if status == R.CANCELLED and record.status in NOT_SENT and amount is None:
-                if lifecycle.cancel_unsent(record, note=f"refunded before it was sent (refund {refund_id})"):
+                if settlement.cancel_unsent(record, note=f"refunded before it was sent (refund {refund_id})"):
                     release_waiting(record)  # partial refunds that waited for the award: nothing to take back
     except IntegrityError:
         return Reversal.objects.get(record=record, refund_id=refund_id), False
@@ -157,35 +155,26 @@ def release_waiting(record: EarningRecord) -> int:
     waiting = list(Reversal.objects.filter(record=record, status=R.WAITING))
     if not waiting:
         return 0
-    now = timezone.now()
     queued = 0
     for reversal in waiting:
         if record.status in (Status.AWARDED, Status.PARTIALLY_REVERSED) and record.remote_id:
-            queued += _move(reversal, R.WAITING, R.QUEUED, next_attempt_at=now, status_reason="")
+            queued += reversal_lifecycle.move_unsent(reversal, R.QUEUED, f"the earning is {record.status}: sent now")
         elif record.status in NOTHING_TO_TAKE:
-            _move(
-                reversal,
-                R.WAITING,
-                R.CANCELLED,
-                completed_at=now,
-                status_reason=RESOLVED_BY_HAND
+            why = (
+                RESOLVED_BY_HAND
                 if record.status == Status.RESOLVED
-                else f"nothing to take back: the earning is {record.status}",
+                else f"nothing to take back: the earning is {record.status}"
             )
+            reversal_lifecycle.move_unsent(reversal, R.CANCELLED, why)
         elif (
             record.status in (Status.REJECTED, Status.FAILED) and reversal.amount is None and not record.outcome_unknown
         ):
             # A fully refunded order must not be awarded by a later retry of its earning.
-            if lifecycle.cancel_unsent(
+            if settlement.cancel_unsent(
                 record, note=f"refunded while it could not be sent (refund {reversal.refund_id})"
             ):
-                _move(
-                    reversal,
-                    R.WAITING,
-                    R.CANCELLED,
-                    completed_at=now,
-                    status_reason="the earning was never awarded; it is cancelled, nothing is sent",
-                )
+                why = "the earning was never awarded; it is cancelled, nothing is sent"
+                reversal_lifecycle.move_unsent(reversal, R.CANCELLED, why)
     return queued
 
 
@@ -201,10 +190,10 @@ def release_after_settled(record: EarningRecord) -> None:
 
 def register_lifecycle_hooks() -> None:
     """Called once when the app is ready (apps.py)."""
-    if release_after_settled not in lifecycle.SETTLED_HOOKS:
-        lifecycle.SETTLED_HOOKS.append(release_after_settled)
-    if cancel_if_refunded_unsent not in lifecycle.GIVEN_BACK_HOOKS:
-        lifecycle.GIVEN_BACK_HOOKS.append(cancel_if_refunded_unsent)
+    if release_after_settled not in SETTLED_HOOKS:
+        SETTLED_HOOKS.append(release_after_settled)
+    if cancel_if_refunded_unsent not in EARNINGS.given_back_hooks:
+        EARNINGS.given_back_hooks.append(cancel_if_refunded_unsent)
 
 
 def cancel_if_refunded_unsent(record: EarningRecord) -> bool:
@@ -215,180 +204,37 @@ def cancel_if_refunded_unsent(record: EarningRecord) -> bool:
     full = Reversal.objects.filter(record=record, status=R.WAITING, amount__isnull=True).first()
     if full is None:
         return False
-    if not lifecycle.cancel_unsent(record, note=f"refunded before it was sent (refund {full.refund_id})"):
+    if not settlement.cancel_unsent(record, note=f"refunded before it was sent (refund {full.refund_id})"):
         return False
-    _move(
-        full,
-        R.WAITING,
-        R.CANCELLED,
-        completed_at=timezone.now(),
-        status_reason="the earning had not been sent: it is cancelled and nothing is sent",
+    reversal_lifecycle.move_unsent(
+        full, R.CANCELLED, "the earning had not been sent: it is cancelled and nothing is sent"
     )
     release_waiting(record)  # any other reversal that waited: nothing to take back now
     return True
 
 
-# -- the worker's path -----------------------------------------------------------------------------------------
-def claim(reversal_id: int, *, lease_seconds: float) -> Reversal | None:
-    now = timezone.now()
-    token = lifecycle.new_token()
-    won = Reversal.objects.filter(pk=reversal_id, status=R.QUEUED, next_attempt_at__lte=now).update(
-        status=R.SENDING, lease_expires_at=now + timedelta(seconds=lease_seconds), lease_token=token, updated_at=now
-    )
-    return Reversal.objects.select_related("record").get(pk=reversal_id) if won else None
-
-
-def release(reversal: Reversal) -> bool:
-    """Give back a claim without having called the platform (the account lock was lost)."""
-    return _move(reversal, R.SENDING, R.QUEUED, claimed_by=reversal.lease_token, lease_token="", lease_expires_at=None)
-
-
-def start_attempt(reversal: Reversal, body: dict[str, Any], *, trigger: str, actor: str = "") -> EarningAttempt:
-    number = EarningAttempt.objects.filter(record_id=reversal.record_id).count() + 1
-    return EarningAttempt.objects.create(
-        record_id=reversal.record_id,
-        reversal=reversal,
-        number=number,
-        trigger=trigger,
-        actor=actor[:150],
-        request_body=body,
-        started_at=timezone.now(),
-    )
-
-
-def remember_remote_before(reversal: Reversal, snapshot: dict[str, Any]) -> None:
-    Reversal.objects.filter(pk=reversal.pk).update(remote_before=snapshot)
-    reversal.remote_before = snapshot
-
-
-def complete(
-    reversal: Reversal, attempt: EarningAttempt | None, result: EarnResult, *, trigger: str = Trigger.WORKER
-) -> Reversal:
-    """Record the platform's answer to a refund call and move the reversal (and its earning) on."""
-    now = timezone.now()
-    policy = get_settings().retry
-    fields: dict[str, Any] = {
-        "lease_token": "",
-        "lease_expires_at": None,
-        "updated_at": now,
-        "response": result.body if result.body is not None else None,
-    }
-    if result.status == results.AWARDED:  # the platform confirmed the points were taken back
-        to, fields["completed_at"], fields["status_reason"] = R.REVERSED, now, result.message
-        if result.remote_reference:
-            fields["remote_reference"] = result.remote_reference[:100]
-        if result.points is not None:
-            fields["points"] = result.points
-    elif result.status == results.RATE_LIMITED and _rate_limited_before(reversal) < int(policy["MAX_RATE_LIMITED"]):
-        to = R.QUEUED
-        fields["next_attempt_at"] = now + timedelta(seconds=lifecycle.rate_limit_delay(result.retry_after))
-    elif result.status in (results.UNAVAILABLE, results.RATE_LIMITED):  # a 429 past its budget uses up attempts
-        attempts = reversal.attempts + 1
-        fields.update(attempts=attempts, outcome_unknown=reversal.outcome_unknown or result.outcome_unknown)
-        if attempts >= int(policy["MAX_ATTEMPTS"]):
-            to, fields["completed_at"] = R.FAILED, now
-            fields["status_reason"] = f"gave up after {attempts} attempts: {result.message}"
-        else:
-            to = R.QUEUED
-            fields["next_attempt_at"] = now + timedelta(seconds=lifecycle.retry_delay(attempts))
-            fields["status_reason"] = f"attempt {attempts} failed ({result.message}); will retry"
-    else:  # rejected, duplicate, unauthorized, forbidden: a human decides
-        to, fields["completed_at"], fields["status_reason"] = R.REJECTED, now, result.message
-        if result.status in (results.UNAUTHORIZED, results.FORBIDDEN):
-            lifecycle.pause_account(reversal.record.account, result.message)
-    with transaction.atomic():
-        if attempt is not None:
-            lifecycle.finish_attempt(attempt, result, now)
-        if not _move(reversal, R.SENDING, to, claimed_by=reversal.lease_token, **fields):
-            return Reversal.objects.get(pk=reversal.pk)
-        if to == R.REVERSED:
-            lifecycle.apply_reversal(
-                reversal.record,
-                note=f"refund {reversal.refund_id}: points taken back",
-                trigger=trigger,
-                fully=True if result.remote_status == results.FULLY_REVERSED else None,  # never less than taken
-            )
-    return Reversal.objects.select_related("record").get(pk=reversal.pk)
-
-
-def _rate_limited_before(reversal: Reversal) -> int:
-    """How many earlier calls of this refund were answered 429 (its attempt rows say so: the budget of
-    RETRY["MAX_RATE_LIMITED"], as for earnings, so that a refund Points keeps rate-limiting ends ``failed``)."""
-    return EarningAttempt.objects.filter(reversal=reversal, outcome=results.RATE_LIMITED).count()
-
-
-def recover_expired_leases() -> int:
-    """A reversal left ``sending`` by a killed worker: due again, outcome unknown (looked up before a resend)."""
-    return Reversal.objects.filter(status=R.SENDING, lease_expires_at__lt=timezone.now()).update(
-        status=R.QUEUED,
-        outcome_unknown=True,
-        attempts=F("attempts") + 1,
-        next_attempt_at=timezone.now(),
-        lease_token="",
-        lease_expires_at=None,
-        status_reason="the worker stopped during the call; checked first",
-    )
-
-
-def requeue(reversal: Reversal, *, actor: str, note: str = "") -> bool:
-    if reversal.status not in (R.FAILED, R.REJECTED):
-        return False
-    return _move(
-        reversal,
-        reversal.status,
-        R.QUEUED,
-        attempts=0,
-        next_attempt_at=timezone.now(),
-        completed_at=None,
-        status_reason=note or f"sent again by {actor}",
-    )
-
-
 def record_platform_refund(
     record: EarningRecord, *, key: str, amount: Decimal | None, points: Decimal | None, reason: str, remote_status: str
 ) -> bool:
-    """A refund made on the platform itself (its dashboard) that we did not send: keep it on the record."""
-    reversal, created = create(record, refund_id=key, amount=None, reason=reason, source="platform")
-    if not created:
+    """A refund made on the platform itself (its dashboard) that we did not send: kept on the earning as a reversal
+    born ``reversed`` (there is nothing for us to send), and the earning becomes (partially) reversed. A second
+    delivery of the same refund (same ``key``) changes nothing. Returns whether it was new."""
+    why = f"refunded on the platform ({remote_status})"
+    fields = {
+        "source": "platform",
+        "amount": amount,
+        "points": points,
+        "reason": (reason or "")[:400],
+        "status": R.REVERSED,
+        "status_reason": why,
+        "completed_at": timezone.now(),
+    }
+    try:
+        with transaction.atomic():
+            _, created = Reversal.objects.get_or_create(record=record, refund_id=key[:100], defaults=fields)
+    except IntegrityError:
         return False
-    now = timezone.now()
-    Reversal.objects.filter(pk=reversal.pk).update(
-        status=R.REVERSED,
-        amount=amount,
-        points=points,
-        completed_at=now,
-        next_attempt_at=None,
-        status_reason=f"refunded on the platform ({remote_status})",
-    )
-    lifecycle.apply_reversal(
-        record,
-        note=f"refunded on the platform ({remote_status})",
-        trigger=Trigger.WORKER,
-        fully=remote_status in ("fully_refunded", "cancelled"),
-    )
-    return True
-
-
-def _move(reversal: Reversal, from_status: str, to: str, *, claimed_by: str | None = None, **fields: Any) -> bool:
-    qs = Reversal.objects.filter(pk=reversal.pk, status=from_status)
-    if claimed_by is not None:
-        qs = qs.filter(lease_token=claimed_by)
-    return qs.update(status=to, **fields) == 1
-
-
-def next_due(account: str) -> int | None:
-    return (
-        Reversal.objects.filter(record__account=account, status=R.QUEUED, next_attempt_at__lte=timezone.now())
-        .order_by("next_attempt_at", "id")
-        .values_list("id", flat=True)
-        .first()
-    )
-
-
-def accounts_with_due_work() -> list[str]:
-    return list(
-        Reversal.objects.filter(Q(status=R.QUEUED, next_attempt_at__lte=timezone.now()))
-        .values_list("record__account", flat=True)
-        .distinct()
-        .order_by()
-    )
+    if created:
+        fully = remote_status in ("fully_refunded", "cancelled")
+        settlement.apply_reversal(record, note=why, trigger=Trigger.WORKER, fully=fully)
+    return created

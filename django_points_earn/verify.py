@@ -14,7 +14,7 @@ from decimal import Decimal
 from django.core.exceptions import ImproperlyConfigured
 from redis.exceptions import LockError
 
-from . import lifecycle, queueing
+from . import corrections, queueing
 from .conf import get_settings
 from .models import EarningRecord, Status, Trigger
 from .providers import get_backend
@@ -92,5 +92,5 @@ def verify_record(
             log.warning("account %s: lock had already expired when a lookup released it", record.account)
     seen = (found.remote_status or "found") if found.found else NOT_FOUND
     drift = compare(record, found)
-    lifecycle.record_remote_check(record, seen, drift, actor=actor, trigger=trigger)
+    corrections.record_remote_check(record, seen, drift, actor=actor, trigger=trigger)
     return VerifyOutcome(CHECKED, seen_status=seen, drift=drift, message=found.message, lookup=found)

@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import lifecycle, reversals, webhook_input
+from . import earning_states, reversals, settlement, webhook_input
 from .conf import get_settings
 from .models import EarningRecord, Reversal, ReversalStatus, Status, WebhookDelivery
 from .providers.points import refund_tag
@@ -166,11 +166,11 @@ def _apply(delivery: WebhookDelivery) -> str:
         # A refund or cancellation can only be applied to an earning that is settled: the call in flight decides
         # whether it is, in a moment. Applied then (a reversal of an earning not yet awarded would be lost).
         raise NotYet(f"the earning is being sent right now; the {event} webhook is applied once its answer is in")
-    if uuid and (not record.remote_id or lifecycle.settled_by_platform_id(record.status, record.outcome_unknown)):
+    if uuid and (not record.remote_id or earning_states.settled_by_platform_id(record.status, record.outcome_unknown)):
         # Whatever the record's state: a record being sent, or queued again after a lost answer, keeps the id for
         # its resend's "duplicate" answer; one the platform's word settles becomes awarded (lifecycle decides),
         # also when it got the id earlier (while it was being sent) and is still not settled.
-        lifecycle.confirm_award(
+        settlement.confirm_award(
             record,
             remote_id=uuid,
             remote_reference=str(order.get("reference_number") or ""),
@@ -181,7 +181,7 @@ def _apply(delivery: WebhookDelivery) -> str:
     if event == "approved":
         return f"earning is {record.status} ({record.remote_id or 'no id'})"
     if event == "cancelled":
-        lifecycle.apply_reversal(
+        settlement.apply_reversal(
             record, note=f"cancelled on the platform: {order.get('reason') or ''}".strip(), fully=True
         )
         return "earning cancelled on the platform"
@@ -212,7 +212,7 @@ def _apply_refund(delivery: WebhookDelivery, record: EarningRecord, order: dict[
             )
         )
         if moved:
-            lifecycle.apply_reversal(record, note=f"refund {ours.refund_id}: points taken back (webhook)")
+            settlement.apply_reversal(record, note=f"refund {ours.refund_id}: points taken back (webhook)")
         return f"refund {ours.refund_id} settled by webhook ({points} points)"
     reversals.record_platform_refund(
         record,

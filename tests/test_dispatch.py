@@ -5,7 +5,7 @@ import itertools
 import pytest
 import responses as responses_lib
 
-from django_points_earn import lifecycle
+from django_points_earn import corrections, lifecycle
 from django_points_earn.models import AccountState, EarningAttempt, EarningRecord, Status
 from django_points_earn.reconcile import sweep
 from tests.conftest import POINTS_URL, run_worker, settle
@@ -91,7 +91,7 @@ def test_account_refusal_blocks_the_record_and_pauses_the_account(place_order, p
     points_api.add_merchant(settings.POINTS_API_KEY, "main")  # the merchant fixed the key / channel
     if refusal == "forbid":
         points_api.allow("main")
-    assert lifecycle.resume_account("main", actor="ops") == 1
+    assert corrections.resume_account("main", actor="ops") == 1
     settle()
     assert set(EarningRecord.objects.values_list("status", flat=True)) == {Status.AWARDED}
     assert points_api.total_awards("main") == 3
@@ -151,7 +151,7 @@ def test_transient_failures_back_off_then_fail_and_can_be_retried(place_order, p
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
     assert all(gap >= settings.POINTS_EARN["RETRY"]["MIN_DELAY"] for gap in gaps)
 
-    assert lifecycle.requeue(record, trigger="admin", actor="support")
+    assert corrections.requeue(record, trigger="admin", actor="support")
     settle()
     record.refresh_from_db()
     assert record.status == Status.AWARDED
@@ -199,7 +199,10 @@ def test_a_claimed_record_cannot_be_claimed_twice(place_order):
 def test_a_record_read_before_another_claim_and_release_cannot_be_claimed_from_that_read(place_order):
     """The drain claims the row it read, not just its id: if the row changed since (claimed and given back by
     another drain, say), the claim fails and the drain reads again."""
-    from django_points_earn.dispatch import next_due_record
+    from django_points_earn.earning_states import EARNINGS
+
+    def next_due_record(account):
+        return EARNINGS.due(account).first()
 
     place_order("SO-STALE")
     stale = next_due_record("main")
@@ -269,7 +272,7 @@ def test_output_signals_tell_the_shop(place_order, points_api):
         place_order("SO-SIG-1")
         run_worker()
         points_api.add_merchant(settings_key(), "main")
-        lifecycle.resume_account("main")
+        corrections.resume_account("main")
         settle()
     finally:
         earning_awarded.disconnect(awarded)
@@ -306,11 +309,11 @@ def test_resolve_and_correct_are_audited(place_order, points_api):
     place_order("SO-FIX", phone="12345")
     record = EarningRecord.objects.get()
     with pytest.raises(Exception, match="not a Saudi mobile"):
-        lifecycle.correct_and_requeue(record, {"phone": "0412345678"}, actor="agent")
+        corrections.correct_and_requeue(record, {"phone": "0412345678"}, actor="agent")
     record.refresh_from_db()
     assert record.status == Status.REJECTED  # a bad correction changes nothing
 
-    record = lifecycle.correct_and_requeue(record, {"phone": "+966 55 123 4567"}, actor="agent")
+    record = corrections.correct_and_requeue(record, {"phone": "+966 55 123 4567"}, actor="agent")
     assert (record.status, record.phone, record.payload["phone_number"]) == (Status.QUEUED, "551234567", "551234567")
     event = record.event_set.get()
     assert event.actor == "agent"
@@ -321,8 +324,8 @@ def test_resolve_and_correct_are_audited(place_order, points_api):
     place_order("SO-GONE", phone="")
     gone = EarningRecord.objects.get(order_number="SO-GONE")
     with pytest.raises(ValueError, match="needs a note"):
-        lifecycle.resolve(gone, actor="agent", note=" ")
-    assert lifecycle.resolve(gone, actor="agent", note="awarded by hand in the Points dashboard")
+        corrections.resolve(gone, actor="agent", note=" ")
+    assert corrections.resolve(gone, actor="agent", note="awarded by hand in the Points dashboard")
     gone.refresh_from_db()
     assert gone.status == Status.RESOLVED
     assert gone.status_reason == "resolved by agent: awarded by hand in the Points dashboard"

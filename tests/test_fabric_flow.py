@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core import serializers
 from django.test import override_settings
 
-from django_points_earn import lifecycle
+from django_points_earn import corrections
 from django_points_earn.models import AccountState, EarningAttempt, EarningRecord, Status
 from django_points_earn.sandbox import SandboxServer
 from tests.conftest import FABRIC_MEMBER_PHONE, run_worker, settle
@@ -148,7 +148,7 @@ def test_token_endpoint_down_is_retried_and_never_pauses_the_account(place_order
 
     fabric_api.set_token_outage(None)
     for record in fabric.filter(status=Status.FAILED):
-        lifecycle.requeue(record, trigger="admin", note="the token endpoint is back")
+        corrections.requeue(record, trigger="admin", note="the token endpoint is back")
     settle()
     assert set(EarningRecord.objects.values_list("status", flat=True)) == {Status.AWARDED}
     assert fabric_api.total_awards("fabric") == 3
@@ -298,7 +298,7 @@ def test_an_unrecognised_member_answer_is_retried_never_skipped(place_order, fab
         assert "cannot tell whether the customer is a member" in record.status_reason
         assert "9********678" in record.status_reason
         fabric_api.set_quirks(members="documented")
-        lifecycle.requeue(record, trigger="admin", note="fabric fixed its answer")
+        corrections.requeue(record, trigger="admin", note="fabric fixed its answer")
         settle()
     record.refresh_from_db()
     assert record.status == Status.AWARDED

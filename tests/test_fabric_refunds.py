@@ -136,9 +136,9 @@ def test_a_partial_refund_is_refused_at_once_by_default_and_nothing_is_sent(plac
     assert record.status == Status.AWARDED
     assert fabric_ledger(fabric_api)["reverse_calls"] == 0
 
-    from django_points_earn import reversals
+    from django_points_earn import reversal_lifecycle
 
-    assert reversals.requeue(reversal, actor="ops")  # sent again by hand: still refused, still nothing sent
+    assert reversal_lifecycle.requeue(reversal, actor="ops")  # sent again by hand: still refused, still nothing sent
     settle()
     reversal.refresh_from_db()
     assert reversal.status == R.REJECTED and "not sent" in reversal.status_reason

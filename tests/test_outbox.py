@@ -120,12 +120,12 @@ def test_unknown_account_from_adapter_is_rejected_not_lost(place_order):
 
 
 def test_database_error_in_receiver_never_breaks_checkout(place_order, monkeypatch, caplog):
-    from django_points_earn import lifecycle
+    from django_points_earn import earning_insert
 
     def broken(**kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(lifecycle, "create", broken)
+    monkeypatch.setattr(earning_insert, "create", broken)
     place_order("SO-DISK")
     assert Order.objects.filter(number="SO-DISK").exists()
     assert "could not record the earning" in caplog.text

@@ -1,5 +1,6 @@
-"""The outbox INSERT itself (``lifecycle.create``), on the real database: a duplicate signal is harmless, a value the
-database refuses is raised without aborting the shop's transaction, and our row lives and dies with the shop's.
+"""The outbox INSERT itself (``earning_insert.create``), on the real database: a duplicate signal is harmless, a
+value the database refuses is raised without aborting the shop's transaction, and our row lives and dies with the
+shop's.
 
 The INSERT is ``INSERT … ON CONFLICT (account, order_number) DO NOTHING RETURNING id``, on PostgreSQL between a
 SAVEPOINT and its RELEASE sent in the same round trip.
@@ -11,7 +12,7 @@ import pytest
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from django_points_earn import lifecycle
+from django_points_earn import earning_insert
 from django_points_earn.models import EarningRecord, Status
 from django_points_earn.receivers import record_paid_order
 from django_points_earn.signals import order_paid
@@ -64,15 +65,17 @@ def test_duplicate_signal_in_one_transaction_returns_the_first_record_and_the_tr
 
 def test_the_duplicate_returns_the_stored_record_not_the_new_data():
     with transaction.atomic():
-        first, created = lifecycle.create(status=Status.QUEUED, **_fields("SO-D"))
-        again, created_again = lifecycle.create(status=Status.REJECTED, reason="other", **_fields("SO-D", phone="5"))
+        first, created = earning_insert.create(status=Status.QUEUED, **_fields("SO-D"))
+        again, created_again = earning_insert.create(
+            status=Status.REJECTED, reason="other", **_fields("SO-D", phone="5")
+        )
     assert (created, created_again) == (True, False)
     assert (again.pk, again.status, again.phone) == (first.pk, Status.QUEUED, "512345678")
 
 
 def test_outside_a_transaction_too():
-    first, created = lifecycle.create(status=Status.QUEUED, **_fields("SO-AUTO"))
-    again, created_again = lifecycle.create(status=Status.QUEUED, **_fields("SO-AUTO"))
+    first, created = earning_insert.create(status=Status.QUEUED, **_fields("SO-AUTO"))
+    again, created_again = earning_insert.create(status=Status.QUEUED, **_fields("SO-AUTO"))
     assert (created, created_again, again.pk) == (True, False, first.pk)
     stored = EarningRecord.objects.get()
     assert (stored.pk, stored.created_at, stored.updated_at) == (first.pk, first.created_at, first.updated_at)
@@ -87,12 +90,12 @@ def test_a_value_the_database_refuses_is_raised_and_the_shop_transaction_goes_on
         order.paid = True
         order.save(update_fields=["paid"])
         with pytest.raises(IntegrityError):
-            lifecycle.create(status=Status.QUEUED, **_fields(None))
+            earning_insert.create(status=Status.QUEUED, **_fields(None))
         if connection.vendor == "postgresql":  # refused by the server itself: a total numeric(14, 2) cannot hold
             with pytest.raises(DatabaseError):
-                lifecycle.create(status=Status.QUEUED, **_fields("SO-BIG", total=Decimal("1e13")))
+                earning_insert.create(status=Status.QUEUED, **_fields("SO-BIG", total=Decimal("1e13")))
         Order.objects.filter(pk=order.pk).update(customer_name="still here")
-        _, created = lifecycle.create(status=Status.QUEUED, **_fields("SO-NULL"))
+        _, created = earning_insert.create(status=Status.QUEUED, **_fields("SO-NULL"))
     assert created
     assert Order.objects.get(pk=order.pk).customer_name == "still here"
     assert list(EarningRecord.objects.values_list("order_number", flat=True)) == ["SO-NULL"]

@@ -122,9 +122,9 @@ def test_fail_on_new_alerts_once_per_problem(place_order, points_api):
     assert reconcile_cmd("--fail-on", "new")[0] == 0
 
     # The failed one is sent again by a person, fails again: it needs a human again, so it is new again.
-    from django_points_earn import lifecycle
+    from django_points_earn import corrections
 
-    assert lifecycle.requeue(failed, trigger="admin", actor="agent", note="retry")
+    assert corrections.requeue(failed, trigger="admin", actor="agent", note="retry")
     make_failed(EarningRecord.objects.get(pk=failed.pk))
     code, out = reconcile_cmd("--fail-on", "new", "--json")
     assert code == 1 and json.loads(out)["new_attention_total"] == 1

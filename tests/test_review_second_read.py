@@ -10,7 +10,7 @@ import responses
 from django.conf import settings
 from django.utils import timezone
 
-from django_points_earn import lifecycle, reversals, webhooks
+from django_points_earn import corrections, lifecycle, reversal_lifecycle, webhooks
 from django_points_earn.conf import get_settings
 from django_points_earn.models import EarningRecord, Reversal, ReversalStatus, Status
 from django_points_earn.providers import base as r
@@ -177,11 +177,13 @@ def test_a_refund_answered_429_for_ever_ends_failed(place_order, points_api):
     budget = int(policy["MAX_RATE_LIMITED"]) + int(policy["MAX_ATTEMPTS"])
     for _ in range(budget + 5):
         Reversal.objects.filter(pk=reversal.pk, status=ReversalStatus.QUEUED).update(next_attempt_at=timezone.now())
-        claimed = reversals.claim(reversal.pk, lease_seconds=60)
+        claimed = reversal_lifecycle.claim(reversal.pk, lease_seconds=60)
         if claimed is None:
             break
-        attempt = reversals.start_attempt(claimed, {"reason": "x"}, trigger="worker")
-        reversals.complete(claimed, attempt, EarnResult(r.RATE_LIMITED, "busy", http_status=429, retry_after=0))
+        attempt = reversal_lifecycle.start_attempt(claimed, {"reason": "x"}, trigger="worker")
+        reversal_lifecycle.complete(
+            claimed, attempt, EarnResult(r.RATE_LIMITED, "busy", http_status=429, retry_after=0)
+        )
     reversal.refresh_from_db()
     assert reversal.status == ReversalStatus.FAILED
     assert reversal.attempt_set.count() <= budget
@@ -272,7 +274,7 @@ def test_a_refund_waiting_for_an_earning_resolved_by_hand_ends_and_says_why(plac
     order_refunded.send(sender=Order, order=order, amount=None, reason="returned", refund_id="R-1")
     assert Reversal.objects.get().status == ReversalStatus.WAITING
     record.refresh_from_db()
-    assert lifecycle.resolve(record, actor="ops", note="checked in the Points dashboard")
+    assert corrections.resolve(record, actor="ops", note="checked in the Points dashboard")
     reversal = Reversal.objects.get()
     assert reversal.status == ReversalStatus.CANCELLED
     assert "resolved by hand" in reversal.status_reason and "by hand too" in reversal.status_reason

@@ -17,7 +17,7 @@ import responses as responses_lib
 from django.db import DataError, connection
 from django.utils import timezone
 
-from django_points_earn import lifecycle
+from django_points_earn import backoff, corrections, lifecycle, outbox
 from django_points_earn.admin_tools import operations
 from django_points_earn.dispatch import drain_account
 from django_points_earn.models import AccountState, EarningAttempt, EarningRecord, Status
@@ -43,8 +43,8 @@ def test_send_again_is_refused_for_an_earning_rejected_before_any_call(place_ord
     record = EarningRecord.objects.get()
     assert (record.status, record.payload) == (Status.REJECTED, None)
 
-    assert lifecycle.requeue(record, trigger="admin", actor="support") is False
-    assert lifecycle.cannot_resend(record).startswith("it was rejected before anything was sent")
+    assert corrections.requeue(record, trigger="admin", actor="support") is False
+    assert corrections.cannot_resend(record).startswith("it was rejected before anything was sent")
     report = operations.retry([record], actor="support")
     assert report.done == [] and "no request to send again" in report.refused[0][1]
     # The admin says why, on the confirmation page and after the click, and changes nothing.
@@ -108,7 +108,7 @@ def test_a_retry_after_of_any_value_is_clamped_and_never_stops_the_drain(place_o
 def test_every_delay_from_a_platform_is_within_min_and_max_delay(settings):
     policy = settings.POINTS_EARN["RETRY"]
     for value in (math.inf, -math.inf, math.nan, 1e30, -5.0, 0.0, None):
-        delay = lifecycle.rate_limit_delay(value)
+        delay = backoff.rate_limit_delay(value)
         assert policy["MIN_DELAY"] <= delay <= policy["MAX_DELAY"], value
     from django_points_earn.providers.base import parse_retry_after
 
@@ -134,7 +134,7 @@ def test_an_error_while_recording_one_answer_ends_that_attempt_and_the_drain_goe
     def broken(*args, **kwargs):
         raise error("date value out of range")
 
-    monkeypatch.setattr(lifecycle, "rate_limit_delay", broken)
+    monkeypatch.setattr(backoff, "rate_limit_delay", broken)
     place_order("SO-X1")
     place_order("SO-X2")
     drain_account("main")  # does not raise
@@ -202,7 +202,7 @@ def test_the_body_is_stored_once_and_every_attempt_still_shows_what_it_sent(plac
     assert attempts[0].request_body == record.payload
     assert [a.request_body for a in attempts[1:]] == [None, None]  # not a copy per attempt
     assert len({a.request_sha256 for a in attempts}) == 1 and len(attempts[0].request_sha256) == 64
-    assert lifecycle.attempt_body(attempts[2]) == (record.payload, 1)
+    assert outbox.attempt_body(attempts[2]) == (record.payload, 1)
     timeline = admin_client.get(page(record)).content.decode().split('id="pe-attempts"')[1]
     shown = [part.split("</pre>")[0] for part in timeline.split("the same body as attempt 1")[1:]]
     assert len(shown) == 2
@@ -239,7 +239,7 @@ def test_an_order_over_the_line_or_metadata_limit_is_rejected_at_checkout(place_
     assert big.status_reason.startswith("metadata is 3000012 bytes as JSON, more than the 1000 allowed by")
     assert len(json.dumps(big.request)) < 5000  # the 3 MB are not stored
     with pytest.raises(Exception, match="metadata is 3000012 bytes"):  # nor sent without them by a correction
-        lifecycle.correct_and_requeue(big, {"phone": "0551234567"}, actor="agent")
+        corrections.correct_and_requeue(big, {"phone": "0551234567"}, actor="agent")
 
     monkeypatch.undo()
     place_order("SO-FITS", lines=[("Tea", "5.00", 1)] * 3)

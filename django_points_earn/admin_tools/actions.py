@@ -16,7 +16,7 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from .. import lifecycle
+from .. import corrections
 from ..adapters import InvalidEarningRequest
 from ..models import EarningRecord
 from . import operations
@@ -93,7 +93,7 @@ SPECS: dict[str, ActionSpec] = {
             done=gettext_lazy("Queued to be sent again: %(count)d."),
             states=operations.RETRYABLE,
             run=_retry,
-            refusal=lifecycle.cannot_resend,
+            refusal=corrections.cannot_resend,
         ),
         ActionSpec(
             name="verify",

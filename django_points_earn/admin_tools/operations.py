@@ -12,11 +12,11 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 
-from .. import lifecycle, queueing, reversals, verify
+from .. import corrections, earning_states, outbox, queueing, reversals, verify
 from ..models import AccountState, EarningRecord, Status, Trigger
 
 RETRYABLE = (Status.REJECTED, Status.BLOCKED, Status.FAILED)
-RESOLVABLE = tuple(s for s, targets in lifecycle.ALLOWED.items() if Status.RESOLVED in targets)
+RESOLVABLE = tuple(s for s, targets in earning_states.ALLOWED.items() if Status.RESOLVED in targets)
 CORRECTABLE = (Status.REJECTED,)
 REVERSIBLE = (
     Status.AWARDED,
@@ -61,9 +61,9 @@ def retry(records: Iterable[EarningRecord], *, actor: str) -> Report:
         report.refuse(record, _("only rejected, blocked or failed earnings can be sent again"))
     for record in ready:
         note = f"sent again from the admin by {actor}"
-        if why := lifecycle.cannot_resend(record):
+        if why := corrections.cannot_resend(record):
             report.refuse(record, why)  # no request body: only a correction can send it
-        elif lifecycle.requeue(record, trigger=Trigger.ADMIN, actor=actor, note=note):
+        elif corrections.requeue(record, trigger=Trigger.ADMIN, actor=actor, note=note):
             report.done.append(record)
         else:
             report.refuse(record, changed_meanwhile())
@@ -114,7 +114,7 @@ def resolve(records: Iterable[EarningRecord], *, actor: str, note: str) -> Repor
     for record in others:
         report.refuse(record, _("only earnings waiting for a human can be marked resolved"))
     for record in ready:
-        if lifecycle.resolve(record, actor=actor, note=note):
+        if corrections.resolve(record, actor=actor, note=note):
             report.done.append(record)
         else:
             report.refuse(record, changed_meanwhile())
@@ -133,8 +133,8 @@ def correct(record: EarningRecord, changes: dict[str, Any], *, actor: str) -> Re
         report.refuse(record, _("nothing was changed"))
         return report
     try:
-        lifecycle.correct_and_requeue(record, changes, actor=actor)
-    except lifecycle.TransitionError:
+        corrections.correct_and_requeue(record, changes, actor=actor)
+    except outbox.TransitionError:
         report.refuse(record, changed_meanwhile())
         return report
     report.done.append(record)
@@ -144,7 +144,7 @@ def correct(record: EarningRecord, changes: dict[str, Any], *, actor: str) -> Re
 
 def resume(account: str, *, actor: str) -> int:
     """Unpause the account, send its blocked earnings again, and wake a worker for it."""
-    count = lifecycle.resume_account(account, actor=actor)
+    count = corrections.resume_account(account, actor=actor)
     queueing.request_drain_safely(account)
     return count
 

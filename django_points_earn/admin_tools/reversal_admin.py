@@ -13,7 +13,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from .. import queueing, reversals
+from .. import queueing, reversal_lifecycle
 from ..models import AccountState, Reversal, ReversalStatus
 from . import display, row_actions
 from .filters import AccountFilter, _exact
@@ -129,7 +129,9 @@ class ReversalAdmin(ReadOnlyAdmin):
         def run(chosen: list[Reversal]) -> None:
             actor = request.user.get_username()
             done = [
-                r for r in chosen if reversals.requeue(r, actor=actor, note=f"sent again from the admin by {actor}")
+                r
+                for r in chosen
+                if reversal_lifecycle.requeue(r, actor=actor, note=f"sent again from the admin by {actor}")
             ]
             if done:
                 self.message_user(request, _("Refunds queued to be sent again: %(count)d.") % {"count": len(done)})

@@ -50,7 +50,7 @@ RESULT_STATUSES = (
 )
 
 # remote_status of a reversal answer saying the platform took back every point of the earning (whatever share was
-# asked): the earning is then reversed, never partially (reversals.complete).
+# asked): the earning is then reversed, never partially (reversal_lifecycle.complete).
 FULLY_REVERSED = "fully_reversed"
 
 MAX_STORED_BODY = 20_000  # characters of a platform answer kept on the attempt
