@@ -8,15 +8,21 @@ only Points' documented key error pauses an account.
 import json
 
 import pytest
+import responses as responses_lib
 from django.conf import settings
 from django.core.management import call_command
+from django.db import connection
+from django.test import override_settings
 
 from django_points_earn import lifecycle, webhooks
+from django_points_earn.dispatch import drain_account
 from django_points_earn.models import AccountState, EarningRecord, Reversal, ReversalStatus, Status, WebhookDelivery
 from django_points_earn.reconcile import sweep
+from django_points_earn.sandbox import register_responses
 from django_points_earn.signals import earning_awarded, order_refunded
-from tests.conftest import run_worker, settle
+from tests.conftest import POINTS_URL, run_worker, settle
 from tests.shop.models import Order
+from tests.test_dispatch import _during_call, _wait_until_sending
 
 pytestmark = pytest.mark.django_db(transaction=True)
 URL = "/loyalty/webhooks/points/main/"
@@ -37,17 +43,22 @@ def refund(order, amount=None, reason="customer returned it", refund_id=None):
     order_refunded.send(sender=Order, order=order, amount=amount, reason=reason, refund_id=refund_id)
 
 
+def drain_settings(**drain):
+    """The test settings with some DRAIN values changed, for one drain."""
+    return override_settings(POINTS_EARN={**settings.POINTS_EARN, "DRAIN": {**settings.POINTS_EARN["DRAIN"], **drain}})
+
+
 def first_call_lost(number: str, points_api) -> EarningRecord:
     """The order's first call reaches Points (it creates the order) but its answer is lost: the record is back in
-    ``queued``, outcome unknown, before any drain job runs (the one its checkout enqueued waits in Redis)."""
-    from django_points_earn.conf import get_settings
-    from django_points_earn.dispatch import send_claimed
-    from django_points_earn.providers import get_backend
+    ``queued``, outcome unknown, before any drain job runs (the one its checkout enqueued waits in Redis).
 
+    A real drain makes the call. After a timeout the account cools down before its next call, and a worker idles
+    out no wait longer than MAX_WAIT: with MAX_WAIT shorter than the cooldown, the drain stops owing the resend."""
     points_api.script("slow")
     record = EarningRecord.objects.get(order_number=number)
-    claimed = lifecycle.claim(record.pk, lease_seconds=30)
-    send_claimed(claimed, get_backend(get_settings().account(record.account)), trigger="worker")
+    with drain_settings(MAX_WAIT=0.1):
+        report = drain_account(record.account)
+    assert report.held and report.sent == 1, report
     record.refresh_from_db()
     assert (record.status, record.outcome_unknown) == (Status.QUEUED, True)
     return record
@@ -126,34 +137,34 @@ def test_approved_webhook_while_queued_after_a_lost_answer_settles_it(place_orde
     assert points_api.ledger()["merchants"]["main"]["orders"]["SO-Q"]["status"] == "fully_refunded"
 
 
-def test_approved_webhook_during_the_resend_is_kept_for_its_duplicate_answer(place_order, points_api, client):
+def test_approved_webhook_during_the_resend_is_kept_for_its_duplicate_answer(place_order, sandbox, client):
     """The webhook job runs while the record is ``sending`` (the resend is in flight): the id is kept on the
     record, and the resend's duplicate answer settles it as awarded with that id."""
-    points_api.script("slow")
     place_order("SO-S")
-    record = EarningRecord.objects.get()
-    # The first call (Points creates the order, the answer is lost), made by hand up to the resend's claim.
-    from django_points_earn.conf import get_settings
-    from django_points_earn.dispatch import send_claimed
-    from django_points_earn.providers import get_backend
+    # The first call (Points creates the order, the answer is lost), made by a drain that stops owing the resend.
+    with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        register_responses(rsps, sandbox, POINTS_URL)
+        record = first_call_lost("SO-S", sandbox)
+    [approved] = approved_events(sandbox, "SO-S")
+    while_sending = []
 
-    backend = get_backend(get_settings().account("main"))
-    claimed = lifecycle.claim(record.pk, lease_seconds=30)
-    assert send_claimed(claimed, backend, trigger="worker").status == Status.QUEUED
+    def approved_arrives():  # in the call thread, while the resend's call is in flight
+        _wait_until_sending("SO-S")
+        webhooks.process(post(client, approved).pk)
+        current = EarningRecord.objects.get(pk=record.pk)
+        while_sending.append((current.status, current.remote_id))
+        connection.close()
+
     make_due(record)
-    resend = lifecycle.claim(record.pk, lease_seconds=30)
-    assert resend is not None and resend.status == Status.SENDING
-
-    [approved] = approved_events(points_api, "SO-S")
-    delivery = post(client, approved)
-    webhooks.process(delivery.pk)
-    record.refresh_from_db()
-    assert (record.status, record.remote_id) == (Status.SENDING, approved["order"]["id"])
-
-    assert send_claimed(resend, backend, trigger="worker").status == Status.AWARDED
+    with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        sandbox.handle = _during_call(sandbox, "SO-S", approved_arrives)
+        register_responses(rsps, sandbox, POINTS_URL)
+        drain_account("main")  # the resend
+    assert while_sending == [(Status.SENDING, approved["order"]["id"])]
     record.refresh_from_db()
     assert (record.status, record.remote_id) == (Status.AWARDED, approved["order"]["id"])
-    assert points_api.awards("SO-S") == 1
+    assert [a.outcome for a in record.attempt_set.order_by("number")] == ["unavailable", "duplicate"]
+    assert sandbox.awards("SO-S") == 1
 
 
 def test_duplicate_answer_finds_an_approved_delivery_stored_before_it(place_order, points_api, client):
@@ -277,27 +288,32 @@ def test_points_given_to_a_record_the_merchant_refunded_before_the_outcome_was_k
     assert remote["status"] == "fully_refunded"
 
 
-def test_an_award_that_arrives_after_a_sweep_took_the_lease_is_kept(place_order, points_api):
+def test_an_award_that_arrives_after_a_sweep_took_the_lease_is_kept(place_order, sandbox):
     """Failed on 90d0d4b with TransitionError: complete() moves a record the sweep put back in ``queued`` to
     ``awarded`` (the platform's word wins), but the transition table refused queued -> awarded."""
     from datetime import timedelta
 
     from django.utils import timezone
 
-    from django_points_earn.conf import get_settings
-    from django_points_earn.dispatch import prepare
-    from django_points_earn.providers import get_backend
-
     place_order("SO-LATE")
     record = EarningRecord.objects.get()
-    backend = get_backend(get_settings().account("main"))
-    prepared = prepare(lifecycle.claim(record.pk, lease_seconds=30), backend, trigger="worker")
-    result = backend.earn(prepared.record.payload, request_id=str(prepared.attempt.request_id))
-    EarningRecord.objects.filter(pk=record.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert lifecycle.recover_expired_leases() == 1  # the sweep thought the worker dead
-    saved = lifecycle.complete(prepared.record, prepared.attempt, result)
-    assert (saved.status, saved.remote_id) == (Status.AWARDED, result.remote_id)
-    assert points_api.awards("SO-LATE") == 1
+    recovered = []
+
+    def sweep_takes_the_lease():  # in the call thread: the call is in flight, its lease runs out
+        _wait_until_sending("SO-LATE")
+        EarningRecord.objects.filter(pk=record.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+        recovered.append(lifecycle.recover_expired_leases())  # the sweep thought the worker dead
+        connection.close()
+
+    with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        sandbox.handle = _during_call(sandbox, "SO-LATE", sweep_takes_the_lease)
+        register_responses(rsps, sandbox, POINTS_URL)
+        drain_account("main")
+    assert recovered == [1]
+    saved = EarningRecord.objects.get()
+    uuid = sandbox.ledger()["merchants"]["main"]["orders"]["SO-LATE"]["uuid"]
+    assert (saved.status, saved.remote_id) == (Status.AWARDED, uuid)
+    assert sandbox.awards("SO-LATE") == 1
 
 
 def test_a_partial_refund_that_points_answers_fully_refunded_reverses_the_earning(place_order, points_api):

@@ -7,15 +7,16 @@ import pytest
 import requests
 import responses as responses_lib
 from django.conf import settings
+from django.db import connection
 
-from django_points_earn import dispatch, lifecycle
-from django_points_earn.conf import get_settings
+from django_points_earn import dispatch
 from django_points_earn.models import EarningRecord, Reversal, ReversalStatus, Status
-from django_points_earn.providers import get_backend
 from django_points_earn.sandbox import register_responses
 from django_points_earn.signals import order_refunded
 from tests.conftest import POINTS_URL, run_worker, settle
 from tests.shop.models import Order
+from tests.test_dispatch import _during_call, _wait_until_sending
+from tests.test_points_settlement import drain_settings
 
 pytestmark = pytest.mark.django_db(transaction=True)
 R = ReversalStatus
@@ -97,19 +98,32 @@ def test_refund_before_the_earning_was_sent_sends_nothing(place_order, points_ap
     assert points_api.ledger()["merchants"]["main"]["calls"] == 0
 
 
-def test_refund_while_the_earning_is_in_flight_waits_then_reverses(place_order, points_api):
+def test_refund_while_the_earning_is_in_flight_waits_then_reverses(place_order, sandbox):
     order = place_order("SO-FLIGHT")
-    record = lifecycle.claim(EarningRecord.objects.get().pk, lease_seconds=30)  # a worker has it, mid-call
-    refund(order, refund_id="R-F")
-    reversal = Reversal.objects.get()
-    assert reversal.status == R.WAITING
-    assert "being sent right now" in reversal.status_reason
-    dispatch.send_claimed(record, get_backend(get_settings().account("main")), trigger="worker")  # call returns
-    reversal.refresh_from_db()
-    assert reversal.status == R.QUEUED
-    settle()
+    while_sending = []
+
+    def refund_mid_call():  # in the call thread: a worker has the earning, mid-call
+        _wait_until_sending("SO-FLIGHT")
+        refund(order, refund_id="R-F")
+        reversal = Reversal.objects.get()
+        while_sending.append((reversal.status, reversal.status_reason))
+        connection.close()
+
+    sandbox.set_faults(latency_ms=500)  # the call outlasts the drain's time: it stops once its answer is in
+    with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        sandbox.handle = _during_call(sandbox, "SO-FLIGHT", refund_mid_call)
+        register_responses(rsps, sandbox, POINTS_URL)
+        with drain_settings(MAX_SECONDS=0.5):
+            report = dispatch.drain_account("main")  # call returns
+        [(status, reason)] = while_sending
+        assert status == R.WAITING
+        assert "being sent right now" in reason
+        assert report.continued and report.outcomes == {Status.AWARDED: 1}
+        reversal = Reversal.objects.get()
+        assert reversal.status == R.QUEUED
+        settle()
     assert EarningRecord.objects.get().status == Status.REVERSED
-    assert ledger_order(points_api, "SO-FLIGHT")["status"] == "fully_refunded"
+    assert ledger_order(sandbox, "SO-FLIGHT")["status"] == "fully_refunded"
 
 
 def test_refund_of_a_pending_earning_waits_for_its_uuid(place_order, points_api, client):
