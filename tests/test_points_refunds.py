@@ -16,7 +16,7 @@ from django_points_earn.signals import order_refunded
 from tests.conftest import POINTS_URL, run_worker, settle
 from tests.shop.models import Order
 from tests.test_dispatch import _during_call, _wait_until_sending
-from tests.test_points_settlement import drain_settings
+from tests.test_points_flow import drain_settings
 
 pytestmark = pytest.mark.django_db(transaction=True)
 R = ReversalStatus
