@@ -9,6 +9,7 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from django_points_earn.checks import check_settings
+from tests.test_fabric_client import fabric_settings
 
 
 def points_earn(**changes):
@@ -91,3 +92,52 @@ def test_manage_py_check_fails_loudly():
         pytest.raises(SystemCheckError, match="ORDER_ADAPTER"),
     ):
         call_command("check")
+
+
+# -- fabric's account keys and choices ----------------------------------------------------------------------------
+def check_ids(**options):
+    with override_settings(POINTS_EARN=fabric_settings(**options)):
+        return {(m.id, m.msg) for m in check_settings()}
+
+
+def test_missing_fabric_settings_are_named():
+    found = check_ids(TOKEN_URL="", CLIENT_SECRET=None, ENTITY_REFERENCE="")
+    for key in ("TOKEN_URL", "CLIENT_SECRET", "ENTITY_REFERENCE"):
+        assert ("points_earn.E004", f'POINTS_EARN["ACCOUNTS"]["fabric"]["{key}"] is missing or empty.') in found
+
+
+def test_bad_fabric_choices_are_named():
+    found = check_ids(GRANT_STYLE="header", DISCOUNT_VALUE_AS="float", MISSING_MEMBER="ignore", SHIPPING="free")
+    messages = {msg for i, msg in found if i == "points_earn.E009"}
+    assert 'POINTS_EARN["ACCOUNTS"]["fabric"]["GRANT_STYLE"] is \'header\'; expected one of basic, form, json.' in (
+        messages
+    )
+    assert len(messages) == 4
+
+
+def test_reverse_identities_that_fabric_would_refuse_are_named_at_check_time():
+    """Issue 12 item 9: /v2/earn/reverse takes 3 to 15 characters; they were silently cut to 15."""
+    path = 'POINTS_EARN["ACCOUNTS"]["fabric"]'
+    found = check_ids(ENTITY_REFERENCE="Company LIBERTY CENTER")
+    assert (
+        "points_earn.E012",
+        f"{path}[\"ENTITY_REFERENCE\"] is 'Company LIBERTY CENTER' (22 characters) and is also the reversal's "
+        "entityReference, where fabric's /v2/earn/reverse takes 3 to 15: set "
+        f'{path}["REVERSE_ENTITY_REFERENCE"] to the entity fabric uses for returns.',
+    ) in found
+    assert not [
+        i
+        for i, _ in check_ids(ENTITY_REFERENCE="Company LIBERTY CENTER", REVERSE_ENTITY_REFERENCE="LIBERTY")
+        if i == "points_earn.E012"
+    ]
+    for key, value in (("REVERSE_ENTITY_REFERENCE", "LI"), ("REVERSE_TRANSACTION_TYPE", "RETURN-FROM-WEBSHOP")):
+        messages = [m for i, m in check_ids(**{key: value}) if i == "points_earn.E012"]
+        assert messages == [
+            f'{path}["{key}"] is {value!r} ({len(value)} characters); fabric\'s /v2/earn/reverse takes 3 to 15.'
+        ]
+    assert not [i for i, _ in check_ids() if i == "points_earn.E012"]  # the test account is fine
+
+
+def test_plain_http_token_url_warns():
+    found = check_ids(TOKEN_URL="http://login.fabric.test/token")
+    assert any(i == "points_earn.W001" and "the client secret would travel unencrypted" in m for i, m in found)

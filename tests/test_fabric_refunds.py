@@ -8,6 +8,7 @@ from decimal import Decimal
 from types import SimpleNamespace
 
 import pytest
+import requests
 import responses as responses_lib
 from django.conf import settings
 from django.test import override_settings
@@ -18,8 +19,9 @@ from django_points_earn.conf import get_settings
 from django_points_earn.models import EarningRecord, Reversal, ReversalStatus, Status
 from django_points_earn.providers import base as r
 from django_points_earn.providers import get_backend
+from django_points_earn.sandbox import register_responses
 from django_points_earn.signals import order_refunded
-from tests.conftest import FABRIC_TOKEN_URL, FABRIC_URL, settle
+from tests.conftest import FABRIC_TOKEN_URL, FABRIC_URL, POINTS_URL, settle
 from tests.shop.models import Order
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -234,3 +236,71 @@ def test_the_reversal_takes_its_own_entity_and_type(place_order, fabric_api):
     assert record.payload["entityReference"] == "Company LIBERTY CENTER"
     sent = sent_reversals(record)[0]
     assert (sent["entityReference"], sent["transactionTypeExternalReference"]) == ("LIBERTY", "REFUND-WEB")
+
+
+# -- full, partial and lost-answer reversals through /v2/earn/reverse ---------------------------------------------
+def fabric_order(fabric, number):
+    return fabric.ledger()["merchants"]["fabric"]["orders"][number]
+
+
+def test_fabric_full_refund_reverses_the_earn(place_order, fabric_api):
+    order = place_order("SO-FX", account="fabric", lines=[("Perfume", "120.00", 1)])
+    settle()
+    refund(order, refund_id="RMA-9")
+    settle()
+    record = EarningRecord.objects.get()
+    reversal = record.reversal_set.get()
+    assert (record.status, reversal.status) == (Status.REVERSED, R.REVERSED), reversal.status_reason
+    remote = fabric_order(fabric_api, "SO-FX")
+    assert remote["reversed_points"] == remote["points"] == reversal.points
+    sent = reversal.attempt_set.get().request_body
+    assert sent["transactionExternalReference"] == "SO-FX-R-RMA-9"  # its own, stable reference
+    assert sent["reverseTransactionExternalRef"] == "SO-FX"
+    assert sent["totalAmountPaid"] == -120.0 and reversal.remote_reference  # fabric's transaction number
+
+
+def test_fabric_partial_refunds_take_back_their_share(place_order, fabric_api):
+    fabric_api.partial_reversals = True
+    order = place_order("SO-FP", account="fabric", lines=[("Bakhoor", "200.00", 1)])
+    settle()
+    with fabric_options(PARTIAL_REVERSALS="pro_rata"):  # the default refuses them (issue 12 item 2)
+        refund(order, Decimal("50"), refund_id="P-1")
+        refund(order, Decimal("50"), refund_id="P-2")
+        settle()
+    record = EarningRecord.objects.get()
+    assert record.status == Status.PARTIALLY_REVERSED
+    remote = fabric_order(fabric_api, "SO-FP")
+    taken = sorted(record.reversal_set.values_list("points", flat=True))
+    assert sum(taken) == remote["reversed_points"] and len(taken) == 2 and all(p > 0 for p in taken)
+
+
+def test_fabric_reversal_whose_answer_was_lost_is_found_not_resent(place_order, fabric_sandbox, sandbox):
+    import re
+
+    from django_points_earn.sandbox import register_fabric_responses
+    from tests.conftest import FABRIC_TOKEN_URL, FABRIC_URL
+
+    posts = []
+
+    def lose_first(request):
+        answer = fabric_sandbox.handle_api("POST", "/v2/earn/reverse", dict(request.headers), request.body)
+        posts.append(answer.status)
+        if len(posts) == 1:
+            raise requests.ReadTimeout("read timed out")
+        return answer.status, answer.headers, answer.body
+
+    with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.add_callback(
+            responses_lib.POST, re.compile(re.escape(FABRIC_URL) + r"/v2/earn/reverse$"), callback=lose_first
+        )
+        register_fabric_responses(rsps, fabric_sandbox, FABRIC_URL, FABRIC_TOKEN_URL)
+        register_responses(rsps, sandbox, POINTS_URL)
+        order = place_order("SO-FL", account="fabric")
+        settle()
+        refund(order, refund_id="R-LOST")
+        settle()
+    reversal = Reversal.objects.get()
+    assert reversal.status == R.REVERSED
+    assert "found by get-transaction" in reversal.status_reason
+    assert posts == [201]  # one reverse reached fabric; the retry only looked
+    assert fabric_order(fabric_sandbox, "SO-FL")["reversed_points"] == reversal.points

@@ -20,7 +20,7 @@ from django_points_earn.signals import order_refunded
 from tests.conftest import FABRIC_TOKEN_URL, POINTS_URL, settle
 from tests.shop.models import Order
 from tests.test_fabric_client import EARN_URL, TXN_URL, calls_to, earn, token_answer, transactions
-from tests.test_points_settlement import first_call_lost, make_due, post
+from tests.test_points_flow import first_call_lost, make_due, post
 
 pytestmark = pytest.mark.django_db(transaction=True)
 URL = "/loyalty/webhooks/points/main/"
