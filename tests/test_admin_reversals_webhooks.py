@@ -184,6 +184,12 @@ def test_a_refund_the_platform_rejected_is_sent_again_from_the_list(django_user_
     reversal.refresh_from_db()
     assert reversal.status == ReversalStatus.REVERSED
     assert EarningRecord.objects.get().status == Status.REVERSED
+    # The refund's own history, as the outbox machine audited it: refused, sent again by the agent, taken back.
+    trail = list(reversal.event_set.order_by("id").values_list("from_status", "to_status", "actor"))
+    assert trail == [("sending", "rejected", ""), ("rejected", "queued", "agent"), ("sending", "reversed", "")]
+    detail = client.get(f"{REVERSALS}{reversal.pk}/change/").content.decode()
+    assert "rejected → queued (Admin, agent): refund RMA-9: sent again from the admin by agent" in detail
+    assert "0551234567" not in detail
 
 
 def test_a_refund_refused_before_sending_cannot_be_sent_again(django_user_model, client, place_order, points_api):

@@ -8,7 +8,9 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -91,6 +93,7 @@ class ReversalAdmin(ReadOnlyAdmin):
         "next_attempt_at",
         "remote_reference",
         "response_shown",
+        "history_shown",
         "created_at",
         "completed_at",
     )
@@ -123,6 +126,29 @@ class ReversalAdmin(ReadOnlyAdmin):
     def response_shown(self, obj: Reversal) -> SafeString | str:
         text = display.pretty_json(obj.response)
         return format_html('<pre class="pe-json">{}</pre>', text) if text else "—"
+
+    @admin.display(description=gettext_lazy("history"))
+    def history_shown(self, obj: Reversal) -> SafeString | str:
+        """This refund's state changes (they are also on its earning's timeline, among the earning's own)."""
+        events = list(obj.event_set.order_by("at", "id"))
+        if not events:
+            return "—"
+        rows = format_html_join(
+            "",
+            '<li><span class="pe-ltr">{}</span> {} → {} ({}{}): {}</li>',
+            (
+                (
+                    date_format(timezone.localtime(e.at), "SHORT_DATETIME_FORMAT"),
+                    e.from_status or "∅",
+                    e.to_status,
+                    e.get_trigger_display(),
+                    f", {e.actor}" if e.actor else "",
+                    display.shown(e.note),
+                )
+                for e in events
+            ),
+        )
+        return format_html('<ul class="pe-history">{}</ul>', rows)
 
     @admin.action(description=gettext_lazy("Send the refund again"), permissions=["reverse"])
     def send_again_selected(self, request: HttpRequest, queryset: QuerySet[Reversal]) -> HttpResponse | None:
