@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 
 from .. import outbox
-from ..models import EarningAttempt, EarningEvent, EarningRecord, Status, Trigger
+from ..models import EarningAttempt, EarningEvent, EarningRecord, Reversal, Status, Trigger
 from ..phones import mask_phone
 from ..providers import label
 from .actions import SPECS
@@ -123,16 +123,21 @@ def _sent(attempt: EarningAttempt, listed: list[EarningAttempt]) -> str:
 
 
 def history(events: list[EarningEvent]) -> list[dict[str, Any]]:
-    labels = dict(EarningRecord._meta.get_field("status").choices)
-    return [
-        {
-            "event": e,
-            "from": labels.get(e.from_status, e.from_status or "—"),
-            "to": labels.get(e.to_status, e.to_status),
-            "note": shown(e.note),
-        }
-        for e in events
-    ]
+    """The earning's timeline: its own state changes and its refunds' (in a refund's states, its note naming it)."""
+    earning = dict(EarningRecord._meta.get_field("status").choices)
+    refund = dict(Reversal._meta.get_field("status").choices)
+    rows = []
+    for e in events:
+        labels = refund if e.reversal_id else earning
+        rows.append(
+            {
+                "event": e,
+                "from": labels.get(e.from_status, e.from_status or "—"),
+                "to": labels.get(e.to_status, e.to_status),
+                "note": shown(e.note),
+            }
+        )
+    return rows
 
 
 def reversals(record: EarningRecord) -> list[Any]:
