@@ -26,6 +26,10 @@ CENTS = Decimal("0.01")
 DROPPED = "_points_earn_dropped"
 
 
+# OrderAdapter.get_send_after's default answer: the account's HOLD setting decides (none: send at once).
+ACCOUNT_HOLD = object()
+
+
 class InvalidEarningRequest(ValueError):
     """The order cannot become a valid earning request. ``str()`` is the precise reason shown to a merchant."""
 
@@ -256,6 +260,11 @@ class OrderAdapter:
 
     def get_order_id(self, order: Any) -> str:
         return str(getattr(order, "pk", "") or "")
+
+    def get_send_after(self, order: Any) -> datetime | object | None:
+        """When this order's earning may be sent (e.g. its delivery date plus the return window): a datetime holds
+        it until then, ``None`` sends it now. The default, :data:`ACCOUNT_HOLD`, applies the account's HOLD."""
+        return ACCOUNT_HOLD
 
     def paid_orders_since(self, since: datetime) -> Iterable[Any]:
         """For backfill by ``points_reconcile``: the shop's orders paid since ``since``. Optional."""

@@ -11,11 +11,11 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS, setting_path
+from .conf import DEFAULTS, parse_hold, setting_path
 
 TAG = "points_earn"
 # Keys an account of any platform may have, on top of its platform's defaults, required and secret keys.
-COMMON_ACCOUNT_KEYS = ("PROVIDER", "BASE_URL", "HTTP_TIMEOUT")
+COMMON_ACCOUNT_KEYS = ("PROVIDER", "BASE_URL", "HTTP_TIMEOUT", "HOLD")
 
 
 def account_keys(provider: str) -> set[str]:
@@ -102,7 +102,18 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     errors += _check_timing(raw)
+    errors += _check_hold(raw.get("HOLD"), setting_path("HOLD"))
     return errors
+
+
+def _check_hold(value: Any, where: str) -> list[checks.CheckMessage]:
+    try:
+        parse_hold(value, where)
+    except ImproperlyConfigured as exc:
+        return [
+            checks.Error(str(exc), hint='e.g. {"DAYS": 14} or {"DAYS": 7, "AFTER": "delivery"}', id="points_earn.E013")
+        ]
+    return []
 
 
 def _accounts_hint() -> str:
@@ -161,6 +172,7 @@ def _check_account(name: str, conf: Any) -> list[checks.CheckMessage]:
     except ImproperlyConfigured as exc:
         errors.append(checks.Error(str(exc), id="points_earn.E003"))
         return errors
+    errors += _check_hold(conf.get("HOLD"), setting_path("ACCOUNTS", name, "HOLD"))
     return errors + list(backend.check(account))
 
 

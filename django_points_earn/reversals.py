@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from . import reversal_lifecycle, settlement
+from . import holds, reversal_lifecycle, settlement
 from .adapters import InvalidEarningRequest, to_money
 from .conf import get_settings
 from .earning_states import EARNINGS, SETTLED_HOOKS
@@ -66,6 +66,11 @@ def create(
     existing = Reversal.objects.filter(record=record, refund_id=refund_id).first()
     if existing:
         return existing, False
+    if record.status == Status.HELD:
+        held = _refund_while_held(record, refund_id=refund_id, amount=amount, reason=reason, source=source)
+        if held is not None:
+            return held
+        record.refresh_from_db()  # released meanwhile (or a refund it cannot take): the ordinary path
     status, why = _first_state(record, amount)
     refused = status in (R.QUEUED, R.WAITING) and _platform_refuses(record, amount)
     if refused:  # e.g. fabric reverses whole earns: a partial refund goes to a human, nothing is sent
@@ -93,6 +98,47 @@ def create(
     except IntegrityError:
         return Reversal.objects.get(record=record, refund_id=refund_id), False
     log.info("refund %s of %s/%s recorded as %s: %s", refund_id, record.account, record.order_number, status, why)
+    return reversal, True
+
+
+def _refund_while_held(
+    record: EarningRecord, *, refund_id: str, amount: Any, reason: str, source: str
+) -> tuple[Reversal, bool] | None:
+    """A refund of an earning still held: nothing was sent, so nothing is taken back from the platform. A full
+    refund cancels the earning (it is never sent); a partial one lowers what will be sent. ``None``: the earning
+    left ``held`` meanwhile (the sweep released it), or the amount is not one to apply (the ordinary path says
+    why)."""
+    try:
+        money = None if amount is None else to_money(amount, "refund amount")
+    except InvalidEarningRequest:
+        return None
+    if money is not None and (money <= 0 or record.total is None or money > record.total):
+        return None
+    try:
+        with transaction.atomic():
+            if money is None or money >= record.total:
+                note = f"refunded while held (refund {refund_id}): cancelled, nothing is ever sent"
+                if not settlement.cancel_unsent(record, note=note):
+                    return None
+                why = "the earning was held and never sent: it is cancelled, nothing is sent"
+            else:
+                taken = holds.take_off(record, money, refund_id=refund_id)
+                if taken is None:
+                    return None
+                why = f"taken off the held earning before it was sent: {taken}"
+            reversal = Reversal.objects.create(
+                record=record,
+                refund_id=refund_id[:100],
+                source=source,
+                amount=money,
+                reason=(reason or "")[:400],
+                status=R.CANCELLED,
+                status_reason=why,
+                completed_at=timezone.now(),
+            )
+    except IntegrityError:
+        return Reversal.objects.get(record=record, refund_id=refund_id), False
+    log.info("refund %s of held %s/%s: %s", refund_id, record.account, record.order_number, why)
     return reversal, True
 
 

@@ -3,6 +3,8 @@
 Inputs (the shop sends them):
 - ``order_paid(sender, order=...)``: payment for ``order`` is confirmed. Send it inside the transaction that marks
   the order paid; the earning is recorded in that same transaction and sent after it commits.
+- ``order_refunded(sender, order=..., amount=None, reason="", refund_id=None)``: (part of) the order was refunded.
+- ``order_delivered(sender, order=..., delivered_at=None)``: the order reached the customer (held earnings).
 
 Outputs (the app sends them, from the worker, after the state is saved):
 - ``earning_awarded(sender=EarningRecord, record=...)``: the platform confirmed the points.
@@ -13,6 +15,8 @@ from django.dispatch import Signal
 
 order_paid = Signal()
 order_refunded = Signal()
+# Optional: the order reached the customer. An account held "AFTER": "delivery" starts its hold's clock then.
+order_delivered = Signal()
 
 earning_awarded = Signal()
 earning_failed = Signal()
