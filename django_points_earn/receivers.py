@@ -15,8 +15,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DataError, transaction
 
 from . import earning_insert
-from .adapters import DROPPED, EarningRequest, InvalidEarningRequest, NothingToEarn, get_adapter, to_money
+from .adapters import get_adapter
 from .conf import get_settings
+from .earning_request import DROPPED, EarningRequest, InvalidEarningRequest, NothingToEarn, to_money
 from .models import EarningRecord, Status
 from .phones import InvalidPhone, mask_phone, normalize_ksa_mobile
 from .providers import get_backend

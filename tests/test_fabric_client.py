@@ -207,7 +207,7 @@ def test_orders_fabric_cannot_take_are_refused_with_the_reason(backend, override
 
 def test_an_order_with_nothing_to_earn_says_so(backend, options):
     """Issue 12 item 9: a net amount of 0 is sent to nobody (the earning is skipped with this reason)."""
-    from django_points_earn.adapters import NothingToEarn
+    from django_points_earn.earning_request import NothingToEarn
 
     free = request(lines=[Line("a", "5", 3)], discount_amount=Decimal("15"), total=Decimal("0"))
     with pytest.raises(NothingToEarn, match="the order's total is 0: nothing to earn, nothing sent"):
