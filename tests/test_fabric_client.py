@@ -18,8 +18,8 @@ from django.test import override_settings
 
 from django_points_earn.adapters import EarningRequest, InvalidEarningRequest, Line
 from django_points_earn.conf import get_settings
-from django_points_earn.providers import base as r
 from django_points_earn.providers import fabric_token, get_backend
+from django_points_earn.providers import results as r
 from django_points_earn.sandbox import FabricSandbox
 from tests.conftest import FABRIC_TOKEN_URL, FABRIC_URL
 

@@ -38,15 +38,15 @@ from .base import (
     EarnResult,
     LookupResult,
     PlatformError,
-    _read_bounded,
     cut,
     describe_exception,
     http_warnings,
     parse_retry_after,
-    remember_secret,
     scrub,
 )
 from .fabric_token import TOKENS, Token, TokenBackoff, TokenUnavailable, cache_key
+from .scrubbing import remember_secret
+from .transport import read_bounded
 
 log = logging.getLogger("django_points_earn")
 
@@ -622,7 +622,7 @@ class FabricBackend(BaseBackend):
         where = f"fabric's token endpoint ({url}) for account {self.account.name}"
         try:
             response = self.session().post(url, stream=True, **kwargs)
-            _read_bounded(response, deadline=time.monotonic() + sum(self.account.timeout))
+            read_bounded(response, deadline=time.monotonic() + sum(self.account.timeout))
         except requests.RequestException as exc:
             # Down, slow or cut off: it may pass, so the record waits and is sent again; the account goes on.
             message = f"{where} could not be reached: {describe_exception(exc)[0]}"
