@@ -102,19 +102,12 @@ def test_the_sandbox_is_small_modules_sharing_no_private_names():
     assert too_long == {} and private == []
 
 
-# Modules still being split by job (issue 14): drop each from here when it is.
-NOT_YET_SPLIT = {"lifecycle.py", "dispatch.py"}
-
-
 def test_every_module_is_small_and_platform_modules_share_no_private_names():
     """No module of the package over ~400 lines (a long one holds more than one job); the modules of a platform
     client (``providers/``) take nothing private from one another, like the sandbox's."""
     paths = [p for p in PACKAGE.rglob("*.py") if "migrations" not in p.parts]
     too_long = {
-        str(p.relative_to(PACKAGE)): n
-        for p in paths
-        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400
-        and str(p.relative_to(PACKAGE)) not in NOT_YET_SPLIT
+        str(p.relative_to(PACKAGE)): n for p in paths if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400
     }
     private = [
         f"{p.name}: {alias.name} from {node.module}"
