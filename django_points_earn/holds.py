@@ -21,8 +21,8 @@ from django.db.models import Min, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from .adapters import EarningRequest
 from .conf import account_hold, get_settings
+from .earning_request import EarningRequest
 from .earning_states import EARNINGS
 from .models import EarningRecord, Status, Trigger
 from .outbox import Audit

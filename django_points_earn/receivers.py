@@ -17,8 +17,9 @@ from django.db import DataError, transaction
 from django.utils import timezone
 
 from . import earning_insert, holds
-from .adapters import ACCOUNT_HOLD, DROPPED, EarningRequest, InvalidEarningRequest, NothingToEarn, get_adapter, to_money
+from .adapters import ACCOUNT_HOLD, get_adapter
 from .conf import get_settings
+from .earning_request import DROPPED, EarningRequest, InvalidEarningRequest, NothingToEarn, to_money
 from .models import EarningRecord, Status
 from .phones import InvalidPhone, mask_phone, normalize_ksa_mobile
 from .providers import get_backend

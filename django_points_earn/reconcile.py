@@ -24,7 +24,7 @@ from .conf import get_settings
 from .kinds import MACHINES
 from .models import NEEDS_ATTENTION, AccountState, EarningRecord, Status, Trigger
 from .phones import mask_phone, mask_phones_in_text
-from .providers.base import scrub
+from .providers.scrubbing import scrub
 
 log = logging.getLogger("django_points_earn")
 

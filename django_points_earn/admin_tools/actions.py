@@ -17,7 +17,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from .. import corrections
-from ..adapters import InvalidEarningRequest
+from ..earning_request import InvalidEarningRequest
 from ..models import EarningRecord
 from . import operations
 from .display import badge, last_error

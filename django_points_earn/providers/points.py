@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-from ..adapters import EarningRequest, InvalidEarningRequest
+from ..earning_request import EarningRequest, InvalidEarningRequest
 from ..phones import InvalidPhone, normalize_ksa_mobile
 from .base import (
     AWARDED,
