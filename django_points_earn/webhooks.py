@@ -247,6 +247,7 @@ def _taken_back(delivery: WebhookDelivery, record: EarningRecord, event: PointsT
         points=event.points,
         reason=event.reason or "refunded on the platform",
         remote_status=event.remote_status,
+        fully=event.fully,
     )
     return f"refund made on the platform recorded ({event.points} points)"
 
