@@ -260,11 +260,19 @@ def cancel_if_refunded_unsent(record: EarningRecord) -> bool:
 
 
 def record_platform_refund(
-    record: EarningRecord, *, key: str, amount: Decimal | None, points: Decimal | None, reason: str, remote_status: str
+    record: EarningRecord,
+    *,
+    key: str,
+    amount: Decimal | None,
+    points: Decimal | None,
+    reason: str,
+    remote_status: str,
+    fully: bool,
 ) -> bool:
     """A refund made on the platform itself (its dashboard) that we did not send: kept on the earning as a reversal
-    born ``reversed`` (there is nothing for us to send), and the earning becomes (partially) reversed. A second
-    delivery of the same refund (same ``key``) changes nothing. Returns whether it was new."""
+    born ``reversed`` (there is nothing for us to send), and the earning becomes (partially) reversed, or reversed
+    when ``fully`` (the platform says every point is back; its webhook parser reads that from ``remote_status``).
+    A second delivery of the same refund (same ``key``) changes nothing. Returns whether it was new."""
     why = f"refunded on the platform ({remote_status})"
     fields = {
         "source": "platform",
@@ -281,6 +289,5 @@ def record_platform_refund(
     except IntegrityError:
         return False
     if created:
-        fully = remote_status in ("fully_refunded", "cancelled")
         settlement.apply_reversal(record, note=why, trigger=Trigger.WORKER, fully=fully)
     return created

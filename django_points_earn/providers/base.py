@@ -109,6 +109,9 @@ class BaseBackend:
     supports_refunds: ClassVar[bool] = False
     # Dotted path of the view receiving this platform's webhooks at webhooks/<provider>/<account>/, or None.
     webhook_view: ClassVar[str | None] = None
+    # Dotted path of the function reading one stored delivery (its JSON object) into a providers.events
+    # ParsedDelivery: its neutral events, which the core applies (webhooks.py). None: the platform sends none.
+    webhook_parser: ClassVar[str | None] = None
 
     def __init__(self, account: AccountConfig):
         self.account = account
@@ -148,6 +151,13 @@ class BaseBackend:
     def partial_reversal_refusal(self, amount: Decimal, total: Decimal) -> str:
         """Why a refund of ``amount`` out of ``total`` cannot be taken back on this platform ("": it can)."""
         return ""
+
+    @classmethod
+    def is_our_refund(cls, refund_id: str, reason: str) -> bool:
+        """Whether a refund the platform reports (a ``PointsTakenBack`` event, by the reason the platform keeps)
+        is our reversal ``refund_id``, sent by :meth:`reverse`, rather than one made on the platform itself. The
+        base cannot tell: a platform whose webhooks report refunds marks its own in ``refund_body`` and says so."""
+        return False
 
     # -- HTTP --------------------------------------------------------------------------------------------------
     def session(self) -> requests.Session:
