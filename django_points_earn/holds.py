@@ -149,7 +149,7 @@ def _scaled(request: EarningRequest, factor: Decimal, total: Decimal) -> Earning
     """The request with every amount scaled by ``factor`` and the total set to ``total``."""
 
     def scale(value: Decimal | None) -> Decimal | None:
-        return None if value is None else (value * factor).quantize(CENT, rounding=ROUND_HALF_UP)
+        return None if value is None else (Decimal(str(value)) * factor).quantize(CENT, rounding=ROUND_HALF_UP)
 
     for line in request.lines:
         line.unit_price = scale(line.unit_price)

@@ -122,7 +122,11 @@ def _refund_while_held(
                     return None
                 why = "the earning was held and never sent: it is cancelled, nothing is sent"
             else:
-                taken = holds.take_off(record, money, refund_id=refund_id)
+                try:
+                    taken = holds.take_off(record, money, refund_id=refund_id)
+                except Exception:  # e.g. the lowered order no longer builds: the refund waits for the sending
+                    log.exception("refund %s: could not lower held earning %s", refund_id, record.pk)
+                    return None
                 if taken is None:
                     return None
                 why = f"taken off the held earning before it was sent: {taken}"
@@ -176,6 +180,9 @@ def _first_state(record: EarningRecord, amount: Any) -> tuple[str, str]:
         if amount is None:
             return R.CANCELLED, "the earning had not been sent: it is cancelled and nothing is sent"
         return R.WAITING, "waits until the earning is awarded, then takes back its share"
+    if record.status == Status.HELD:
+        # Only when the held earning could not simply be lowered (holds.take_off): take its share back once sent.
+        return R.WAITING, "the earning is held and could not be lowered: its share is taken back once it is sent"
     if record.status == Status.SENDING:
         return R.WAITING, "the earning is being sent right now: waits for its outcome"
     if record.status == Status.ACCEPTED:
