@@ -64,6 +64,11 @@ class OutboxRow(models.Model):
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
     completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
+    # When ``points_reconcile --fail-on new`` last reported this row as needing a human; it is new again once it
+    # changes state after that (``updated_at`` is later), so an alert fires once per problem, not every run.
+    attention_reported_at = models.DateTimeField(
+        _("reported as needing a human"), null=True, blank=True, editable=False
+    )
 
     class Meta:
         abstract = True
@@ -95,11 +100,6 @@ class EarningRecord(OutboxRow):
     # What a remote check (reconcile --verify-remote, the admin's "verify") last saw; drift is never "fixed".
     remote_checked_at = models.DateTimeField(_("last checked with the platform"), null=True, blank=True)
     drift = models.CharField(_("differs from the platform"), max_length=255, blank=True)
-    # When ``points_reconcile --fail-on new`` last reported this earning as needing a human; it is new again once
-    # it changes state after that (``updated_at`` is later), so an alert fires once per problem, not every run.
-    attention_reported_at = models.DateTimeField(
-        _("reported as needing a human"), null=True, blank=True, editable=False
-    )
 
     class Meta:
         verbose_name = _("earning")
