@@ -59,3 +59,6 @@ class ShopAdapter(OrderAdapter):
 
     def get_review_comment(self, review):
         return getattr(review, "comment", None)
+
+    def get_review_metadata(self, review):
+        return getattr(review, "metadata", None)
