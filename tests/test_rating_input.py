@@ -117,3 +117,11 @@ def test_admin_lists_the_kind_filters_by_it_and_shows_the_review(admin_client, p
     assert "Product rating" in response.content.decode()
     text = admin_client.get(page(EarningRecord.objects.get(order_number="review-7"))).content.decode()
     assert "Review reference" in text and "SKU-1 · Mug" in text
+
+
+def test_rating_kinds_in_arabic():
+    from django.utils import translation
+
+    with translation.override("ar"):
+        assert str(Kind.PRODUCT_RATING.label) == "تقييم منتج"
+        assert str(EarningRecord._meta.get_field("kind").verbose_name) == "النوع"
