@@ -8,7 +8,8 @@ Inputs (the shop sends them):
 - ``review_approved(sender, review=...)``: a review passed the shop's moderation (Points' rating channels). Send
   it inside the transaction that approves it; the earning is recorded there and sent after it commits.
 
-Outputs (the app sends them, from the worker, after the state is saved):
+Outputs (the app sends them, from the worker, after the state is saved; ``record.kind`` tells a purchase's earning
+from a review's):
 - ``earning_awarded(sender=EarningRecord, record=...)``: the platform confirmed the points.
 - ``earning_failed(sender=EarningRecord, record=...)``: the record now needs a human (rejected, blocked, failed).
 """
