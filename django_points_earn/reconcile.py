@@ -22,7 +22,7 @@ from redis.lock import Lock
 from . import corrections, holds, queueing, reversal_lifecycle
 from .conf import get_settings
 from .kinds import MACHINES
-from .models import NEEDS_ATTENTION, AccountState, EarningRecord, Reversal, ReversalStatus, Status, Trigger
+from .models import NEEDS_ATTENTION, AccountState, EarningRecord, Kind, Reversal, ReversalStatus, Status, Trigger
 from .phones import mask_phone, mask_phones_in_text
 from .providers.scrubbing import scrub
 
@@ -215,7 +215,7 @@ def backfill_missed_orders(options: Options, progress: Progress | None = None) -
         checked += len(batch)
         existing = set(
             EarningRecord.objects.filter(
-                order_number__in=[n for _, n in keys], account__in={a for a, _ in keys}
+                kind=Kind.PURCHASE, order_number__in=[n for _, n in keys], account__in={a for a, _ in keys}
             ).values_list("account", "order_number")
         )
         for key, order in keys.items():
