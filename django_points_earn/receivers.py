@@ -14,7 +14,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DataError, transaction
 
-from . import earning_insert
+from . import announce, earning_insert
 from .adapters import DROPPED, EarningRequest, InvalidEarningRequest, NothingToEarn, get_adapter, to_money
 from .conf import get_settings
 from .models import EarningRecord, Status
@@ -104,6 +104,7 @@ def record_paid_order(order: Any) -> EarningRecord | None:
         values = {**_storable(values), "payload": None}
         record, created = earning_insert.create(status=status, reason=reason, **values)
     if created:
+        announce.earning_settled(record)  # rejected at checkout: the shop hears it needs a person
         level = logging.INFO if status == Status.QUEUED else logging.WARNING
         log.log(
             level,

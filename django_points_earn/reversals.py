@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from . import reversal_lifecycle, settlement
+from . import announce, reversal_lifecycle, settlement
 from .adapters import InvalidEarningRequest, to_money
 from .conf import get_settings
 from .earning_states import EARNINGS, SETTLED_HOOKS
@@ -231,10 +231,11 @@ def record_platform_refund(
     }
     try:
         with transaction.atomic():
-            _, created = Reversal.objects.get_or_create(record=record, refund_id=key[:100], defaults=fields)
+            reversal, created = Reversal.objects.get_or_create(record=record, refund_id=key[:100], defaults=fields)
     except IntegrityError:
         return False
     if created:
         fully = remote_status in ("fully_refunded", "cancelled")
         settlement.apply_reversal(record, note=why, trigger=Trigger.WORKER, fully=fully)
+        announce.reversal_reversed(reversal)
     return created

@@ -3,10 +3,20 @@
 Inputs (the shop sends them):
 - ``order_paid(sender, order=...)``: payment for ``order`` is confirmed. Send it inside the transaction that marks
   the order paid; the earning is recorded in that same transaction and sent after it commits.
+- ``order_refunded(sender, order=..., amount=None, reason="", refund_id=None)``: a refund, in its transaction.
 
-Outputs (the app sends them, from the worker, after the state is saved):
-- ``earning_awarded(sender=EarningRecord, record=...)``: the platform confirmed the points.
-- ``earning_failed(sender=EarningRecord, record=...)``: the record now needs a human (rejected, blocked, failed).
+Outputs (the app sends them to the shop, each once, after the transaction that made the change commits; a receiver
+that raises is logged on the ``django_points_earn`` logger and never reaches the app's machine; see
+``django_points_earn.announce`` and docs/customer.md):
+- ``points_awarded(sender=EarningRecord, record=...)``: the platform confirmed the points of ``record``.
+- ``points_reversed(sender=Reversal, reversal=...)``: a refund took points back (``reversal.record`` is its
+  earning, already ``partially_reversed`` or ``reversed``).
+- ``earning_needs_attention(sender=EarningRecord, record=...)``: the earning now waits for a person (``rejected``,
+  ``blocked`` or ``failed``).
+
+``earning_awarded`` and ``earning_failed`` are the first names of ``points_awarded`` and
+``earning_needs_attention``: deprecated, kept as the very same signal objects, so a receiver connected to either
+name hears each event once.
 """
 
 from django.dispatch import Signal
@@ -14,5 +24,10 @@ from django.dispatch import Signal
 order_paid = Signal()
 order_refunded = Signal()
 
-earning_awarded = Signal()
-earning_failed = Signal()
+points_awarded = Signal()
+points_reversed = Signal()
+earning_needs_attention = Signal()
+
+# Deprecated aliases (the same objects, so nothing is sent twice).
+earning_awarded = points_awarded
+earning_failed = earning_needs_attention
