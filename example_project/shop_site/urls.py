@@ -1,4 +1,5 @@
-"""The shop's URLs: Django admin (where the merchant sees every earning) and django-rq's queue dashboard.
+"""The shop's URLs: Django admin (where the merchant sees every earning), django-rq's queue dashboard and the
+customer's order page (its loyalty points, and a message once they are awarded).
 
 django-rq's own views let in every staff member (``staff_member_required``): its dashboard can empty queues,
 delete and requeue jobs and shows job arguments. A shop's support staff get the earnings admin; the queues are
@@ -11,6 +12,7 @@ from django.contrib import admin
 from django.contrib.auth.decorators import user_passes_test
 from django.urls import URLPattern, include, path
 from django_rq import urls as rq_urls
+from shop.views import order_page
 
 
 def superusers_only(view: Callable) -> Callable:
@@ -22,4 +24,5 @@ rq_dashboard = [URLPattern(p.pattern, superusers_only(p.callback), p.default_arg
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("django-rq/", include((rq_dashboard, "django_rq"))),
+    path("orders/<str:number>/", order_page, name="order"),  # the customer's order page, with its points
 ]
