@@ -14,6 +14,8 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
@@ -21,11 +23,11 @@ from .admin_tools import actions as admin_actions
 from .admin_tools import display, earning_page, operations
 from .admin_tools.dashboard import DashboardAdmin
 from .admin_tools.delivery_admin import WebhookDeliveryAdmin
-from .admin_tools.filters import AccountFilter, NeedsAttentionFilter, PlatformFilter, refuse_nul
+from .admin_tools.filters import AccountFilter, HeldFilter, NeedsAttentionFilter, PlatformFilter, refuse_nul
 from .admin_tools.paginator import CappedChangeList, CappedCountPaginator, limit_for_page
 from .admin_tools.read_only import ReadOnlyAdmin
 from .admin_tools.reversal_admin import ReversalAdmin
-from .models import AccountState, EarningRecord, ReconciliationDashboard, Reversal, WebhookDelivery
+from .models import AccountState, EarningRecord, ReconciliationDashboard, Reversal, Status, WebhookDelivery
 from .phones import InvalidPhone, mask_phone, normalize_ksa_mobile
 
 
@@ -38,12 +40,13 @@ class EarningRecordAdmin(admin.ModelAdmin):
         "phone_masked",
         "total",
         "points",
+        "held_until",
         "failed_attempts",
         "age",
         "last_error",
     )
     list_display_links = ("order_number",)
-    list_filter = ("status", NeedsAttentionFilter, AccountFilter, PlatformFilter, "created_at")
+    list_filter = ("status", NeedsAttentionFilter, HeldFilter, AccountFilter, PlatformFilter, "created_at")
     search_fields = ("=order_number",)  # the real search is get_search_results: exact, indexed, phone-aware
     search_help_text = gettext_lazy(
         "Order number, Points uuid or reference number, fabric transaction code, or a phone number in any form."
@@ -80,6 +83,12 @@ class EarningRecordAdmin(admin.ModelAdmin):
     def has_reverse_permission(self, request: HttpRequest) -> bool:
         return admin_actions.SPECS["reverse"].allowed(request)
 
+    def has_send_now_permission(self, request: HttpRequest) -> bool:
+        return admin_actions.SPECS["send_now"].allowed(request)
+
+    def has_extend_hold_permission(self, request: HttpRequest) -> bool:
+        return admin_actions.SPECS["extend_hold"].allowed(request)
+
     # -- the list ----------------------------------------------------------------------------------------------
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type:
         return CappedChangeList
@@ -107,6 +116,14 @@ class EarningRecordAdmin(admin.ModelAdmin):
     @admin.display(description=gettext_lazy("phone"))
     def phone_masked(self, obj: EarningRecord) -> str:
         return mask_phone(obj.phone)
+
+    @admin.display(description=gettext_lazy("held until"), ordering="send_after")
+    def held_until(self, obj: EarningRecord) -> str:
+        if obj.status != Status.HELD:
+            return "—"
+        if obj.send_after is None:
+            return _("until delivered")
+        return date_format(timezone.localtime(obj.send_after), "SHORT_DATETIME_FORMAT")
 
     @admin.display(description=gettext_lazy("failed attempts"), ordering="attempts")
     def failed_attempts(self, obj: EarningRecord) -> int:

@@ -18,7 +18,8 @@ The order is found the way the earning was recorded: through the shop's adapter 
 ``platform``, ``platform_label``
     the platform's name in settings (``"points"``, ``"fabric"``) and its product name (``"Points"``).
 ``order_number``, ``held_until``, ``delayed``, ``updated_at``
-    the order number the platform sees; when a held earning is released (ISO 8601, else ``None``); whether a
+    the order number the platform sees; when a held earning is sent (ISO 8601; ``None`` when it is not held, or
+    held until the order's delivery starts the return window); whether a
     person at the shop must act before the points can come (rejected, blocked, failed); when the earning last
     changed (ISO 8601, or ``None`` without one).
 """
@@ -31,7 +32,7 @@ from datetime import datetime
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any
 
-from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured
 from django.db.models import OuterRef, Subquery, Sum
 
 from .adapters import OrderAdapter, get_adapter
@@ -50,10 +51,9 @@ TAKEN_BACK = "taken_back"
 NONE = "none"
 CUSTOMER_STATES = (ON_THE_WAY, HELD_UNTIL, PENDING_ACTIVATION, EARNED, PARTLY_TAKEN_BACK, TAKEN_BACK, NONE)
 
-# The held state of issue 17 (an earning recorded at payment, sent once the return window closes) and the column
-# that says when: the one place they are named here. Until the model has them, no record is in that state and the
-# column is not read.
-HELD = "held"
+# A held earning (recorded at payment, sent once the return window closes) and the column that says when; None
+# while it waits for the order's delivery to start its clock.
+HELD = Status.HELD
 SEND_AFTER = "send_after"
 
 # An earning's state -> the customer's. A state missing here (one added later) shows as ``none``: never promise
@@ -74,11 +74,20 @@ CUSTOMER_STATE: dict[str, str] = {
     Status.CANCELLED: NONE,
     Status.RESOLVED: NONE,  # settled by hand outside the app: the app cannot say what the customer got
 }
-# Before the platform's answer the points shown are our estimate (EARNING_RATE), never a promise.
-NOT_ANSWERED = (ON_THE_WAY, HELD_UNTIL, PENDING_ACTIVATION)
 
 # What a summary is built from: one row per earning, with what refunds took back.
-ROW_FIELDS = ("id", "account", "order_number", "provider", "status", "points", "total", "attempts", "updated_at")
+ROW_FIELDS = (
+    "id",
+    "account",
+    "order_number",
+    "provider",
+    "status",
+    "points",
+    "total",
+    "attempts",
+    "updated_at",
+    SEND_AFTER,
+)
 
 
 def earning_for(order: Any) -> dict[str, Any]:
@@ -109,8 +118,8 @@ def order_key(order: Any, adapter: OrderAdapter | None = None) -> tuple[str, str
 
 
 def earning_rows(keys: Sequence[tuple[str, str] | None]) -> dict[tuple[str, str], dict[str, Any]]:
-    """(account, order number) -> the earning's row (:data:`ROW_FIELDS`, ``taken_back`` and, once the model has
-    it, :data:`SEND_AFTER`), in one query; orders without an earning are absent."""
+    """(account, order number) -> the earning's row (:data:`ROW_FIELDS` and ``taken_back``), in one query; orders
+    without an earning are absent."""
     wanted = {key for key in keys if key}
     if not wanted:
         return {}
@@ -120,10 +129,9 @@ def earning_rows(keys: Sequence[tuple[str, str] | None]) -> dict[tuple[str, str]
         .annotate(total=Sum("points"))
         .values("total")
     )
-    fields = [*ROW_FIELDS, *((SEND_AFTER,) if _has_field(SEND_AFTER) else ())]
     rows = EarningRecord.objects.filter(
         account__in={account for account, _ in wanted}, order_number__in={number for _, number in wanted}
-    ).values(*fields, taken_back=Subquery(taken_back))
+    ).values(*ROW_FIELDS, taken_back=Subquery(taken_back))
     found = {(row["account"], row["order_number"]): row for row in rows}
     return {key: row for key, row in found.items() if key in wanted}
 
@@ -150,7 +158,7 @@ def summary(row: dict[str, Any] | None, key: tuple[str, str] | None) -> dict[str
     if points is None and state != NONE:
         points = estimate(row["account"], row["total"])
         estimated = points is not None
-    send_after = row.get(SEND_AFTER) if state == HELD_UNTIL else None
+    send_after = row[SEND_AFTER] if state == HELD_UNTIL else None
     return {
         "state": state,
         "points": _number(points),
@@ -180,7 +188,7 @@ def estimate(account: str, total: Decimal | None) -> Decimal | None:
 def parse_earning_rate(value: Any, account: str = "") -> Decimal | None:
     """``EARNING_RATE``: points per unit of the order's currency, a positive number (``None``: not set).
 
-    Raises ValueError naming the key for anything else (checked by ``manage.py check``, points_earn.E013)."""
+    Raises ValueError naming the key for anything else (checked by ``manage.py check``, points_earn.E014)."""
     if value is None or value == "":
         return None
     where = setting_path("ACCOUNTS", account, "EARNING_RATE") if account else "EARNING_RATE"
@@ -207,11 +215,3 @@ def _number(value: Decimal | None) -> int | float | None:
         return None
     value = Decimal(value)
     return int(value) if value == value.to_integral_value() else float(value)
-
-
-def _has_field(name: str) -> bool:
-    try:
-        EarningRecord._meta.get_field(name)
-    except FieldDoesNotExist:
-        return False
-    return True

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, NamedTuple, TypeVar
 
-from .providers.base import close_sessions
+from .providers.transport import close_sessions
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")

@@ -11,11 +11,11 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS, setting_path
+from .conf import DEFAULTS, parse_hold, setting_path
 
 TAG = "points_earn"
 # Keys an account of any platform may have, on top of its platform's defaults, required and secret keys.
-COMMON_ACCOUNT_KEYS = ("PROVIDER", "BASE_URL", "HTTP_TIMEOUT", "EARNING_RATE")
+COMMON_ACCOUNT_KEYS = ("PROVIDER", "BASE_URL", "HTTP_TIMEOUT", "HOLD", "EARNING_RATE")
 
 
 def account_keys(provider: str) -> set[str]:
@@ -102,7 +102,18 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     errors += _check_timing(raw)
+    errors += _check_hold(raw.get("HOLD"), setting_path("HOLD"))
     return errors
+
+
+def _check_hold(value: Any, where: str) -> list[checks.CheckMessage]:
+    try:
+        parse_hold(value, where)
+    except ImproperlyConfigured as exc:
+        return [
+            checks.Error(str(exc), hint='e.g. {"DAYS": 14} or {"DAYS": 7, "AFTER": "delivery"}', id="points_earn.E013")
+        ]
+    return []
 
 
 def _accounts_hint() -> str:
@@ -162,6 +173,7 @@ def _check_account(name: str, conf: Any) -> list[checks.CheckMessage]:
     except ImproperlyConfigured as exc:
         errors.append(checks.Error(str(exc), id="points_earn.E003"))
         return errors
+    errors += _check_hold(conf.get("HOLD"), setting_path("ACCOUNTS", name, "HOLD"))
     return errors + list(backend.check(account))
 
 
@@ -173,7 +185,7 @@ def _check_earning_rate(name: str, value: Any) -> list[checks.CheckMessage]:
     try:
         parse_earning_rate(value, name)
     except ValueError as exc:
-        return [checks.Error(str(exc), hint='e.g. "EARNING_RATE": 10 (points per riyal)', id="points_earn.E013")]
+        return [checks.Error(str(exc), hint='e.g. "EARNING_RATE": 10 (points per riyal)', id="points_earn.E014")]
     return []
 
 

@@ -8,6 +8,7 @@ Secrets read here (API keys, client secrets) are kept out of ``repr()`` so they 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
@@ -71,6 +72,10 @@ DEFAULTS: dict[str, Any] = {
     # Largest webhook body accepted (bytes); a bigger one (with the right secret) is answered 413 and not stored.
     # A Points delivery is one order, a few KB; keep this below Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB).
     "WEBHOOK_MAX_BYTES": 1_048_576,
+    # Hold every account's earnings until the return window has closed, e.g. {"DAYS": 14} (also HOURS, MINUTES;
+    # "AFTER": "delivery" starts the clock at the shop's order_delivered signal). An account's own "HOLD" wins;
+    # the adapter's get_send_after(order) wins over both. None: send at once.
+    "HOLD": None,
     # More platforms, without touching the package: name -> dotted path of a BaseBackend subclass, e.g.
     # {"acme": "shop.loyalty.AcmeBackend"}; an account then says "PROVIDER": "acme" (docs/adding-platforms.md).
     "PLATFORMS": {},
@@ -246,3 +251,48 @@ def all_secret_values() -> list[str]:
         if isinstance(conf, dict):
             values.extend(str(conf[k]) for k in keys if conf.get(k))
     return values
+
+
+# -- holds (earnings kept back until the return window closes: holds.py) ------------------------------------------
+UNITS = {"DAYS": "days", "HOURS": "hours", "MINUTES": "minutes"}
+AFTER = ("payment", "delivery")
+
+
+@dataclass(frozen=True)
+class Hold:
+    """An account's hold: how long, and from when (payment, or the order's delivery)."""
+
+    length: timedelta
+    after_delivery: bool = False
+
+
+def parse_hold(value: Any, where: str) -> Hold | None:
+    """A HOLD setting as a :class:`Hold` (``None``/``{}``: no hold). Raises ``ImproperlyConfigured`` naming the key."""
+    if not value:
+        return None
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(f'{where} must be a dict such as {{"DAYS": 14}}, not {type(value).__name__}.')
+    unknown = set(value) - set(UNITS) - {"AFTER"}
+    if unknown:
+        raise ImproperlyConfigured(f"{where} has unknown keys {sorted(unknown)}; use DAYS, HOURS, MINUTES, AFTER.")
+    amounts = {}
+    for key, unit in UNITS.items():
+        amount = value.get(key, 0)
+        if isinstance(amount, bool) or not isinstance(amount, int | float) or not 0 <= amount <= 366 * 24 * 60:
+            raise ImproperlyConfigured(f'{where}["{key}"] must be a number of {unit} from 0 up, not {amount!r}.')
+        amounts[unit] = amount
+    after = value.get("AFTER", "payment")
+    if after not in AFTER:
+        raise ImproperlyConfigured(f'{where}["AFTER"] must be "payment" or "delivery", not {after!r}.')
+    length = timedelta(**amounts)
+    if length <= timedelta(0) and after == "payment":
+        return None
+    return Hold(length, after_delivery=after == "delivery")
+
+
+def account_hold(account: str) -> Hold | None:
+    """The hold of one account: its own ``HOLD``, else ``POINTS_EARN["HOLD"]``."""
+    config = get_settings().account(account)
+    if "HOLD" in config.options:
+        return parse_hold(config.options["HOLD"], setting_path("ACCOUNTS", account, "HOLD"))
+    return parse_hold(get_settings().hold, setting_path("HOLD"))

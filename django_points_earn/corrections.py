@@ -9,8 +9,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext
 
-from .adapters import EarningRequest
 from .conf import get_settings
+from .earning_request import EarningRequest
 from .earning_states import EARNINGS, run_settled_hooks
 from .models import AccountState, EarningRecord, Status, Trigger
 from .outbox import Audit, TransitionError

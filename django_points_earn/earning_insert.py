@@ -34,7 +34,7 @@ def create(*, status: str, reason: str = "", **fields: Any) -> tuple[EarningReco
         status=status,
         status_reason=reason,
         next_attempt_at=now if status == Status.QUEUED else None,
-        completed_at=None if status == Status.QUEUED else now,
+        completed_at=None if status in (Status.QUEUED, Status.HELD) else now,
         **fields,
     )
     using = router.db_for_write(EarningRecord)

@@ -15,6 +15,8 @@ from .outbox import Machine
 # The platform's word (its webhook, or an answer that arrived after a sweep took the lease) may settle a record
 # that is not ``sending``: hence ``queued``/``failed``/``blocked`` -> ``awarded``.
 ALLOWED: dict[str, frozenset[str]] = {
+    # Held until the return window closes: released to the queue, or cancelled by a full refund meanwhile.
+    Status.HELD: frozenset({Status.QUEUED, Status.CANCELLED, Status.RESOLVED}),
     Status.QUEUED: frozenset(
         {Status.SENDING, Status.REJECTED, Status.CANCELLED, Status.AWARDED, Status.PENDING_ACTIVATION}
     ),
@@ -44,7 +46,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     Status.REVERSED: frozenset(),
     Status.SKIPPED: frozenset(),
 }
-INITIAL = {Status.QUEUED, Status.REJECTED, Status.SKIPPED}
+INITIAL = {Status.QUEUED, Status.HELD, Status.REJECTED, Status.SKIPPED}
 # remote_status of an ``accepted`` record: the platform answered "duplicate" (it has the order), nothing more.
 DUPLICATE_CONFIRMED = "duplicate_confirmed"
 # States the platform's id of the order (its webhook) settles as ``awarded``: the platform has credited the order,

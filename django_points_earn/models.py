@@ -12,6 +12,9 @@ from .phones import mask_phone
 
 
 class Status(models.TextChoices):
+    # Recorded, and kept back until ``send_after`` (the return window): a refund meanwhile changes what is sent, or
+    # cancels it; the sweep queues it when the time comes.
+    HELD = "held", _("Held until the return window closes")
     QUEUED = "queued", _("Queued")
     SENDING = "sending", _("Sending")
     AWARDED = "awarded", _("Awarded")
@@ -81,6 +84,8 @@ class EarningRecord(OutboxRow):
     payload = models.JSONField(_("request payload"), null=True, blank=True)
 
     status = models.CharField(_("state"), max_length=24, choices=Status.choices, default=Status.QUEUED)
+    # A held earning is sent from this moment on (empty while held until the order is delivered).
+    send_after = models.DateTimeField(_("held until"), null=True, blank=True)
 
     remote_id = models.CharField(_("platform id"), max_length=64, blank=True)
     remote_reference = models.CharField(_("platform reference"), max_length=64, blank=True)
@@ -106,6 +111,8 @@ class EarningRecord(OutboxRow):
             # The dispatcher's and the sweep's question: what is due, per account?
             models.Index(fields=["status", "account", "next_attempt_at"], name="points_earn_due"),
             models.Index(fields=["status", "lease_expires_at"], name="points_earn_lease"),
+            # The sweep's release of held earnings whose time has come.
+            models.Index(fields=["status", "send_after"], name="points_earn_held"),
             models.Index(fields=["created_at"], name="points_earn_created"),
             models.Index(fields=["remote_id"], name="points_earn_remote_id"),
             models.Index(fields=["phone"], name="points_earn_phone"),
@@ -122,6 +129,7 @@ class EarningRecord(OutboxRow):
             ("verify_earningrecord", _("Can verify earnings with the platform")),
             ("resolve_earningrecord", _("Can mark earnings resolved")),
             ("correct_earningrecord", _("Can correct and resend rejected earnings")),
+            ("hold_earningrecord", _("Can send held earnings now or hold them longer")),
         ]
 
     def __str__(self) -> str:

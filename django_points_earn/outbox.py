@@ -121,6 +121,38 @@ class Machine:
             note=audit.note,
         )
 
+    def move_batch(
+        self, condition: Q, from_status: str, to: str, fields: dict[str, Any], audit: Audit, *, batch: int = 500
+    ) -> list[int]:
+        """Move up to ``batch`` rows in ``from_status`` that meet ``condition`` to ``to``, in one transaction and a
+        handful of queries: locked (skipped if another worker holds them), moved, one audit entry each. Returns the
+        ids moved."""
+        self.check(from_status, to)
+        with transaction.atomic():
+            qs = self.model.objects.select_for_update(skip_locked=True).filter(condition, status=from_status)
+            columns = ["id"] + ([] if self.timeline == "pk" else [self.timeline])
+            rows = list(qs.order_by("id").values_list(*columns)[:batch])
+            if not rows:
+                return []
+            pks = [row[0] for row in rows]
+            self.model.objects.filter(pk__in=pks, status=from_status).update(
+                status=to, **{"updated_at": timezone.now(), **fields}
+            )
+            EarningEvent.objects.bulk_create(
+                [
+                    EarningEvent(
+                        **self._owner_ids(row[0], row[-1]),
+                        from_status=from_status,
+                        to_status=to,
+                        trigger=audit.trigger,
+                        actor=audit.actor[:150],
+                        note=audit.note,
+                    )
+                    for row in rows
+                ]
+            )
+        return pks
+
     # -- claims and leases ---------------------------------------------------------------------------------------
     def claim(self, row: int | OutboxRow, *, lease_seconds: float) -> Any | None:
         """Take a due row for one attempt. Exactly one caller wins; the others get ``None``.

@@ -14,7 +14,8 @@ or from its ``AppConfig.ready()``::
 
 An account then says ``"PROVIDER": "acme"``. A platform is a :class:`~.base.BaseBackend` subclass that declares
 its settings (``defaults``, ``required_keys``, ``secret_keys``), its ``label``, ``supports_refunds``, its
-``webhook_view`` (if any), its ``check()`` and its warm-up hooks.
+``webhook_view`` and ``webhook_parser`` (if any: the parser reads a delivery into neutral events), its ``check()``
+and its warm-up hooks.
 """
 
 from __future__ import annotations

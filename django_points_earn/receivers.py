@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DataError, transaction
+from django.utils import timezone
 
-from . import announce, earning_insert
-from .adapters import DROPPED, EarningRequest, InvalidEarningRequest, NothingToEarn, get_adapter, to_money
+from . import announce, earning_insert, holds
+from .adapters import ACCOUNT_HOLD, get_adapter
 from .conf import get_settings
+from .earning_request import DROPPED, EarningRequest, InvalidEarningRequest, NothingToEarn, to_money
 from .models import EarningRecord, Status
 from .phones import InvalidPhone, mask_phone, normalize_ksa_mobile
 from .providers import get_backend
@@ -84,8 +87,12 @@ def record_paid_order(order: Any) -> EarningRecord | None:
                 status, reason = Status.REJECTED, f"could not build the request: {type(exc).__name__}: {exc}"
                 log.exception("could not build the earning request for order %s", order_id)
 
+    send_after = None
+    if status == Status.QUEUED:
+        status, send_after, reason = _hold(adapter, order, request.account)
     phone = _normalized_or_raw(request.phone)
     values: dict[str, Any] = {
+        "send_after": send_after,
         "account": str(request.account)[:64],
         "provider": _provider_of(request.account),
         "order_number": str(request.order_number)[:100],
@@ -138,6 +145,43 @@ def _storable(value: Any) -> Any:
     return value
 
 
+def _hold(adapter: Any, order: Any, account: str) -> tuple[str, datetime | None, str]:
+    """Queued now, or held (and until when): the adapter's ``get_send_after(order)``, else the account's HOLD. A
+    hold that cannot be worked out sends now (logged; a bad HOLD setting is also a system check error)."""
+    try:
+        chosen = adapter.get_send_after(order)
+    except Exception:
+        log.exception("the order adapter's get_send_after failed; the account's hold applies")
+        chosen = ACCOUNT_HOLD
+    decides = chosen is not ACCOUNT_HOLD
+    if decides and chosen is not None:
+        if not isinstance(chosen, datetime):
+            log.error("get_send_after returned %r, not a datetime or None; the account's hold applies", chosen)
+            chosen, decides = None, False
+        elif timezone.is_naive(chosen):
+            chosen = timezone.make_aware(chosen)
+    try:
+        held, until = holds.initial_hold(account, chosen if decides else None, adapter_decides=decides)
+    except ImproperlyConfigured as exc:
+        log.error("earning not held: %s", exc)
+        return Status.QUEUED, None, ""
+    if not held:
+        return Status.QUEUED, None, ""
+    if until is None:
+        return Status.HELD, None, "held until the order is delivered, then for the return window"
+    return Status.HELD, until, f"held until {timezone.localtime(until):%Y-%m-%d %H:%M %Z} (return window)"
+
+
+def on_order_delivered(sender: Any, order: Any = None, delivered_at: datetime | None = None, **kwargs: Any) -> None:
+    """``order_delivered``: an earning held until delivery starts its hold's clock. Never raises."""
+    try:
+        adapter = get_adapter()
+        account, number = adapter.get_account(order), str(adapter.get_order_number(order) or "").strip()
+        holds.start_clock(account, number, delivered_at)
+    except Exception:
+        log.exception("could not start the hold of order %r at its delivery", getattr(order, "pk", order))
+
+
 def _safe(fn: Any, order: Any) -> Any:
     try:
         return fn(order)
@@ -188,10 +232,11 @@ def connect_receivers() -> None:
     """Listen to our ``order_paid`` and, if configured, to the shop's own signal."""
     from django.utils.module_loading import import_string
 
-    from .signals import order_paid, order_refunded
+    from .signals import order_delivered, order_paid, order_refunded
 
     order_paid.connect(on_order_paid, dispatch_uid="django_points_earn.order_paid")
     order_refunded.connect(on_order_refunded, dispatch_uid="django_points_earn.order_refunded")
+    order_delivered.connect(on_order_delivered, dispatch_uid="django_points_earn.order_delivered")
     try:
         path = get_settings().order_paid_signal
     except ImproperlyConfigured:

@@ -19,12 +19,12 @@ from django.utils import timezone
 from redis.exceptions import LockError
 from redis.lock import Lock
 
-from . import corrections, queueing
+from . import corrections, holds, queueing
 from .conf import get_settings
 from .kinds import MACHINES
 from .models import NEEDS_ATTENTION, AccountState, EarningRecord, Status, Trigger
 from .phones import mask_phone, mask_phones_in_text
-from .providers.base import scrub
+from .providers.scrubbing import scrub
 
 log = logging.getLogger("django_points_earn")
 
@@ -35,6 +35,7 @@ Progress = Callable[[str, int], None]  # (step, items done so far)
 @dataclass
 class SweepReport:
     recovered_leases: int = 0
+    released_holds: int = 0
     drains_requested: list[str] = field(default_factory=list)
     redis_error: str = ""
 
@@ -133,7 +134,7 @@ def enqueue_due(*, account: str | None = None, dry_run: bool = False) -> list[st
 def sweep() -> SweepReport:
     from .webhooks import process_pending
 
-    report = SweepReport(recovered_leases=recover_expired_leases())
+    report = SweepReport(recovered_leases=recover_expired_leases(), released_holds=holds.release_due())
     process_pending()
     try:
         report.drains_requested = enqueue_due()
@@ -155,6 +156,8 @@ def run(options: Options, progress: Progress | None = None) -> Report:
             account=options.account, limit=options.limit, dry_run=options.dry_run, progress=progress
         )
         report.steps["expired_leases"] = {"recovered": recovered}
+        released = 0 if options.dry_run else holds.release_due()
+        report.steps["held"] = {"released": released, **holds.summary()}
         if options.retry_failed:
             report.steps["retry_failed"] = {"requeued": requeue_failed(options, progress)}
         report.steps["lost_jobs"] = {"accounts_enqueued": enqueue_due(account=options.account, dry_run=options.dry_run)}

@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from . import announce, reversal_lifecycle, settlement
+from . import announce, holds, reversal_lifecycle, settlement
 from .adapters import InvalidEarningRequest, to_money
 from .conf import get_settings
 from .earning_states import EARNINGS, SETTLED_HOOKS
@@ -66,6 +66,11 @@ def create(
     existing = Reversal.objects.filter(record=record, refund_id=refund_id).first()
     if existing:
         return existing, False
+    if record.status == Status.HELD:
+        held = _refund_while_held(record, refund_id=refund_id, amount=amount, reason=reason, source=source)
+        if held is not None:
+            return held
+        record.refresh_from_db()  # released meanwhile (or a refund it cannot take): the ordinary path
     status, why = _first_state(record, amount)
     refused = status in (R.QUEUED, R.WAITING) and _platform_refuses(record, amount)
     if refused:  # e.g. fabric reverses whole earns: a partial refund goes to a human, nothing is sent
@@ -93,6 +98,51 @@ def create(
     except IntegrityError:
         return Reversal.objects.get(record=record, refund_id=refund_id), False
     log.info("refund %s of %s/%s recorded as %s: %s", refund_id, record.account, record.order_number, status, why)
+    return reversal, True
+
+
+def _refund_while_held(
+    record: EarningRecord, *, refund_id: str, amount: Any, reason: str, source: str
+) -> tuple[Reversal, bool] | None:
+    """A refund of an earning still held: nothing was sent, so nothing is taken back from the platform. A full
+    refund cancels the earning (it is never sent); a partial one lowers what will be sent. ``None``: the earning
+    left ``held`` meanwhile (the sweep released it), or the amount is not one to apply (the ordinary path says
+    why)."""
+    try:
+        money = None if amount is None else to_money(amount, "refund amount")
+    except InvalidEarningRequest:
+        return None
+    if money is not None and (money <= 0 or record.total is None or money > record.total):
+        return None
+    try:
+        with transaction.atomic():
+            if money is None or money >= record.total:
+                note = f"refunded while held (refund {refund_id}): cancelled, nothing is ever sent"
+                if not settlement.cancel_unsent(record, note=note):
+                    return None
+                why = "the earning was held and never sent: it is cancelled, nothing is sent"
+            else:
+                try:
+                    taken = holds.take_off(record, money, refund_id=refund_id)
+                except Exception:  # e.g. the lowered order no longer builds: the refund waits for the sending
+                    log.exception("refund %s: could not lower held earning %s", refund_id, record.pk)
+                    return None
+                if taken is None:
+                    return None
+                why = f"taken off the held earning before it was sent: {taken}"
+            reversal = Reversal.objects.create(
+                record=record,
+                refund_id=refund_id[:100],
+                source=source,
+                amount=money,
+                reason=(reason or "")[:400],
+                status=R.CANCELLED,
+                status_reason=why,
+                completed_at=timezone.now(),
+            )
+    except IntegrityError:
+        return Reversal.objects.get(record=record, refund_id=refund_id), False
+    log.info("refund %s of held %s/%s: %s", refund_id, record.account, record.order_number, why)
     return reversal, True
 
 
@@ -130,6 +180,9 @@ def _first_state(record: EarningRecord, amount: Any) -> tuple[str, str]:
         if amount is None:
             return R.CANCELLED, "the earning had not been sent: it is cancelled and nothing is sent"
         return R.WAITING, "waits until the earning is awarded, then takes back its share"
+    if record.status == Status.HELD:
+        # Only when the held earning could not simply be lowered (holds.take_off): take its share back once sent.
+        return R.WAITING, "the earning is held and could not be lowered: its share is taken back once it is sent"
     if record.status == Status.SENDING:
         return R.WAITING, "the earning is being sent right now: waits for its outcome"
     if record.status == Status.ACCEPTED:
@@ -214,11 +267,19 @@ def cancel_if_refunded_unsent(record: EarningRecord) -> bool:
 
 
 def record_platform_refund(
-    record: EarningRecord, *, key: str, amount: Decimal | None, points: Decimal | None, reason: str, remote_status: str
+    record: EarningRecord,
+    *,
+    key: str,
+    amount: Decimal | None,
+    points: Decimal | None,
+    reason: str,
+    remote_status: str,
+    fully: bool,
 ) -> bool:
     """A refund made on the platform itself (its dashboard) that we did not send: kept on the earning as a reversal
-    born ``reversed`` (there is nothing for us to send), and the earning becomes (partially) reversed. A second
-    delivery of the same refund (same ``key``) changes nothing. Returns whether it was new."""
+    born ``reversed`` (there is nothing for us to send), and the earning becomes (partially) reversed, or reversed
+    when ``fully`` (the platform says every point is back; its webhook parser reads that from ``remote_status``).
+    A second delivery of the same refund (same ``key``) changes nothing. Returns whether it was new."""
     why = f"refunded on the platform ({remote_status})"
     fields = {
         "source": "platform",
@@ -235,7 +296,6 @@ def record_platform_refund(
     except IntegrityError:
         return False
     if created:
-        fully = remote_status in ("fully_refunded", "cancelled")
         settlement.apply_reversal(record, note=why, trigger=Trigger.WORKER, fully=fully)
         announce.reversal_reversed(reversal)
     return created

@@ -23,7 +23,7 @@ def cancel_unsent(record: EarningRecord, *, note: str, trigger: str = Trigger.CH
     now = timezone.now()
     with transaction.atomic():
         current = EarningRecord.objects.filter(pk=record.pk).values_list("status", flat=True).first()
-        if current not in (Status.QUEUED, Status.REJECTED, Status.FAILED, Status.BLOCKED):
+        if current not in (Status.HELD, Status.QUEUED, Status.REJECTED, Status.FAILED, Status.BLOCKED):
             return False
         if not EARNINGS.move(
             record,

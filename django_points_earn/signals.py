@@ -3,7 +3,8 @@
 Inputs (the shop sends them):
 - ``order_paid(sender, order=...)``: payment for ``order`` is confirmed. Send it inside the transaction that marks
   the order paid; the earning is recorded in that same transaction and sent after it commits.
-- ``order_refunded(sender, order=..., amount=None, reason="", refund_id=None)``: a refund, in its transaction.
+- ``order_refunded(sender, order=..., amount=None, reason="", refund_id=None)``: (part of) the order was refunded.
+- ``order_delivered(sender, order=..., delivered_at=None)``: the order reached the customer (held earnings).
 
 Outputs (the app sends them to the shop, each once, after the transaction that made the change commits; a receiver
 that raises is logged on the ``django_points_earn`` logger and never reaches the app's machine; see
@@ -23,6 +24,8 @@ from django.dispatch import Signal
 
 order_paid = Signal()
 order_refunded = Signal()
+# Optional: the order reached the customer. An account held "AFTER": "delivery" starts its hold's clock then.
+order_delivered = Signal()
 
 points_awarded = Signal()
 points_reversed = Signal()

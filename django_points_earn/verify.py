@@ -18,7 +18,7 @@ from . import corrections, queueing
 from .conf import get_settings
 from .models import EarningRecord, Status, Trigger
 from .providers import get_backend
-from .providers.base import LookupResult, PlatformError
+from .providers.results import LookupResult, PlatformError
 
 log = logging.getLogger("django_points_earn")
 

@@ -1,5 +1,10 @@
-"""Points webhooks: a view that checks the shared secret, stores every delivery and answers fast, and the job
+"""Platform webhooks: a view that checks the shared secret, stores every delivery and answers fast, and the job
 that applies it (a pending customer activated, a refund or cancellation made on the platform).
+
+What a delivery means is the platform's business: its backend's ``webhook_parser`` (e.g.
+``providers/points_webhooks.py``) reads it into neutral events (``providers/events.py``), and this module applies
+them through the modules that own the state, never writing it itself: ``settlement`` (the earning, on the
+platform's word) and ``reversal_lifecycle``/``reversals`` (refunds).
 
 Deliveries may come twice and in any order. A redelivery has the same dedupe key and is counted, not applied
 again; two different partial refunds of one order differ in their amounts, so both are applied.
@@ -11,8 +16,8 @@ import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Callable
 from datetime import timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
@@ -20,37 +25,52 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
+from django.utils.module_loading import import_string
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import earning_states, reversals, settlement, webhook_input
+from . import earning_states, reversal_lifecycle, reversals, settlement, webhook_input
 from .conf import get_settings
-from .models import EarningRecord, Reversal, ReversalStatus, Status, WebhookDelivery
-from .providers.points import refund_tag
+from .models import EarningRecord, ReversalStatus, Status, WebhookDelivery
+from .providers import platform
+from .providers.events import EarningCancelled, EarningConfirmed, Event, Ignored, ParsedDelivery, PointsTakenBack
 
 log = logging.getLogger("django_points_earn")
 
-# Fields that tell two deliveries about one order apart (not the unsigned body timestamp).
-KEY_FIELDS = ("id", "order_status", "updated_at", "refund_amount", "refund_points", "left_points", "left_amount")
+Parser = Callable[[dict[str, Any]], ParsedDelivery]
 
 
-def dedupe_key(account: str, payload: dict[str, Any]) -> str:
-    order = payload.get("order") if isinstance(payload.get("order"), dict) else {}
-    parts = [account, str(payload.get("event"))] + [str(order.get(k)) for k in KEY_FIELDS]
+def dedupe_key(account: str, payload: dict[str, Any], parsed: ParsedDelivery) -> str:
+    """The same for a redelivery; different for another delivery about the same order (the parser's ``key``)."""
+    parts = [account, str(payload.get("event")), *parsed.key]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def _platform(account: str) -> Any:
+    """The account's backend class (ImproperlyConfigured for an account that is not in the settings)."""
+    return platform(get_settings().account(account).provider)
+
+
+def parser_for(account: str) -> Parser | None:
+    """The account's platform's webhook parser, or None when its platform sends no webhooks."""
+    backend = _platform(account)
+    path = backend.webhook_parser if backend is not None else None
+    return import_string(path) if path else None
 
 
 @csrf_exempt
 @require_POST
-def points_webhook(request: HttpRequest, account: str) -> HttpResponse:
-    """``X-Webhook-Secret`` must equal the account's ``WEBHOOK_SECRET`` (constant-time); else 403, nothing kept.
+def receive(request: HttpRequest, account: str) -> HttpResponse:
+    """The webhook view of every platform with a ``webhook_parser``, at ``webhooks/<platform>/<account>/``.
 
-    An unknown account is answered exactly like a wrong secret, so an outsider cannot learn account names. With
-    the right secret: a body over ``WEBHOOK_MAX_BYTES`` is 413, a body that is not a storable JSON object with an
-    event is 400 (the message says why); nothing of either is stored.
+    ``X-Webhook-Secret`` must equal the account's ``WEBHOOK_SECRET`` (constant-time); else 403, nothing kept.
+    An unknown account (or one whose platform sends no webhooks) is answered exactly like a wrong secret, so an
+    outsider cannot learn account names. With the right secret: a body over ``WEBHOOK_MAX_BYTES`` is 413, a body
+    that is not a storable JSON object with an event is 400 (the message says why); nothing of either is stored.
     """
     given = request.headers.get("X-Webhook-Secret", "")
-    if not _secret_matches(account, given):
+    parse = _parser_if_secret_matches(account, given)
+    if parse is None:
         return JsonResponse({"ok": False, "error": "forbidden"}, status=403)
     limit = int(get_settings().webhook_max_bytes)
     try:
@@ -69,15 +89,19 @@ def points_webhook(request: HttpRequest, account: str) -> HttpResponse:
     except webhook_input.BadBody as exc:
         log.warning("webhook for account %s refused: %s", account, exc)
         return JsonResponse({"ok": False, "error": str(exc)}, status=400)
-    order = payload.get("order") if isinstance(payload.get("order"), dict) else {}
-    key = dedupe_key(account, payload)
+    return _store(account, payload, parse(payload))
+
+
+def _store(account: str, payload: dict[str, Any], parsed: ParsedDelivery) -> HttpResponse:
+    """Keep the delivery (once: a redelivery is counted) and ask for the job that applies it."""
+    key = dedupe_key(account, payload, parsed)
     try:
         with transaction.atomic():
             delivery = WebhookDelivery.objects.create(
                 account=account,
                 event=payload["event"][:64],
-                order_uuid=str(order.get("id") or "")[:64],
-                order_number=str(order.get("order_number") or "")[:100],
+                order_uuid=parsed.remote_id[:64],
+                order_number=parsed.order_number[:100],
                 dedupe_key=key,
                 payload=payload,
             )
@@ -88,19 +112,21 @@ def points_webhook(request: HttpRequest, account: str) -> HttpResponse:
     return JsonResponse({"ok": True})
 
 
-def _secret_matches(account: str, given: str) -> bool:
+def _parser_if_secret_matches(account: str, given: str) -> Parser | None:
     """Constant-time; an unknown account compares against a dummy so that it costs the same as a wrong secret."""
     try:
         secret = get_settings().account(account).secrets.get("WEBHOOK_SECRET", "")
-        known = True
+        parse = parser_for(account)
     except ImproperlyConfigured:
-        secret, known = "", False
+        secret, parse = "", None
+    known = parse is not None
     matches = hmac.compare_digest(given.encode(), (secret or "\x00 no secret").encode())
     if not (known and secret and matches):
         shown = account.encode("ascii", "backslashreplace").decode()[:64]
         why = "unknown account" if not known else ("wrong secret" if given else "missing secret")
         log.warning("webhook for account %s refused: %s", shown, why)
-    return known and bool(secret) and matches
+        return None
+    return parse
 
 
 def _enqueue(delivery_id: int) -> None:
@@ -152,95 +178,82 @@ def process_pending(limit: int = 500, older_than_seconds: float = 30) -> int:
 
 
 def _apply(delivery: WebhookDelivery) -> str:
-    order = delivery.payload.get("order") if isinstance(delivery.payload.get("order"), dict) else {}
-    event = delivery.event
-    if event not in ("approved", "refunded", "auto_refunded", "cancelled"):
-        return f"ignored: {event} is not about earning"
-    if str(order.get("type", "earning")) not in ("earning", "1"):
-        return "ignored: not an earning order"
-    record = _find(delivery.account, order)
+    """What the delivery says, applied: the earning confirmed first (it may give the id a refund needs), then
+    what was taken back. The result of the last event is the delivery's."""
+    parse = parser_for(delivery.account)
+    if parse is None:
+        return "ignored: this account's platform sends no webhooks"
+    events = parse(delivery.payload).events
+    ignored = next((e for e in events if isinstance(e, Ignored)), None)
+    if ignored is not None or not events:
+        return f"ignored: {ignored.why if ignored else 'nothing about an earning'}"
+    record = _find(delivery.account, events[0])
     if record is None:
         return "ignored: no earning here for this order"
-    uuid = str(order.get("id") or "")
-    if event != "approved" and record.status == Status.SENDING:
+    if record.status == Status.SENDING and any(not isinstance(e, EarningConfirmed) for e in events):
         # A refund or cancellation can only be applied to an earning that is settled: the call in flight decides
         # whether it is, in a moment. Applied then (a reversal of an earning not yet awarded would be lost).
-        raise NotYet(f"the earning is being sent right now; the {event} webhook is applied once its answer is in")
-    if uuid and (not record.remote_id or earning_states.settled_by_platform_id(record.status, record.outcome_unknown)):
+        raise NotYet(
+            f"the earning is being sent right now; the {delivery.event} webhook is applied once its answer is in"
+        )
+    result = ""
+    for event in events:
+        if isinstance(event, EarningConfirmed):
+            result = _confirm(delivery, record, event)
+        elif isinstance(event, EarningCancelled):
+            settlement.apply_reversal(record, note=f"cancelled on the platform: {event.reason}".strip(), fully=True)
+            result = "earning cancelled on the platform"
+        elif isinstance(event, PointsTakenBack):
+            result = _taken_back(delivery, record, event)
+    return result
+
+
+def _confirm(delivery: WebhookDelivery, record: EarningRecord, event: EarningConfirmed) -> str:
+    if event.remote_id and (
+        not record.remote_id or earning_states.settled_by_platform_id(record.status, record.outcome_unknown)
+    ):
         # Whatever the record's state: a record being sent, or queued again after a lost answer, keeps the id for
         # its resend's "duplicate" answer; one the platform's word settles becomes awarded (lifecycle decides),
         # also when it got the id earlier (while it was being sent) and is still not settled.
         settlement.confirm_award(
             record,
-            remote_id=uuid,
-            remote_reference=str(order.get("reference_number") or ""),
-            points=_number(order.get("total_points")) if event == "approved" else None,
-            note=f"the platform's {event} webhook gave the id of this earning",
+            remote_id=event.remote_id,
+            remote_reference=event.remote_reference,
+            points=event.points,
+            note=f"the platform's {delivery.event} webhook gave the id of this earning",
         )
         record.refresh_from_db()
-    if event == "approved":
-        return f"earning is {record.status} ({record.remote_id or 'no id'})"
-    if event == "cancelled":
-        settlement.apply_reversal(
-            record, note=f"cancelled on the platform: {order.get('reason') or ''}".strip(), fully=True
-        )
-        return "earning cancelled on the platform"
-    return _apply_refund(delivery, record, order)
+    return f"earning is {record.status} ({record.remote_id or 'no id'})"
 
 
-def _apply_refund(delivery: WebhookDelivery, record: EarningRecord, order: dict[str, Any]) -> str:
-    points = _number(order.get("refund_points"))
-    amount = _number(order.get("refund_amount"))
-    reason = str(order.get("reason") or "")
-    ours = next((r for r in record.reversal_set.all() if refund_tag(r.refund_id) in reason), None)
+def _taken_back(delivery: WebhookDelivery, record: EarningRecord, event: PointsTakenBack) -> str:
+    """Our own refund (the backend tells it by its reason) is settled by the platform's word; any other was made
+    on the platform and is kept on the record, once per delivery."""
+    backend = _platform(delivery.account)
+    ours = next((r for r in record.reversal_set.all() if backend.is_our_refund(r.refund_id, event.reason)), None)
     if ours is not None:
-        fields = {"points": points} if points is not None else {}
-        if ours.status == ReversalStatus.REVERSED:
-            Reversal.objects.filter(pk=ours.pk).update(**fields)
-            return f"refund {ours.refund_id} confirmed ({points} points)"
-        # Our call's answer was lost (or not yet recorded): the platform's word settles it.
-        moved = (
-            Reversal.objects.filter(pk=ours.pk)
-            .exclude(status__in=[ReversalStatus.CANCELLED])
-            .update(
-                status=ReversalStatus.REVERSED,
-                completed_at=timezone.now(),
-                lease_token="",
-                lease_expires_at=None,
-                status_reason="confirmed by the platform's refunded webhook",
-                **fields,
-            )
+        already = ours.status == ReversalStatus.REVERSED
+        reversal_lifecycle.confirm_by_platform(
+            ours, points=event.points, note=f"confirmed by the platform's {delivery.event} webhook"
         )
-        if moved:
-            settlement.apply_reversal(record, note=f"refund {ours.refund_id}: points taken back (webhook)")
-        return f"refund {ours.refund_id} settled by webhook ({points} points)"
+        if already:
+            return f"refund {ours.refund_id} confirmed ({event.points} points)"
+        # Our call's answer was lost (or not yet recorded): the platform's word settled it.
+        return f"refund {ours.refund_id} settled by webhook ({event.points} points)"
     reversals.record_platform_refund(
         record,
         key=f"platform-{delivery.dedupe_key[:24]}",
-        amount=amount,
-        points=points,
-        reason=reason or "refunded on the platform",
-        remote_status=str(order.get("order_status") or ""),
+        amount=event.amount,
+        points=event.points,
+        reason=event.reason or "refunded on the platform",
+        remote_status=event.remote_status,
+        fully=event.fully,
     )
-    return f"refund made on the platform recorded ({points} points)"
+    return f"refund made on the platform recorded ({event.points} points)"
 
 
-def _find(account: str, order: dict[str, Any]) -> EarningRecord | None:
-    uuid, number = str(order.get("id") or ""), str(order.get("order_number") or "")
+def _find(account: str, event: Event) -> EarningRecord | None:
+    """The earning an event is about: by the platform's id, else by the order number."""
+    uuid, number = getattr(event, "remote_id", ""), getattr(event, "order_number", "")
     qs = EarningRecord.objects.filter(account=account)
     return (uuid and qs.filter(remote_id=uuid).first()) or (number and qs.filter(order_number=number).first()) or None
-
-
-# Points and amounts are kept in DecimalField(max_digits=14, decimal_places=2): anything from 10^12 up cannot be.
-MAX_NUMBER = Decimal(10) ** 12
-
-
-def _number(value: Any) -> Decimal | None:
-    """A webhook's number, or None when it is missing or no column could keep it (NaN, infinite, too large)."""
-    try:
-        number = None if value is None or isinstance(value, bool) else Decimal(str(value))
-    except InvalidOperation:
-        return None
-    if number is None or not number.is_finite() or abs(number) >= MAX_NUMBER:
-        return None
-    return number

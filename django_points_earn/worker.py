@@ -43,7 +43,7 @@ class EarningWorker(Worker):
         return max(1, min(base, int(self.sweep_interval))) if self.sweep_interval else base
 
     def execute_job(self, job, queue):
-        from .providers.base import close_sessions
+        from .providers.transport import close_sessions
 
         close_sessions()  # no pooled socket of this process is handed down to the work horse
         read_fd, write_fd = os.pipe()

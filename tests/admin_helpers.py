@@ -8,7 +8,7 @@ from django.utils import timezone
 from django_points_earn import lifecycle
 from django_points_earn.conf import get_settings
 from django_points_earn.models import EarningRecord, Status
-from django_points_earn.providers.base import UNAUTHORIZED, UNAVAILABLE, EarnResult
+from django_points_earn.providers.results import UNAUTHORIZED, UNAVAILABLE, EarnResult
 
 CHANGELIST = "/admin/django_points_earn/earningrecord/"
 DASHBOARD = "/admin/django_points_earn/reconciliationdashboard/"

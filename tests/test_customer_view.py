@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.checks import run_checks
 from django.template import Context, Template
 from django.test import override_settings
-from django.utils import translation
+from django.utils import formats, timezone, translation
 
 from django_points_earn import api
 from django_points_earn.models import EarningRecord, Reversal, ReversalStatus, Status
@@ -25,10 +25,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 TAG = Template("{% load points_earn %}{% points_for_order order %}")
 
 
-def with_rate(rate):
-    """The test settings with ``EARNING_RATE`` on the main account."""
+def with_rate(rate, **account):
+    """The test settings with ``EARNING_RATE`` (and any other ``account`` keys) on the main account."""
     points_earn = copy.deepcopy(settings.POINTS_EARN)
-    points_earn["ACCOUNTS"]["main"]["EARNING_RATE"] = rate
+    points_earn["ACCOUNTS"]["main"].update(EARNING_RATE=rate, **account)
     return override_settings(POINTS_EARN=points_earn)
 
 
@@ -68,7 +68,7 @@ def render(order, language="en") -> str:
         (Status.SKIPPED, "none", False),
         (Status.CANCELLED, "none", False),
         (Status.RESOLVED, "none", False),
-        (api.HELD, "held_until", False),  # the held state, once the model has it
+        (Status.HELD, "held_until", False),
         ("a_state_added_later", "none", False),  # never a promise the mapping was not taught
     ],
 )
@@ -132,7 +132,7 @@ def test_the_platforms_figure_wins_over_the_estimate():
 def test_a_bad_earning_rate_is_named_by_the_checks_and_shows_no_number(bad):
     order = order_in(Status.QUEUED)
     with with_rate(bad):
-        errors = [e for e in run_checks(tags=["points_earn"]) if e.id == "points_earn.E013"]
+        errors = [e for e in run_checks(tags=["points_earn"]) if e.id == "points_earn.E014"]
         assert len(errors) == 1
         assert 'POINTS_EARN["ACCOUNTS"]["main"]["EARNING_RATE"]' in errors[0].msg
         assert api.earning_for(order)["points"] is None
@@ -140,7 +140,7 @@ def test_a_bad_earning_rate_is_named_by_the_checks_and_shows_no_number(bad):
 
 def test_a_good_earning_rate_passes_the_checks():
     with with_rate("12.5"):
-        assert [e for e in run_checks(tags=["points_earn"]) if e.id == "points_earn.E013"] == []
+        assert [e for e in run_checks(tags=["points_earn"]) if e.id == "points_earn.E014"] == []
 
 
 def test_earnings_for_a_page_of_orders_is_one_query(django_assert_num_queries):
@@ -220,6 +220,33 @@ def test_every_state_in_arabic():
         shown = render(order, "ar")
         assert words in shown, shown
         assert f'data-state="{api.CUSTOMER_STATE[status]}"' in shown
+
+
+def test_a_held_earning_shows_when_it_comes(place_order, django_assert_num_queries):
+    with with_rate(10, HOLD={"DAYS": 14}):
+        order = place_order("SO-HELD", lines=[("Abaya", "37.00", 1)])
+        record = EarningRecord.objects.get()
+        assert record.status == Status.HELD and record.send_after is not None
+        with django_assert_num_queries(1):
+            summary = api.earning_for(order)
+        shown = render(order)
+        shown_ar = render(order, "ar")
+    assert summary["state"] == "held_until"
+    assert (summary["points"], summary["points_estimated"]) == (370, True)
+    assert summary["held_until"] == record.send_after.isoformat()
+    date = formats.date_format(timezone.localtime(record.send_after), "DATE_FORMAT")
+    assert f"Loyalty points: about 370, on their way after {date}" in shown
+    assert "نقاط الولاء: حوالي 370، تصلك بعد" in shown_ar
+
+
+def test_an_earning_held_until_delivery_has_no_date_yet(place_order):
+    with with_rate(None, HOLD={"DAYS": 7, "AFTER": "delivery"}):
+        order = place_order("SO-DELIV")
+        assert EarningRecord.objects.get().send_after is None
+        summary = api.earning_for(order)
+        assert (summary["state"], summary["held_until"], summary["points"]) == ("held_until", None, None)
+        assert "Loyalty points on their way once the return window after delivery closes" in render(order)
+        assert "نقاط الولاء تصلك بعد انقضاء مهلة الإرجاع من تاريخ التوصيل" in render(order, "ar")
 
 
 def test_held_until_shows_its_date_when_the_summary_has_one():

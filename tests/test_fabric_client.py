@@ -18,8 +18,8 @@ from django.test import override_settings
 
 from django_points_earn.adapters import EarningRequest, InvalidEarningRequest, Line
 from django_points_earn.conf import get_settings
-from django_points_earn.providers import base as r
 from django_points_earn.providers import fabric_token, get_backend
+from django_points_earn.providers import results as r
 from django_points_earn.sandbox import FabricSandbox
 from tests.conftest import FABRIC_TOKEN_URL, FABRIC_URL
 
@@ -207,7 +207,7 @@ def test_orders_fabric_cannot_take_are_refused_with_the_reason(backend, override
 
 def test_an_order_with_nothing_to_earn_says_so(backend, options):
     """Issue 12 item 9: a net amount of 0 is sent to nobody (the earning is skipped with this reason)."""
-    from django_points_earn.adapters import NothingToEarn
+    from django_points_earn.earning_request import NothingToEarn
 
     free = request(lines=[Line("a", "5", 3)], discount_amount=Decimal("15"), total=Decimal("0"))
     with pytest.raises(NothingToEarn, match="the order's total is 0: nothing to earn, nothing sent"):

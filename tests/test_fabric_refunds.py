@@ -17,8 +17,8 @@ from django.utils import timezone
 from django_points_earn import lifecycle
 from django_points_earn.conf import get_settings
 from django_points_earn.models import EarningRecord, Reversal, ReversalStatus, Status
-from django_points_earn.providers import base as r
 from django_points_earn.providers import get_backend
+from django_points_earn.providers import results as r
 from django_points_earn.sandbox import register_responses
 from django_points_earn.signals import order_refunded
 from tests.conftest import FABRIC_TOKEN_URL, FABRIC_URL, POINTS_URL, settle

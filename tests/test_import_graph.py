@@ -100,3 +100,21 @@ def test_the_sandbox_is_small_modules_sharing_no_private_names():
         if alias.name.startswith("_")
     ]
     assert too_long == {} and private == []
+
+
+def test_every_module_is_small_and_platform_modules_share_no_private_names():
+    """No module of the package over ~400 lines (a long one holds more than one job); the modules of a platform
+    client (``providers/``) take nothing private from one another, like the sandbox's."""
+    paths = [p for p in PACKAGE.rglob("*.py") if "migrations" not in p.parts]
+    too_long = {
+        str(p.relative_to(PACKAGE)): n for p in paths if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400
+    }
+    private = [
+        f"{p.name}: {alias.name} from {node.module}"
+        for p in (PACKAGE / "providers").glob("*.py")
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and node.level
+        for alias in node.names
+        if alias.name.startswith("_") and not alias.name.startswith("__")  # a dunder (__version__) is public
+    ]
+    assert too_long == {} and private == []

@@ -10,6 +10,7 @@ from django.contrib import admin
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import formats, timezone
 
 from django_points_earn.admin_tools import EarningForOrderMixin
 from django_points_earn.models import EarningRecord, Status
@@ -98,3 +99,20 @@ def test_the_columns_stay_where_the_shop_put_them():
 
     placed = Placed(Order, admin.site)
     assert placed.get_list_display(None) == ["number", "points_earning", "phone"]
+
+
+def test_a_held_earning_shows_when_it_is_sent(admin_client, place_order, settings):
+    import copy
+
+    from django.test import override_settings
+
+    points_earn = copy.deepcopy(settings.POINTS_EARN)
+    points_earn["ACCOUNTS"]["main"]["HOLD"] = {"DAYS": 14}
+    with override_settings(POINTS_EARN=points_earn):
+        place_order("SO-HELD")
+    record = EarningRecord.objects.get()
+    response, earning_queries = list_page(admin_client)
+    assert len(earning_queries) == 1
+    html = response.content.decode()
+    assert 'data-state="held"' in html
+    assert formats.date_format(timezone.localtime(record.send_after), "SHORT_DATETIME_FORMAT") in html

@@ -9,8 +9,8 @@ from django.conf import settings
 
 from django_points_earn.adapters import Address, EarningRequest, InvalidEarningRequest, Line
 from django_points_earn.conf import get_settings
-from django_points_earn.providers import base as r
 from django_points_earn.providers import get_backend
+from django_points_earn.providers import results as r
 
 URL = "https://sandbox.papp.sa/api/v1/orders/earning"
 
@@ -312,7 +312,7 @@ def test_lookup_error_raises_with_status(backend):
 @responses.activate
 def test_proxy_and_ca_bundle_from_the_environment_reach_the_transport(backend, monkeypatch):
     """Read once per session (not per call), but honoured as requests would: a shop behind an egress proxy."""
-    from django_points_earn.providers.base import close_sessions
+    from django_points_earn.providers.transport import close_sessions
 
     monkeypatch.setenv("HTTPS_PROXY", "http://egress.shop.internal:3128")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/shop-ca.pem")

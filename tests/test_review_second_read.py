@@ -13,9 +13,9 @@ from django.utils import timezone
 from django_points_earn import corrections, lifecycle, reversal_lifecycle, webhooks
 from django_points_earn.conf import get_settings
 from django_points_earn.models import EarningRecord, Reversal, ReversalStatus, Status
-from django_points_earn.providers import base as r
 from django_points_earn.providers import get_backend
-from django_points_earn.providers.base import EarnResult
+from django_points_earn.providers import results as r
+from django_points_earn.providers.results import EarnResult
 from django_points_earn.signals import order_refunded
 from tests.conftest import FABRIC_TOKEN_URL, POINTS_URL, settle
 from tests.shop.models import Order

@@ -137,7 +137,13 @@ def test_points_reversed_for_a_refund_made_on_the_platform_once(place_order, poi
     record = EarningRecord.objects.get()
     for _ in range(2):  # delivered twice: one refund
         reversals.record_platform_refund(
-            record, key="P-1", amount=None, points=Decimal("1000"), reason="", remote_status="fully_refunded"
+            record,
+            key="P-1",
+            amount=None,
+            points=Decimal("1000"),
+            reason="",
+            remote_status="fully_refunded",
+            fully=True,
         )
     assert heard[1:] == [("points_reversed", "SO-P", ReversalStatus.REVERSED, ReversalStatus.REVERSED)]
     assert Reversal.objects.get().source == "platform"

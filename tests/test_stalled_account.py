@@ -110,7 +110,7 @@ def test_every_delay_from_a_platform_is_within_min_and_max_delay(settings):
     for value in (math.inf, -math.inf, math.nan, 1e30, -5.0, 0.0, None):
         delay = backoff.rate_limit_delay(value)
         assert policy["MIN_DELAY"] <= delay <= policy["MAX_DELAY"], value
-    from django_points_earn.providers.base import parse_retry_after
+    from django_points_earn.providers.transport import parse_retry_after
 
     assert [parse_retry_after(v) for v in ("inf", "nan", "-5", "2.5", "Wed, 21 Oct 2015 07:28:00 GMT", "")] == [
         None,

@@ -17,11 +17,11 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from .. import corrections
-from ..adapters import InvalidEarningRequest
+from ..earning_request import InvalidEarningRequest
 from ..models import EarningRecord
 from . import operations
 from .display import badge, last_error
-from .forms import CorrectForm, ResolveForm, ReverseForm
+from .forms import CorrectForm, ExtendHoldForm, ResolveForm, ReverseForm
 
 # A bulk action handles at most this many earnings per confirmation (the page shows them all).
 MAX_BULK = 100
@@ -69,6 +69,14 @@ def _resolve(records: Sequence[EarningRecord], actor: str, form: ResolveForm) ->
 
 def _correct(records: Sequence[EarningRecord], actor: str, form: CorrectForm) -> operations.Report:
     return operations.correct(records[0], form.changes(), actor=actor)
+
+
+def _send_now(records: Sequence[EarningRecord], actor: str, form: Any) -> operations.Report:
+    return operations.send_now(records, actor=actor)
+
+
+def _extend_hold(records: Sequence[EarningRecord], actor: str, form: ExtendHoldForm) -> operations.Report:
+    return operations.extend_hold(records, actor=actor, days=form.cleaned_data["days"])
 
 
 def _reverse(records: Sequence[EarningRecord], actor: str, form: ReverseForm) -> operations.Report:
@@ -136,6 +144,33 @@ SPECS: dict[str, ActionSpec] = {
             run=_correct,
             form_class=CorrectForm,
             single=True,
+        ),
+        ActionSpec(
+            name="send_now",
+            permission="hold_earningrecord",
+            title=gettext_lazy("Send now (end the hold)"),
+            question=gettext_lazy("Send these held earnings now, before their return window closes?"),
+            explanation=gettext_lazy(
+                "They go to the queue at once. A refund after this takes the points back from the platform "
+                "instead of lowering what is sent. Your name is kept in their history."
+            ),
+            done=gettext_lazy("Queued to be sent now: %(count)d."),
+            states=operations.HELD,
+            run=_send_now,
+        ),
+        ActionSpec(
+            name="extend_hold",
+            permission="hold_earningrecord",
+            title=gettext_lazy("Hold longer"),
+            question=gettext_lazy("Hold these earnings longer?"),
+            explanation=gettext_lazy(
+                "Nothing is sent until the new date; a refund meanwhile still cancels or lowers the earning. "
+                "Your name and the new date are kept in their history."
+            ),
+            done=gettext_lazy("Held longer: %(count)d."),
+            states=operations.HELD,
+            run=_extend_hold,
+            form_class=ExtendHoldForm,
         ),
         ActionSpec(
             name="reverse",

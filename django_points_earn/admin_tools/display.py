@@ -16,7 +16,7 @@ from django.utils.translation import gettext as _
 
 from ..models import EarningAttempt, EarningRecord, Status
 from ..phones import mask_phone, mask_phones_in_text
-from ..providers.base import scrub
+from ..providers.scrubbing import scrub
 
 BADGE_COLOURS = {
     Status.QUEUED: "#5c636a",

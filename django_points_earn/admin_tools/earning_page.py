@@ -38,12 +38,20 @@ def summary(record: EarningRecord, calls: int | None = None) -> list[tuple[str, 
         (_("Failed attempts"), record.attempts),
         _field(record, "rate_limited"),
         _field(record, "outcome_unknown", _("yes") if record.outcome_unknown else _("no")),
+        *_held(record),
         _field(record, "next_attempt_at"),
         _field(record, "lease_expires_at"),
         _field(record, "created_at"),
         _field(record, "updated_at"),
         _field(record, "completed_at"),
     ]
+
+
+def _held(record: EarningRecord) -> list[tuple[str, Any]]:
+    """When a held earning's hold ends (or that it waits for the order's delivery); nothing for the others."""
+    if record.status != Status.HELD and record.send_after is None:
+        return []
+    return [_field(record, "send_after", record.send_after or _("until delivered"))]
 
 
 def remote(record: EarningRecord) -> list[tuple[str, Any]]:

@@ -47,6 +47,31 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
         return queryset
 
 
+class HeldFilter(admin.SimpleListFilter):
+    """Held earnings by when their hold ends (the return window)."""
+
+    title = _("held until")
+    parameter_name = "held"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [
+            ("day", _("Released within 24 hours")),
+            ("later", _("Released later")),
+            ("delivery", _("Waiting for the delivery")),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
+        held = queryset.filter(status=Status.HELD)
+        soon = timezone.now() + timedelta(days=1)
+        if self.value() == "day":
+            return held.filter(send_after__lte=soon)
+        if self.value() == "later":
+            return held.filter(send_after__gt=soon)
+        if self.value() == "delivery":
+            return held.filter(send_after__isnull=True)
+        return queryset
+
+
 class AccountFilter(admin.SimpleListFilter):
     title = _("account")
     parameter_name = "account"

@@ -22,6 +22,16 @@ class ResolveForm(forms.Form):
     )
 
 
+class ExtendHoldForm(forms.Form):
+    days = forms.IntegerField(
+        label=_("Hold longer by (days)"),
+        help_text=_("Counted from the end of the current hold (or from now, for one waiting for its delivery)."),
+        min_value=1,
+        max_value=366,
+        initial=7,
+    )
+
+
 class CorrectForm(forms.Form):
     phone = forms.CharField(
         label=_("Customer's mobile number"),

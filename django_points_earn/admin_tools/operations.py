@@ -8,17 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from .. import corrections, earning_states, outbox, queueing, reversals, verify
+from .. import corrections, earning_states, holds, outbox, queueing, reversals, verify
 from ..models import AccountState, EarningRecord, Status, Trigger
 
 RETRYABLE = (Status.REJECTED, Status.BLOCKED, Status.FAILED)
 RESOLVABLE = tuple(s for s, targets in earning_states.ALLOWED.items() if Status.RESOLVED in targets)
 CORRECTABLE = (Status.REJECTED,)
+HELD = (Status.HELD,)
 REVERSIBLE = (
+    Status.HELD,
     Status.AWARDED,
     Status.PARTIALLY_REVERSED,
     Status.PENDING_ACTIVATION,
@@ -171,4 +175,36 @@ def reverse(record: EarningRecord, *, amount: Any, reason: str, refund_id: str, 
         )
     else:
         queueing.request_drain_safely(record.account)
+    return report
+
+
+def send_now(records: Iterable[EarningRecord], *, actor: str) -> Report:
+    """Held earnings go to the queue now, before their hold ends (audited with the agent's name)."""
+    report = Report()
+    ready, others = eligible(records, HELD)
+    for record in others:
+        report.refuse(record, _("only held earnings can be sent before their hold ends"))
+    for record in ready:
+        if holds.send_now(record, actor=actor):
+            report.done.append(record)
+        else:
+            report.refuse(record, changed_meanwhile())
+    for account in sorted({r.account for r in report.done}):
+        queueing.request_drain_safely(account)
+    return report
+
+
+def extend_hold(records: Iterable[EarningRecord], *, actor: str, days: int) -> Report:
+    """Held earnings are held ``days`` longer (from their current end, or from now when they wait for delivery)."""
+    report = Report()
+    ready, others = eligible(records, HELD)
+    for record in others:
+        report.refuse(record, _("only held earnings can be held longer"))
+    now = timezone.now()
+    for record in ready:
+        until = max(record.send_after or now, now) + timedelta(days=days)
+        if holds.extend(record, until, actor=actor):
+            report.done.append(record)
+        else:
+            report.refuse(record, changed_meanwhile())
     return report

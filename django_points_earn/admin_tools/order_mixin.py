@@ -8,18 +8,22 @@
     class OrderAdmin(EarningForOrderMixin, admin.ModelAdmin):
         list_display = ["number", "customer", "total"]
 
-The list gets three columns (the earning's state, linked to its earning page; its points; its attempts) and the
+The list gets three columns (the earning's state, linked to its earning page, with the date a held one is sent; its
+points; its attempts) and the
 order's page a read-only "Loyalty points" field. Orders are matched to their earning through the shop's adapter
 (account and order number, as at checkout), for a whole list page in one query, not one per row.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
@@ -97,7 +101,7 @@ class EarningForOrderMixin:
         row = earning_row(order)
         if row is None:
             return EMPTY
-        return _linked(row, _badge(row["status"]))
+        return _linked(row, _badge(row["status"], row.get("send_after")))
 
     @admin.display(description=_("points"))
     def points_earning_points(self, order: Any) -> str:
@@ -117,7 +121,7 @@ class EarningForOrderMixin:
         points = self.points_earning_points(order)
         return format_html(
             "{} · {} {} · {} {} · {}",
-            _badge(row["status"]),
+            _badge(row["status"], row.get("send_after")),
             points,
             _("points"),
             row["attempts"],
@@ -126,15 +130,18 @@ class EarningForOrderMixin:
         )
 
 
-def _badge(status: str) -> SafeString:
+def _badge(status: str, send_after: datetime | None = None) -> SafeString:
     label = Status(status).label if status in Status.values else status
-    return format_html(
+    badge = format_html(
         '<span class="pe-badge" data-state="{}" style="background:{};color:#fff;padding:1px 6px;border-radius:8px">'
         "{}</span>",
         status,
         BADGE_COLOURS.get(status, "#5c636a"),
         label,
     )
+    if status != Status.HELD or send_after is None:
+        return badge
+    return format_html("{} {}", badge, date_format(timezone.localtime(send_after), "SHORT_DATETIME_FORMAT"))
 
 
 def _linked(row: dict[str, Any], text: Any) -> SafeString | str:

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from .. import reconcile
 from ..models import AccountState, EarningAttempt, EarningRecord, Status
-from ..providers.base import RATE_LIMITED
+from ..providers.results import RATE_LIMITED
 
 ATTENTION_SHOWN = 20
 ATTENTION_COUNT_LIMIT = 1000  # beyond this the dashboard says "1000+": the per-state table has the exact figures

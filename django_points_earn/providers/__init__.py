@@ -1,4 +1,5 @@
-"""Platform clients: one module per platform (``points``, ``fabric``) over :mod:`.base`.
+"""Platform clients over :mod:`.base`: ``points`` in one module, ``fabric`` in :mod:`.fabric` and its ``fabric_*``
+modules.
 
 The registry of platforms is :mod:`django_points_earn.platforms`; its functions are re-exported here, where the
 package's own code and shops have always found ``get_backend``.

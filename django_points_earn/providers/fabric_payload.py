@@ -23,8 +23,8 @@ from typing import Any
 
 from django.utils import timezone
 
-from ..adapters import CENTS, EarningRequest, InvalidEarningRequest, NothingToEarn
 from ..conf import AccountConfig
+from ..earning_request import CENTS, EarningRequest, InvalidEarningRequest, NothingToEarn
 from ..phones import InvalidPhone, normalize_ksa_mobile
 from .base import to_json_number
 

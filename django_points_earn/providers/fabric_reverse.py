@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from ..adapters import CENTS
 from ..conf import AccountConfig, setting_path
+from ..earning_request import CENTS
 
 # /v2/earn/reverse takes entityReference and transactionTypeExternalReference of 3 to 15 characters (the earn
 # takes 1 to 100): "Company LIBERTY CENTER", the docs' own earn entity, does not fit.

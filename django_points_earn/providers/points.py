@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-from ..adapters import EarningRequest, InvalidEarningRequest
+from ..earning_request import EarningRequest, InvalidEarningRequest
 from ..phones import InvalidPhone, normalize_ksa_mobile
 from .base import (
     AWARDED,
@@ -75,7 +75,8 @@ class PointsBackend(BaseBackend):
     secret_keys = ("API_KEY", "WEBHOOK_SECRET")
     base_url_carries = "the API key"
     supports_refunds = True
-    webhook_view = "django_points_earn.webhooks.points_webhook"
+    webhook_view = "django_points_earn.webhooks.receive"
+    webhook_parser = "django_points_earn.providers.points_webhooks.parse"
 
     def auth_headers(self) -> dict[str, str]:
         return {"x-api-key": self.account.secret("API_KEY")}
@@ -240,6 +241,11 @@ class PointsBackend(BaseBackend):
         if amount is not None:
             body["amount"] = to_json_number(amount)
         return body
+
+    @classmethod
+    def is_our_refund(cls, refund_id: str, reason: str) -> bool:
+        """Our refunds carry their tag in the reason Points keeps (``refund_body``); the dashboard's do not."""
+        return refund_tag(refund_id) in reason
 
     def snapshot(self, record: Any) -> dict[str, Any]:
         """What the platform shows for the order now; compared after a refund call whose answer was lost."""

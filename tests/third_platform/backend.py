@@ -15,8 +15,8 @@ from typing import Any
 import requests
 from django.core import checks
 
-from django_points_earn.adapters import EarningRequest
 from django_points_earn.conf import AccountConfig, setting_path
+from django_points_earn.earning_request import EarningRequest
 from django_points_earn.providers.base import (
     AWARDED,
     DUPLICATE,

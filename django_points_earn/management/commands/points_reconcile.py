@@ -183,6 +183,13 @@ class Command(BaseCommand):
             for order in missed["orders"][:20]:
                 w(f"  {order}")
         w(f"Expired leases (worker died mid-call): {steps['expired_leases']['recovered']} {would}recovered")
+        held = steps["held"]
+        if held["held"] or held["released"]:
+            waiting = f", {held['waiting_for_delivery']} until delivered" if held["waiting_for_delivery"] else ""
+            w(
+                f"Held earnings (return window): {held['released']} released now, {held['held']} still held{waiting}; "
+                f"next release {held['next_release'] or '—'}"
+            )
         if "retry_failed" in steps:
             w(f"Failed earnings {would}sent again: {steps['retry_failed']['requeued']}")
         enqueued = steps["lost_jobs"]["accounts_enqueued"]

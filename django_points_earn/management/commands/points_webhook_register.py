@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ...conf import get_settings
 from ...providers import get_backend
-from ...providers.base import PlatformError
+from ...providers.results import PlatformError
 
 
 class Command(BaseCommand):
