@@ -37,7 +37,7 @@ from django.db.models import OuterRef, Subquery, Sum
 
 from .adapters import OrderAdapter, get_adapter
 from .conf import get_settings, setting_path
-from .models import NEEDS_ATTENTION, EarningRecord, Reversal, ReversalStatus, Status
+from .models import NEEDS_ATTENTION, EarningRecord, Kind, Reversal, ReversalStatus, Status
 from .platforms import label
 
 log = logging.getLogger("django_points_earn")
@@ -130,7 +130,9 @@ def earning_rows(keys: Sequence[tuple[str, str] | None]) -> dict[tuple[str, str]
         .values("total")
     )
     rows = EarningRecord.objects.filter(
-        account__in={account for account, _ in wanted}, order_number__in={number for _, number in wanted}
+        kind=Kind.PURCHASE,  # a review's earning may carry the same number: it is not the order's
+        account__in={account for account, _ in wanted},
+        order_number__in={number for _, number in wanted},
     ).values(*ROW_FIELDS, taken_back=Subquery(taken_back))
     found = {(row["account"], row["order_number"]): row for row in rows}
     return {key: row for key, row in found.items() if key in wanted}

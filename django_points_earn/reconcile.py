@@ -19,10 +19,10 @@ from django.utils import timezone
 from redis.exceptions import LockError
 from redis.lock import Lock
 
-from . import corrections, holds, queueing
+from . import corrections, holds, queueing, reversal_lifecycle
 from .conf import get_settings
 from .kinds import MACHINES
-from .models import NEEDS_ATTENTION, AccountState, EarningRecord, Status, Trigger
+from .models import NEEDS_ATTENTION, AccountState, EarningRecord, Kind, Reversal, ReversalStatus, Status, Trigger
 from .phones import mask_phone, mask_phones_in_text
 from .providers.scrubbing import scrub
 
@@ -71,10 +71,19 @@ class Report:
     new_attention_total: int = 0
     # Paused accounts send nothing until a person resumes them: they always need a human.
     paused_accounts: list[dict[str, Any]] = field(default_factory=list)
+    # Refunds a human must act on (failed, rejected, overdue), and of them the ones not reported before.
+    refunds_needing_attention_total: int = 0
+    new_refund_attention_total: int = 0
+    refunds_needing_attention: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def needs_a_human(self) -> bool:
-        return bool(self.needs_attention_total or self.paused_accounts)
+        return bool(self.needs_attention_total or self.refunds_needing_attention_total or self.paused_accounts)
+
+    @property
+    def new_for_a_human(self) -> int:
+        """What ``--fail-on new`` alerts on: earnings and refunds not reported before."""
+        return self.new_attention_total + self.new_refund_attention_total
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +94,9 @@ class Report:
             "needs_attention_total": self.needs_attention_total,
             "new_attention_total": self.new_attention_total,
             "needs_attention": self.needs_attention,
+            "refunds_needing_attention_total": self.refunds_needing_attention_total,
+            "new_refund_attention_total": self.new_refund_attention_total,
+            "refunds_needing_attention": self.refunds_needing_attention,
         }
 
 
@@ -115,8 +127,8 @@ def recover_expired_leases(
 def accounts_with_due_work(account: str | None = None) -> list[str]:
     """Accounts, not paused, with an earning or a refund due now."""
     paused = set(AccountState.objects.filter(paused=True).values_list("account", flat=True))
-    names = {name for machine in MACHINES for name in machine.accounts_with_due_work()}
-    return sorted(name for name in names - paused if not account or name == account)
+    names = {name for machine in MACHINES for name in machine.accounts_with_due_work(account)}
+    return sorted(names - paused)
 
 
 def enqueue_due(*, account: str | None = None, dry_run: bool = False) -> list[str]:
@@ -203,7 +215,7 @@ def backfill_missed_orders(options: Options, progress: Progress | None = None) -
         checked += len(batch)
         existing = set(
             EarningRecord.objects.filter(
-                order_number__in=[n for _, n in keys], account__in={a for a, _ in keys}
+                kind=Kind.PURCHASE, order_number__in=[n for _, n in keys], account__in={a for a, _ in keys}
             ).values_list("account", "order_number")
         )
         for key, order in keys.items():
@@ -246,6 +258,18 @@ def requeue_failed(options: Options, progress: Progress | None = None) -> int:
             accounts.add(record.account)
             if progress:
                 progress("retry failed", count)
+    refunds = Reversal.objects.filter(status=ReversalStatus.FAILED).select_related("record")
+    if options.account:
+        refunds = refunds.filter(record__account=options.account)
+    for reversal in refunds.order_by("id").iterator(chunk_size=BATCH):
+        if options.limit is not None and count >= options.limit:
+            break
+        note = "retried by points_reconcile --retry-failed"
+        if options.dry_run or reversal_lifecycle.requeue(
+            reversal, actor=options.actor, note=note, trigger=options.trigger
+        ):
+            count += 1
+            accounts.add(reversal.record.account)
     for account in accounts if not options.dry_run else ():
         queueing.request_drain_safely(account)
     return count
@@ -318,6 +342,19 @@ def attention_queryset(options: Options | None = None):
     return qs
 
 
+def refund_attention_queryset(options: Options | None = None):
+    """Refunds a human must act on: failed, rejected by the platform or refused here, queued and overdue."""
+    options = options or Options()
+    now = timezone.now()
+    q = Q(status__in=(ReversalStatus.FAILED, ReversalStatus.REJECTED)) | Q(
+        status=ReversalStatus.QUEUED, next_attempt_at__lt=now - options.stale_after
+    )
+    qs = Reversal.objects.filter(q).select_related("record")
+    if options.account:
+        qs = qs.filter(record__account=options.account)
+    return qs
+
+
 def not_yet_reported(attention: Any) -> Any:
     """Of ``attention``: never reported by ``--fail-on new``, or moved to a state needing a human since."""
     return attention.filter(Q(attention_reported_at__isnull=True) | Q(attention_reported_at__lt=F("updated_at")))
@@ -346,6 +383,22 @@ def _summarise(report: Report, options: Options) -> None:
     report.new_attention_total = new.count()
     if options.mark_reported and not options.dry_run and report.new_attention_total:
         new.filter(updated_at__lte=cutoff).update(attention_reported_at=cutoff)  # not updated_at: no state change
+    refunds = refund_attention_queryset(options)
+    report.refunds_needing_attention_total = refunds.count()
+    new_refunds = not_yet_reported(refunds)
+    report.new_refund_attention_total = new_refunds.count()
+    if options.mark_reported and not options.dry_run and report.new_refund_attention_total:
+        new_refunds.filter(updated_at__lte=cutoff).update(attention_reported_at=cutoff)
+    report.refunds_needing_attention = [
+        {
+            "account": r.record.account,
+            "order_number": r.record.order_number,
+            "refund_id": r.refund_id,
+            "status": r.status,
+            "reason": mask_phones_in_text(scrub(r.status_reason))[:200],
+        }
+        for r in refunds.order_by("-updated_at")[: options.attention_list]
+    ]
     report.needs_attention = [
         {
             "account": r.account,

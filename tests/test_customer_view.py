@@ -15,7 +15,7 @@ from django.test import override_settings
 from django.utils import formats, timezone, translation
 
 from django_points_earn import api
-from django_points_earn.models import EarningRecord, Reversal, ReversalStatus, Status
+from django_points_earn.models import EarningRecord, Kind, Reversal, ReversalStatus, Status
 from django_points_earn.signals import order_refunded
 from tests.conftest import settle
 from tests.shop.models import Order
@@ -159,6 +159,15 @@ def test_an_earning_on_another_account_is_not_this_orders():
     order = Order.objects.create(number="SO-X", phone="0512345678", account="branch")
     EarningRecord.objects.create(account="main", provider="points", order_number="SO-X", status=Status.AWARDED)
     assert api.earning_for(order)["state"] == "none"
+
+
+def test_a_reviews_earning_with_the_same_number_is_not_the_orders(django_assert_num_queries):
+    order = order_in(Status.QUEUED, "SO-R1")
+    EarningRecord.objects.create(
+        account="main", provider="points", kind=Kind.STORE_RATING, order_number="SO-R1", status=Status.AWARDED
+    )
+    with django_assert_num_queries(1):
+        assert api.earning_for(order)["state"] == "on_the_way"
 
 
 def test_a_failing_adapter_leaves_the_page_without_points(caplog):

@@ -1,4 +1,4 @@
-"""The shop's admin: customers, products and orders, each order showing its loyalty earning (state, points,
+"""The shop's admin: customers, products, orders and reviews. Each order shows its loyalty earning (state, points,
 attempts, a link to its earning page) through django_points_earn's EarningForOrderMixin, one query per page."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from django.utils.translation import ngettext
 
 from django_points_earn.admin_tools import EarningForOrderMixin
 
-from .models import Customer, Order, OrderLine, Product
-from .services import OrderNotPayable, mark_paid
+from .models import Customer, Order, OrderLine, Product, Review
+from .services import OrderNotPayable, ReviewAlreadyApproved, approve_review, mark_paid
 
 
 @admin.register(Customer)
@@ -82,4 +82,29 @@ class OrderAdmin(EarningForOrderMixin, admin.ModelAdmin):
         if paid:
             self.message_user(
                 request, ngettext("%(n)d order marked paid.", "%(n)d orders marked paid.", paid) % {"n": paid}
+            )
+
+
+@admin.register(Review)
+class ReviewAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "customer", "product", "rating", "approved_at", "created_at"]
+    list_filter = ["approved_at", "rating"]
+    autocomplete_fields = ["customer", "product"]
+    # Approval moves approved_at (approve_review, or the action below), so that the rating points are never missed.
+    readonly_fields = ["approved_at", "created_at"]
+    actions = ["approve_selected"]
+
+    @admin.action(description=_("Approve selected reviews (earns rating points)"))
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet[Review]) -> None:
+        approved = 0
+        for review in queryset:
+            try:
+                approve_review(review)
+                approved += 1
+            except ReviewAlreadyApproved as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+        if approved:
+            self.message_user(
+                request,
+                ngettext("%(n)d review approved.", "%(n)d reviews approved.", approved) % {"n": approved},
             )

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django_points_earn.models import EarningRecord
+from django_points_earn.models import EarningRecord, Kind
 
 from .models import Order, OrderNotice
 
 
 def on_points_awarded(sender: Any, record: EarningRecord, **kwargs: Any) -> None:
+    if record.kind != Kind.PURCHASE:
+        return  # a review's rating points: no order page to tell
     order = Order.objects.filter(number=record.order_number).first()
     if order is not None:
         OrderNotice.objects.create(order=order, points=record.points)
