@@ -15,7 +15,7 @@ from .conf import DEFAULTS, parse_hold, setting_path
 
 TAG = "points_earn"
 # Keys an account of any platform may have, on top of its platform's defaults, required and secret keys.
-COMMON_ACCOUNT_KEYS = ("PROVIDER", "BASE_URL", "HTTP_TIMEOUT", "HOLD")
+COMMON_ACCOUNT_KEYS = ("PROVIDER", "BASE_URL", "HTTP_TIMEOUT", "HOLD", "EARNING_RATE")
 
 
 def account_keys(provider: str) -> set[str]:
@@ -165,6 +165,7 @@ def _check_account(name: str, conf: Any) -> list[checks.CheckMessage]:
         errors.append(
             checks.Warning(f'{setting_path("ACCOUNTS", name)} has an unknown key "{key}"{guess}', id="points_earn.W003")
         )
+    errors += _check_earning_rate(name, conf.get("EARNING_RATE"))
     from .conf import get_settings
 
     try:
@@ -174,6 +175,18 @@ def _check_account(name: str, conf: Any) -> list[checks.CheckMessage]:
         return errors
     errors += _check_hold(conf.get("HOLD"), setting_path("ACCOUNTS", name, "HOLD"))
     return errors + list(backend.check(account))
+
+
+def _check_earning_rate(name: str, value: Any) -> list[checks.CheckMessage]:
+    """EARNING_RATE (optional) is what customers are shown as an estimate before the platform answers: a bad one
+    is named here rather than showing no number (or a wrong one) on every order page."""
+    from .api import parse_earning_rate
+
+    try:
+        parse_earning_rate(value, name)
+    except ValueError as exc:
+        return [checks.Error(str(exc), hint='e.g. "EARNING_RATE": 10 (points per riyal)', id="points_earn.E014")]
+    return []
 
 
 def _check_import(key: str, path: Any, *, required: bool, id: str) -> list[checks.CheckMessage]:

@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from django.db import transaction
 from django.db.models import Q
 
+from . import announce as signals_out
 from .models import EarningRecord, Status
 from .outbox import Machine
-from .signals import earning_awarded, earning_failed
 
 # The platform's word (its webhook, or an answer that arrived after a sweep took the lease) may settle a record
 # that is not ``sending``: hence ``queued``/``failed``/``blocked`` -> ``awarded``.
@@ -53,7 +52,7 @@ DUPLICATE_CONFIRMED = "duplicate_confirmed"
 # States the platform's id of the order (its webhook) settles as ``awarded``: the platform has credited the order,
 # whatever we knew of it before (a lost answer, a pending customer, a duplicate answer).
 SETTLED_BY_PLATFORM_ID = (Status.ACCEPTED, Status.PENDING_ACTIVATION, Status.QUEUED, Status.FAILED, Status.BLOCKED)
-# States a human must act on; ``earning_failed`` is sent when a record reaches one.
+# States a human must act on; ``earning_needs_attention`` is sent when a record reaches one.
 NEEDS_A_HUMAN = (Status.REJECTED, Status.BLOCKED, Status.FAILED)
 
 
@@ -69,11 +68,8 @@ def _needs_a_body(fields: Mapping[str, Any]) -> Q | None:
 
 
 def announce(record: EarningRecord) -> None:
-    """The shop's signals for a record that just settled, sent once the transaction commits."""
-    if record.status == Status.AWARDED:
-        transaction.on_commit(lambda: earning_awarded.send(sender=EarningRecord, record=record))
-    elif record.status in NEEDS_A_HUMAN:
-        transaction.on_commit(lambda: earning_failed.send(sender=EarningRecord, record=record))
+    """The shop's signals for a record that just settled, sent once the transaction commits (``announce``)."""
+    signals_out.earning_settled(record)
 
 
 def _announce_given_up(pks: list[int]) -> None:

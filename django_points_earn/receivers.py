@@ -16,7 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DataError, transaction
 from django.utils import timezone
 
-from . import earning_insert, holds
+from . import announce, earning_insert, holds
 from .adapters import ACCOUNT_HOLD, get_adapter
 from .conf import get_settings
 from .earning_request import DROPPED, EarningRequest, InvalidEarningRequest, NothingToEarn, to_money
@@ -111,6 +111,7 @@ def record_paid_order(order: Any) -> EarningRecord | None:
         values = {**_storable(values), "payload": None}
         record, created = earning_insert.create(status=status, reason=reason, **values)
     if created:
+        announce.earning_settled(record)  # rejected at checkout: the shop hears it needs a person
         level = logging.INFO if status == Status.QUEUED else logging.WARNING
         log.log(
             level,

@@ -17,7 +17,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from . import accounts, backoff, settlement
+from . import accounts, announce, backoff, settlement
 from .conf import get_settings
 from .models import EarningAttempt, Reversal, Trigger
 from .models import ReversalStatus as R
@@ -132,6 +132,7 @@ def complete(
                 trigger=trigger,
                 fully=True if result.remote_status == results.FULLY_REVERSED else None,  # never less than taken
             )
+            announce.reversal_reversed(reversal)
     return Reversal.objects.select_related("record").get(pk=reversal.pk)
 
 
@@ -189,6 +190,7 @@ def confirm_by_platform(
         settlement.apply_reversal(
             reversal.record, note=f"refund {reversal.refund_id}: points taken back (webhook)", trigger=trigger
         )
+        announce.reversal_reversed(reversal)
     return True
 
 

@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from . import holds, reversal_lifecycle, settlement
+from . import announce, holds, reversal_lifecycle, settlement
 from .adapters import InvalidEarningRequest, to_money
 from .conf import get_settings
 from .earning_states import EARNINGS, SETTLED_HOOKS
@@ -303,4 +303,5 @@ def record_platform_refund(
         return False
     if created:
         settlement.apply_reversal(record, note=why, trigger=Trigger.WORKER, fully=fully)
+        announce.reversal_reversed(reversal)
     return created

@@ -8,10 +8,19 @@ Inputs (the shop sends them):
 - ``review_approved(sender, review=...)``: a review passed the shop's moderation (Points' rating channels). Send
   it inside the transaction that approves it; the earning is recorded there and sent after it commits.
 
-Outputs (the app sends them, from the worker, after the state is saved; ``record.kind`` tells a purchase's earning
-from a review's):
-- ``earning_awarded(sender=EarningRecord, record=...)``: the platform confirmed the points.
-- ``earning_failed(sender=EarningRecord, record=...)``: the record now needs a human (rejected, blocked, failed).
+Outputs (the app sends them to the shop, each once, after the transaction that made the change commits; a receiver
+that raises is logged on the ``django_points_earn`` logger and never reaches the app's machine; see
+``django_points_earn.announce`` and docs/customer.md):
+- ``points_awarded(sender=EarningRecord, record=...)``: the platform confirmed the points of ``record``
+  (``record.kind`` tells a purchase's earning from a review's).
+- ``points_reversed(sender=Reversal, reversal=...)``: a refund took points back (``reversal.record`` is its
+  earning, already ``partially_reversed`` or ``reversed``).
+- ``earning_needs_attention(sender=EarningRecord, record=...)``: the earning now waits for a person (``rejected``,
+  ``blocked`` or ``failed``).
+
+``earning_awarded`` and ``earning_failed`` are the first names of ``points_awarded`` and
+``earning_needs_attention``: deprecated, kept as the very same signal objects, so a receiver connected to either
+name hears each event once.
 """
 
 from django.dispatch import Signal
@@ -23,5 +32,10 @@ order_delivered = Signal()
 # A review passed the shop's moderation: it earns the merchant's flat rating amount (docs/ratings.md).
 review_approved = Signal()
 
-earning_awarded = Signal()
-earning_failed = Signal()
+points_awarded = Signal()
+points_reversed = Signal()
+earning_needs_attention = Signal()
+
+# Deprecated aliases (the same objects, so nothing is sent twice).
+earning_awarded = points_awarded
+earning_failed = earning_needs_attention

@@ -36,6 +36,9 @@ ACCOUNT_COMMON = {
     "PROVIDER": " or ".join(f'`"{name}"`' for name in BUILT_IN)
     + " (or a platform added in `PLATFORMS`, see [Adding a platform](adding-platforms.md)); required",
     "HTTP_TIMEOUT": "this account's (connect, read) timeouts; default: the top-level `HTTP_TIMEOUT`",
+    "EARNING_RATE": "points per unit of the order's currency (e.g. `10`), only to show customers an estimate before "
+    "the platform answers (`django_points_earn.api.earning_for`, [Showing the customer](customer.md)); never sent. "
+    "Unset: no number until the platform gives one. A positive number (`manage.py check`: points_earn.E014)",
 }
 # Keys an account has without a default (documented here, not next to a default), by platform.
 ACCOUNT_KEYS: dict[str, dict[str, str]] = {}

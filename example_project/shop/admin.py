@@ -1,16 +1,17 @@
-"""The shop's admin: customers, products, orders and reviews, each showing its loyalty earning's state."""
+"""The shop's admin: customers, products, orders and reviews. Each order shows its loyalty earning (state, points,
+attempts, a link to its earning page) through django_points_earn's EarningForOrderMixin, one query per page."""
 
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from django_points_earn.models import EarningRecord, Kind, Status
+from django_points_earn.admin_tools import EarningForOrderMixin
 
 from .models import Customer, Order, OrderLine, Product, Review
 from .services import OrderNotPayable, ReviewAlreadyApproved, approve_review, mark_paid
@@ -41,8 +42,9 @@ class OrderLineInline(admin.TabularInline):
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
-    list_display = ["number", "brand", "customer", "status", "order_total", "earning_status", "created_at", "paid_at"]
+class OrderAdmin(EarningForOrderMixin, admin.ModelAdmin):
+    # The mixin adds the earning's columns (state, points, attempts) after these, and the order page's field.
+    list_display = ["number", "brand", "customer", "status", "order_total", "customer_page", "created_at", "paid_at"]
     list_filter = ["status", "brand", "city", "paid_at"]
     search_fields = ["number", "customer__name", "customer__phone"]
     date_hierarchy = "created_at"
@@ -58,30 +60,15 @@ class OrderAdmin(admin.ModelAdmin):
     actions = ["mark_selected_paid"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Order]:
-        earning = EarningRecord.objects.filter(kind=Kind.PURCHASE, order_number=OuterRef("number")).order_by("id")
-        return (
-            super()
-            .get_queryset(request)
-            .select_related("customer")
-            .prefetch_related("lines")
-            .annotate(
-                earning_id=Subquery(earning.values("pk")[:1]),
-                earning_status=Subquery(earning.values("status")[:1]),
-            )
-        )
+        return super().get_queryset(request).select_related("customer").prefetch_related("lines")
 
     @admin.display(description=_("total (SAR)"))
     def order_total(self, order: Order) -> str:
         return f"{order.total:.2f}"
 
-    @admin.display(description=_("loyalty points"), ordering="earning_status")
-    def earning_status(self, order: Order) -> str:
-        value = getattr(order, "earning_status", None)
-        if not value:
-            return "—"
-        label = Status(value).label if value in Status.values else value
-        url = reverse("admin:django_points_earn_earningrecord_change", args=[order.earning_id])
-        return format_html('<a href="{}">{}</a>', url, label)
+    @admin.display(description=_("customer's page"))
+    def customer_page(self, order: Order) -> str:
+        return format_html('<a href="{}">{}</a>', reverse("order", args=[order.number]), _("view"))
 
     @admin.action(description=_("Mark selected orders paid (earns loyalty points)"))
     def mark_selected_paid(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:

@@ -129,3 +129,21 @@ class Review(models.Model):
 
     def __str__(self) -> str:
         return f"review-{self.pk}"
+
+
+class OrderNotice(models.Model):
+    """A message for the customer on their order's page, shown once (written by ``shop.notices`` when the loyalty
+    app says the order's points were awarded)."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="notices", verbose_name=_("order"))
+    points = models.DecimalField(_("points"), max_digits=14, decimal_places=2, null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    shown_at = models.DateTimeField(_("shown"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("order notice")
+        verbose_name_plural = _("order notices")
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.order} +{self.points}"
