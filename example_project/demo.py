@@ -37,6 +37,10 @@ DEMO_DIR = ROOT / ".demo"
 DB_PATH = DEMO_DIR / "shop.sqlite3"
 
 ORDERS = 50
+# Two shipped gift boxes at the café (Points), their points held for the return window (2 minutes in the demo):
+# the first is kept and awarded when its window closes; the second is returned in its window and never sent.
+RETURN_WINDOW_MINUTES = 2
+HELD_KEPT, HELD_RETURNED = "GIFT-1001", "GIFT-2001"
 WORKERS = 2
 SETTLE_TIMEOUT = 180.0  # seconds for every earning to leave queued/sending
 MERCHANT = "demo-shop"
@@ -249,6 +253,39 @@ class Demo:
         reviews = self.manage("review_demo_products", log_name="reviews")
         say(f"Shop: {reviews.strip()}")
 
+    def place_held_orders(self) -> None:
+        summary = self.manage("place_held_orders", log_name="held")
+        say(f"Shop: {summary.strip()}")
+        from django_points_earn.models import EarningRecord
+
+        kept = EarningRecord.objects.get(order_number=HELD_KEPT)
+        say(
+            f"Admin: {HELD_KEPT} is {kept.status} until {kept.send_after:%H:%M:%S} UTC ({RETURN_WINDOW_MINUTES}-minute "
+            f"return window); the customer's order page says: {customer_sees(HELD_KEPT)!r}"
+        )
+
+    def wait_for_the_hold(self) -> None:
+        """The kept gift box is released by the workers' sweep when its window closes, then awarded."""
+        from django_points_earn.models import EarningRecord, Status
+
+        kept = EarningRecord.objects.get(order_number=HELD_KEPT)
+        deadline = time.monotonic() + max(0.0, (kept.send_after - _now()).total_seconds()) + 60
+        while kept.status != Status.AWARDED and time.monotonic() < deadline:
+            left = (kept.send_after - _now()).total_seconds()
+            progress(
+                f"    {HELD_KEPT} held for its return window: {max(0, left):.0f}s left"
+                if left > 0
+                else f"    {HELD_KEPT}: window closed, {kept.status}"
+            )
+            time.sleep(1)
+            kept.refresh_from_db()
+        progress(None)
+        if kept.status == Status.AWARDED:
+            say(
+                f"{HELD_KEPT}: released when its window closed and awarded; the customer's page now says: "
+                f"{customer_sees(HELD_KEPT)!r}"
+            )
+
     def wait_until_settled(self) -> None:
         from django_points_earn.models import IN_PROGRESS, EarningRecord, Reversal, ReversalStatus
 
@@ -403,6 +440,8 @@ def check(demo: Demo) -> bool:
             f"overlapping calls: {merchant['overlaps']}"
         )
         problems += ledger_problems(account, platform, merchant, id_key)
+        if account == "main":
+            problems += held_problems(merchant["orders"])
         awarded[platform] = sum(entry["awards"] for entry in merchant["orders"].values())
     for problem in problems:
         print(f"    FAIL: {problem}")
@@ -413,7 +452,8 @@ def check(demo: Demo) -> bool:
     ratings = rating_awards()
     print(
         f"\nPASS: {counts} earnings awarded ({ratings} of them for approved reviews), each credited exactly once "
-        "by its sandbox; no order or review credited twice"
+        f"by its sandbox; no order or review credited twice; {HELD_KEPT} awarded after its "
+        f"{RETURN_WINDOW_MINUTES}-minute return window, {HELD_RETURNED} returned while held and never sent"
     )
     return True
 
@@ -498,6 +538,43 @@ def report_refunds() -> None:
             )
 
 
+def customer_sees(number: str) -> str:
+    """The order's points as its customer's order page shows them ({% points_for_order %}), as plain text."""
+    import re
+
+    from django.template import Context, Template
+    from django.utils import translation
+    from shop.models import Order
+
+    with translation.override("en"):
+        html = Template("{% load points_earn %}{% points_for_order order %}").render(
+            Context({"order": Order.objects.get(number=number)})
+        )
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+def _now():
+    from django.utils import timezone
+
+    return timezone.now()
+
+
+def held_problems(credited: dict[str, Any]) -> list[str]:
+    """The kept gift box was awarded after its window; the one returned in its window never reached Points."""
+    from django_points_earn.models import EarningRecord, Status
+
+    found = EarningRecord.objects.filter(order_number__in=[HELD_KEPT, HELD_RETURNED])
+    states = dict(found.values_list("order_number", "status"))
+    problems = []
+    if states.get(HELD_KEPT) != Status.AWARDED:
+        problems.append(f"{HELD_KEPT} (held for its return window) is {states.get(HELD_KEPT)}, not awarded")
+    if states.get(HELD_RETURNED) != Status.CANCELLED:
+        problems.append(f"{HELD_RETURNED} (returned while held) is {states.get(HELD_RETURNED)}, not cancelled")
+    if HELD_RETURNED in credited:
+        problems.append(f"{HELD_RETURNED} was returned while held, yet the Points sandbox credited it")
+    return problems
+
+
 def fabric_members() -> list[str]:
     """The demo's regular customers are members of the boutique's fabric programme (phones as fabric stores them)."""
     from shop.management.commands.place_demo_orders import CUSTOMERS
@@ -529,6 +606,7 @@ def configure(demo: Demo, api_key: str, fabric_secret: str) -> None:
         "FABRIC_CLIENT_ID": FABRIC_CLIENT_ID,
         "FABRIC_CLIENT_SECRET": fabric_secret,
         "POINTS_RETRY_BASE_DELAY": "1",  # retries within seconds, not minutes: it is a demo
+        "SHOP_RETURN_WINDOW_MINUTES": str(RETURN_WINDOW_MINUTES),
         "DJANGO_SUPERUSER_PASSWORD": "demo",
         "DJANGO_SETTINGS_MODULE": "shop_site.settings",
         "PYTHONUNBUFFERED": "1",
@@ -551,10 +629,12 @@ def run(demo: Demo) -> bool:
     demo.start_sandbox(port, api_key, fabric_secret)
     demo.prepare_database()
     demo.start_workers()
+    demo.place_held_orders()
     demo.place_orders()
     demo.wait_until_settled()
     say(f"Back office: {demo.manage('refund_demo_orders', log_name='refunds').strip()}")
     demo.wait_until_settled()
+    demo.wait_for_the_hold()
     report_states()
     report_refunds()
     return check(demo)

@@ -3,12 +3,15 @@
 from datetime import datetime
 from decimal import Decimal
 
+from django.conf import settings
 from django.db.models import Prefetch, prefetch_related_objects
 
-from django_points_earn.adapters import Address, EarningRequest, Line, OrderAdapter
+from django_points_earn.adapters import ACCOUNT_HOLD, Address, EarningRequest, Line, OrderAdapter
 
 from .models import Order, OrderLine, Review
 
+# Products shipped to the customer (returnable within SHOP_RETURN_WINDOW); the rest is consumed in the café.
+SHIPPED_SKU_PREFIX = "GIFT-"
 # Each brand earns on its own programme: the café on Points, the boutique on fabric Loyalty.
 ACCOUNT_OF_BRAND = {Order.Brand.CAFE: "main", Order.Brand.BOUTIQUE: "boutique"}
 
@@ -59,6 +62,13 @@ class ShopOrderAdapter(OrderAdapter):
 
     def get_paid_at(self, order: Order) -> datetime | None:
         return order.paid_at
+
+    def get_send_after(self, order: Order) -> datetime | object | None:
+        """Goods that are shipped can be returned: their points wait until the return window has closed."""
+        shipped = any(line.product and line.product.sku.startswith(SHIPPED_SKU_PREFIX) for line in order.lines.all())
+        if shipped and order.paid_at:
+            return order.paid_at + settings.SHOP_RETURN_WINDOW
+        return ACCOUNT_HOLD  # the account's HOLD (none here): sent at once
 
     # -- reviews: Points' rating channels (only the café's programme, Points, has them) ---------------------------
     def get_review_account(self, review: Review) -> str:

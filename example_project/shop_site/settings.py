@@ -7,6 +7,7 @@ account ``FABRIC_BASE_URL``, ``FABRIC_TOKEN_URL``, ``FABRIC_CLIENT_ID``, ``FABRI
 ``points_earn.E004``. ``POINTS_BASE_URL`` unset or empty means the app's default, the production Points API.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -113,6 +114,10 @@ FABRIC_ACCOUNT = {
     "MISSING_MEMBER": "skipped",
     "ISSUE_AUDIT_USER": "web-shop",
 }
+
+# Shipped gift boxes can be returned within this window: their points are held until it closes (shop.adapters'
+# get_send_after). The demo makes it 2 minutes.
+SHOP_RETURN_WINDOW = timedelta(minutes=env.int("SHOP_RETURN_WINDOW_MINUTES", default=14 * 24 * 60))
 
 POINTS_EARN = {
     "ACCOUNTS": {"main": POINTS_ACCOUNT, "boutique": FABRIC_ACCOUNT},
