@@ -20,9 +20,10 @@ from .adapters import get_adapter
 from .conf import get_settings
 from .earning_request import InvalidEarningRequest
 from .models import RATING_KINDS, EarningRecord, Kind, Status
-from .phones import InvalidPhone, mask_phone, normalize_ksa_mobile
+from .phones import mask_phone
 from .providers import get_backend
 from .rating_request import RatingRequest
+from .receiving import call_safely, normalized_or_raw, provider_of
 
 log = logging.getLogger("django_points_earn")
 
@@ -58,11 +59,11 @@ def record_approved_review(review: Any) -> EarningRecord:
         status, reason, payload = _decide(adapter, review, request)
     values: dict[str, Any] = {
         "account": str(request.account)[:64],
-        "provider": _provider_of(request.account),
+        "provider": provider_of(request.account),
         "kind": request.kind if request.kind in RATING_KINDS else Kind.STORE_RATING,
         "order_number": str(request.reference)[:100] or f"review-pk-{request.review_id}",
         "order_id": str(request.review_id)[:64],
-        "phone": _normalized_or_raw(request.phone)[:32],
+        "phone": normalized_or_raw(request.phone)[:32],
         "total": None,
         "request": _request_json(request),
         "payload": payload,
@@ -135,34 +136,11 @@ def _number_taken_by_another_kind(request: RatingRequest) -> str:
 
 def _fallback_request(adapter: Any, review: Any) -> RatingRequest:
     """What can still be read of a review whose adapter failed, so its record says which review it was."""
-    review_id = _safe(adapter.get_review_id, review) or ""
-    account = _safe(adapter.get_review_account, review) or (get_settings().account_names or ["default"])[0]
-    reference = _safe(adapter.get_review_reference, review) or f"review-pk-{review_id}"
-    kind = _safe(adapter.get_review_kind, review) or Kind.STORE_RATING
+    review_id = call_safely(adapter.get_review_id, review) or ""
+    account = call_safely(adapter.get_review_account, review) or (get_settings().account_names or ["default"])[0]
+    reference = call_safely(adapter.get_review_reference, review) or f"review-pk-{review_id}"
+    kind = call_safely(adapter.get_review_kind, review) or Kind.STORE_RATING
     return RatingRequest(account=account, kind=kind, reference=str(reference), phone=None, review_id=review_id)
-
-
-def _safe(fn: Any, review: Any) -> Any:
-    try:
-        return fn(review)
-    except Exception:
-        return None
-
-
-def _normalized_or_raw(phone: Any) -> str:
-    if phone is None:
-        return ""
-    try:
-        return normalize_ksa_mobile(phone)
-    except InvalidPhone:
-        return str(phone)
-
-
-def _provider_of(account: str) -> str:
-    try:
-        return get_settings().account(account).provider
-    except ImproperlyConfigured:
-        return ""
 
 
 def _request_json(request: RatingRequest) -> dict[str, Any]:

@@ -21,8 +21,9 @@ from .adapters import ACCOUNT_HOLD, get_adapter
 from .conf import get_settings
 from .earning_request import DROPPED, EarningRequest, InvalidEarningRequest, NothingToEarn, to_money
 from .models import EarningRecord, Kind, Status
-from .phones import InvalidPhone, mask_phone, normalize_ksa_mobile
+from .phones import mask_phone
 from .providers import get_backend
+from .receiving import call_safely, normalized_or_raw, provider_of
 
 log = logging.getLogger("django_points_earn")
 
@@ -50,7 +51,7 @@ def record_paid_order(order: Any) -> EarningRecord | None:
     """Freeze the order's earning request as a record (queued, rejected or skipped). Idempotent per order."""
     adapter = get_adapter()
     settings = get_settings()
-    order_id = _safe(adapter.get_order_id, order) or ""
+    order_id = call_safely(adapter.get_order_id, order) or ""
     status, reason, payload = Status.QUEUED, "", None
     try:
         request = adapter.build_request(order)
@@ -62,13 +63,13 @@ def record_paid_order(order: Any) -> EarningRecord | None:
         log.exception("order adapter failed for order %s", order_id)
 
     if request is None:
-        account = _safe(adapter.get_account, order) or (settings.account_names or ["default"])[0]
-        order_number = str(_safe(adapter.get_order_number, order) or f"order-pk-{order_id}")
+        account = call_safely(adapter.get_account, order) or (settings.account_names or ["default"])[0]
+        order_number = str(call_safely(adapter.get_order_number, order) or f"order-pk-{order_id}")
         request = EarningRequest(
             account=account, order_number=order_number, phone=None, total=None, lines=[], order_id=order_id
         )
     else:
-        skip = _safe(adapter.get_skip_reason, order)
+        skip = call_safely(adapter.get_skip_reason, order)
         if skip:
             status, reason = Status.SKIPPED, str(skip)
         else:
@@ -90,11 +91,11 @@ def record_paid_order(order: Any) -> EarningRecord | None:
     send_after = None
     if status == Status.QUEUED:
         status, send_after, reason = _hold(adapter, order, request.account)
-    phone = _normalized_or_raw(request.phone)
+    phone = normalized_or_raw(request.phone)
     values: dict[str, Any] = {
         "send_after": send_after,
         "account": str(request.account)[:64],
-        "provider": _provider_of(request.account),
+        "provider": provider_of(request.account),
         "order_number": str(request.order_number)[:100],
         "order_id": str(order_id)[:64],
         "phone": phone[:32],
@@ -180,29 +181,6 @@ def on_order_delivered(sender: Any, order: Any = None, delivered_at: datetime | 
         holds.start_clock(account, number, delivered_at)
     except Exception:
         log.exception("could not start the hold of order %r at its delivery", getattr(order, "pk", order))
-
-
-def _safe(fn: Any, order: Any) -> Any:
-    try:
-        return fn(order)
-    except Exception:
-        return None
-
-
-def _normalized_or_raw(phone: Any) -> str:
-    if phone is None:
-        return ""
-    try:
-        return normalize_ksa_mobile(phone)
-    except InvalidPhone:
-        return str(phone)
-
-
-def _provider_of(account: str) -> str:
-    try:
-        return get_settings().account(account).provider
-    except ImproperlyConfigured:
-        return ""
 
 
 def _money_or_none(value: Any) -> Decimal | None:

@@ -16,9 +16,9 @@ from typing import Any
 
 from .accounting import counted_call
 from .points_resources import order_resource, pending_resource
-from .points_rules import Rules, normalize_phone
+from .points_rules import Rules
 from .points_state import Pending, PointsMerchant
-from .points_wire import DUPLICATE, INVALID_PHONE, LOCK_BUSY, error, ok, parse_body, validation_error
+from .points_wire import DUPLICATE, LOCK_BUSY, error, ok, parse_body, validation_error
 from .response import SandboxResponse
 
 CHANNELS = ("store", "product")
@@ -30,11 +30,7 @@ def validate_rating(data: dict[str, Any], channel: str) -> tuple[dict[str, list[
     """The documented rules: phone and reference required (product_id too for a product), rating 1-5 or null."""
     r = Rules()
     clean: dict[str, Any] = {}
-    phone = data.get("phone_number")
-    if r.required("phone_number", phone) and r.string("phone_number", phone) is not None:
-        clean["phone_number"] = normalize_phone(phone)
-        if clean["phone_number"] is None:
-            r.fail("phone_number", INVALID_PHONE)
+    r.phone(data, clean)
     reference = data.get("review_reference")
     if r.required("review_reference", reference):
         clean["review_reference"] = r.string("review_reference", reference)

@@ -81,6 +81,14 @@ class Rules:
             return None
         return value
 
+    def phone(self, data: dict[str, Any], clean: dict[str, Any]) -> None:
+        """``phone_number``: required, a string, in one of the documented forms (kept normalised in ``clean``)."""
+        phone = data.get("phone_number")
+        if self.required("phone_number", phone) and self.string("phone_number", phone) is not None:
+            clean["phone_number"] = normalize_phone(phone)
+            if clean["phone_number"] is None:
+                self.fail("phone_number", INVALID_PHONE)
+
     def numeric(self, key: str, value: Any, minimum: int = 0) -> Decimal | None:
         number = _number(value)
         if number is None:
@@ -113,11 +121,7 @@ def validate_earning(data: dict[str, Any]) -> tuple[dict[str, list[str]], dict[s
     r = Rules()
     clean: dict[str, Any] = {}
 
-    phone = data.get("phone_number")
-    if r.required("phone_number", phone) and r.string("phone_number", phone) is not None:
-        clean["phone_number"] = normalize_phone(phone)
-        if clean["phone_number"] is None:
-            r.fail("phone_number", INVALID_PHONE)
+    r.phone(data, clean)
 
     total = data.get("total_price")
     if r.required("total_price", total):
