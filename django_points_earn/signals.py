@@ -9,6 +9,8 @@ Inputs (the shop sends them):
 Outputs (the app sends them, from the worker, after the state is saved):
 - ``earning_awarded(sender=EarningRecord, record=...)``: the platform confirmed the points.
 - ``earning_failed(sender=EarningRecord, record=...)``: the record now needs a human (rejected, blocked, failed).
+- ``merchant_balance_low(sender=MerchantAlert, alert=...)``: the platform warned that the merchant's balance is low
+  or past its debt limit, or refused an earning with 403 (``alert.kind`` says which); sent once per alert.
 """
 
 from django.dispatch import Signal
@@ -20,3 +22,4 @@ order_delivered = Signal()
 
 earning_awarded = Signal()
 earning_failed = Signal()
+merchant_balance_low = Signal()
