@@ -19,7 +19,7 @@ from django.utils import timezone
 from redis.exceptions import LockError
 from redis.lock import Lock
 
-from . import corrections, holds, metrics, queueing
+from . import corrections, holds, merchant_alerts, metrics, queueing
 from .conf import get_settings
 from .kinds import MACHINES
 from .models import NEEDS_ATTENTION, AccountState, EarningRecord, Status, Trigger
@@ -71,6 +71,8 @@ class Report:
     new_attention_total: int = 0
     # Paused accounts send nothing until a person resumes them: they always need a human.
     paused_accounts: list[dict[str, Any]] = field(default_factory=list)
+    # Each account's latest balance alert while unresolved (merchant_alerts): shown, not counted in the exit code.
+    balance_alerts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def needs_a_human(self) -> bool:
@@ -82,6 +84,7 @@ class Report:
             "steps": self.steps,
             "by_state": self.by_state,
             "paused_accounts": self.paused_accounts,
+            "balance_alerts": self.balance_alerts,
             "needs_attention_total": self.needs_attention_total,
             "new_attention_total": self.new_attention_total,
             "needs_attention": self.needs_attention,
@@ -345,6 +348,8 @@ def _summarise(report: Report, options: Options) -> None:
         qs = qs.filter(account=options.account)
     report.by_state = list(qs.values("account", "status").annotate(n=Count("id")).order_by("account", "status"))
     report.paused_accounts = paused_accounts(options.account)
+    alerts = [a for a in merchant_alerts.open_alerts() if options.account in (None, a.account)]
+    report.balance_alerts = [{"account": a.account, "kind": a.kind, "since": a.received_at} for a in alerts]
     attention = attention_queryset(options)
     report.needs_attention_total = attention.count()
     new = not_yet_reported(attention)

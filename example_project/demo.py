@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import demo_ops  # beside this file (run as a script, its directory is on sys.path)
+
 from django_points_earn.redis_server import RunningRedis, free_port, start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +39,9 @@ DEMO_DIR = ROOT / ".demo"
 DB_PATH = DEMO_DIR / "shop.sqlite3"
 
 ORDERS = 50
+METRICS_DIR = DEMO_DIR / "metrics"
+WEBHOOK_SECRET = secrets.token_urlsafe(24)  # this run's, as points_webhook_register would store it
+METRICS_TOKEN = secrets.token_urlsafe(24)
 WORKERS = 2
 SETTLE_TIMEOUT = 180.0  # seconds for every earning to leave queued/sending
 MERCHANT = "demo-shop"
@@ -513,10 +519,16 @@ def configure(demo: Demo, api_key: str, fabric_secret: str) -> None:
         "FABRIC_CLIENT_ID": FABRIC_CLIENT_ID,
         "FABRIC_CLIENT_SECRET": fabric_secret,
         "POINTS_RETRY_BASE_DELAY": "1",  # retries within seconds, not minutes: it is a demo
+        "POINTS_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "POINTS_METRICS_TOKEN": METRICS_TOKEN,
+        # Each worker's forked work horses write their counters here; the metrics view merges them.
+        "PROMETHEUS_MULTIPROC_DIR": str(METRICS_DIR),
         "DJANGO_SUPERUSER_PASSWORD": "demo",
         "DJANGO_SETTINGS_MODULE": "shop_site.settings",
         "PYTHONUNBUFFERED": "1",
     }
+    shutil.rmtree(METRICS_DIR, ignore_errors=True)
+    METRICS_DIR.mkdir(parents=True)
     os.environ.update(demo.env)
     sys.path.insert(0, str(PROJECT))
     import django
@@ -541,7 +553,21 @@ def run(demo: Demo) -> bool:
     demo.wait_until_settled()
     report_states()
     report_refunds()
-    return check(demo)
+    ok = check(demo)
+    banner = demo_ops.low_balance_banner(demo.sandbox_url, MERCHANT, WEBHOOK_SECRET)
+    say(f"Points sandbox sent low_balance_warning: the dashboard shows the balance banner ({banner})")
+    scraped = demo_ops.scrape(METRICS_TOKEN)
+    if scraped is None:
+        say("Metrics: prometheus_client is not installed (pip install -e '.[metrics]'): nothing to scrape")
+    else:
+        say(
+            "Metrics scraped from /loyalty/metrics/ (workers' processes merged): "
+            + ", ".join(f"{name} {value:.0f}" for name, value in sorted(scraped.items()))
+        )
+        if not any(name.endswith(" awarded") and value for name, value in scraped.items()):
+            print("    FAIL: the scrape shows no awarded call")
+            ok = False
+    return ok
 
 
 def main() -> int:

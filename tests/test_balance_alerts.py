@@ -239,3 +239,19 @@ def test_the_sandbox_sends_a_low_balance_webhook_on_request(points_api, client, 
     )
     with pytest.raises(ValueError):
         sandbox.balance_event("balance_topped_up")
+
+
+def test_points_reconcile_json_lists_the_open_balance_alerts(client):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    webhooks.process(post(client, low_balance()).pk)
+    out = StringIO()
+    call_command("points_reconcile", "--json", stdout=out)  # exit 0: a balance alert is not in the exit code
+    [alert] = json.loads(out.getvalue())["balance_alerts"]
+    assert (alert["account"], alert["kind"]) == ("main", "low_balance_warning")
+    MerchantAlert.objects.update(resolved_at="2026-12-01T12:00:00Z")
+    out = StringIO()
+    call_command("points_reconcile", "--json", stdout=out)
+    assert json.loads(out.getvalue())["balance_alerts"] == []

@@ -22,4 +22,6 @@ rq_dashboard = [URLPattern(p.pattern, superusers_only(p.callback), p.default_arg
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("django-rq/", include((rq_dashboard, "django_rq"))),
+    # Points' webhooks (/loyalty/webhooks/points/<account>/) and the Prometheus metrics (/loyalty/metrics/).
+    path("loyalty/", include("django_points_earn.urls")),
 ]
