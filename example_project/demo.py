@@ -564,7 +564,7 @@ def run(demo: Demo) -> bool:
             "Metrics scraped from /loyalty/metrics/ (workers' processes merged): "
             + ", ".join(f"{name} {value:.0f}" for name, value in sorted(scraped.items()))
         )
-        if not any(name.endswith(" awarded") and value for name, value in scraped.items()):
+        if not any(name.endswith(" earning awarded") and value for name, value in scraped.items()):
             print("    FAIL: the scrape shows no awarded call")
             ok = False
     return ok

@@ -65,7 +65,8 @@ def scrape(token: str) -> dict[str, float] | None:
     for family in text_string_to_metric_families(answer.content.decode()):
         for sample in family.samples:
             if sample.name == "points_earn_calls_total":
-                calls[f"{sample.labels['platform']} {sample.labels['outcome']}"] += sample.value
+                labels = sample.labels
+                calls[f"{labels['platform']} {labels['kind']} {labels['outcome']}"] += sample.value
             elif sample.name == "points_earn_sweep_runs_total":
                 calls["sweeps"] += sample.value
     return dict(calls)
