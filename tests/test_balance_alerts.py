@@ -255,3 +255,21 @@ def test_points_reconcile_json_lists_the_open_balance_alerts(client):
     out = StringIO()
     call_command("points_reconcile", "--json", stdout=out)
     assert json.loads(out.getvalue())["balance_alerts"] == []
+
+
+def test_points_sandbox_low_balance_asks_a_running_sandbox(sandbox, sandbox_server):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    port = sandbox_server.url.rsplit(":", 1)[1].split("/")[0]
+    call_command("points_sandbox", "--low-balance", "--balance", "40", "--port", port, stdout=out)
+    assert out.getvalue().strip() == "low_balance_warning sent for: main"
+    call_command("points_sandbox", "--debt-exceeded", "main", "--port", port, stdout=out)
+    events = [e["payload"] for e in sandbox.events_since(0)]
+    assert [(e["event"], e["data"]["current_balance"]) for e in events] == [
+        ("low_balance_warning", 40.0),
+        ("debt_exceeded", 120.0),
+    ]
+    assert events[0]["merchant"]["name"] == "main" and events[0]["data"]["balance_after_order"] == -460.0

@@ -221,3 +221,13 @@ def test_a_scrape_merges_what_forked_workers_counted(place_order, sandbox, sandb
     assert got[("points_earn_calls_total", tuple(sorted(call_labels("awarded", "200").items())))] == 2
     assert got[("points_earn_sweep_runs_total", (("outcome", "ok"),))] >= 1
     assert got[("points_earn_paused_accounts", ())] == 0
+
+
+def test_the_default_registry_shows_the_database_gauges_as_django_prometheus_would_scrape_it(place_order, points_api):
+    """django-prometheus's /metrics is generate_latest(REGISTRY): the app registered its collector at startup."""
+    from prometheus_client import generate_latest
+
+    place_order("SO-M6")  # queued, not sent
+    text = generate_latest(REGISTRY).decode()
+    assert 'points_earn_earnings{account="main",status="queued"} 1.0' in text
+    assert "points_earn_paused_accounts 0.0" in text
