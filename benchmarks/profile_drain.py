@@ -77,17 +77,16 @@ class Phases:
 def targets() -> list[tuple[Any, str, str]]:
     from redis.lock import Lock
 
-    from django_points_earn import dispatch, lifecycle, reversals
+    from django_points_earn import accounts, dispatch, earning_calls, lifecycle, outbox
     from django_points_earn.providers.points import PointsBackend
 
     checks = "checks before each record (paused? a call in flight? next due)"
     return [
-        (lifecycle, "is_paused", checks),
-        (lifecycle, "account_gate", checks),
+        (accounts, "is_paused", checks),
+        (accounts, "account_gate", checks),
         (dispatch, "call_in_flight", checks),
-        (dispatch, "next_due", checks),
-        (dispatch, "next_due_record", checks),
-        (reversals, "next_due", checks),
+        (earning_calls, "first_due", checks),  # the next due earning, read whole
+        (outbox.Machine, "next_due", checks),  # every kind's (refunds', and has_due's)
         (lifecycle, "claim", "claim the record (conditional UPDATE)"),
         (Lock, "reacquire", "refresh the account lock (Redis)"),
         (lifecycle, "start_attempt", "write the attempt row before the call"),

@@ -24,6 +24,7 @@ from .conf import get_settings, setting_path
 # A shop's adapter builds these (``from django_points_earn.adapters import Line, OrderAdapter``): they stay importable
 # from here, where the docs and shops have always found them.
 from .earning_request import Address, EarningRequest, InvalidEarningRequest, Line, to_money
+from .review_adapter import ReviewMethods
 
 __all__ = [
     "ORDER_FIELD_KEYS",
@@ -43,8 +44,9 @@ ACCOUNT_HOLD = object()
 
 
 @dataclass
-class OrderAdapter:
-    """Reads the shop's order. Override the ``get_*`` methods; the defaults return "not given"."""
+class OrderAdapter(ReviewMethods):
+    """Reads the shop's order (and, for Points' rating channels, its approved reviews: :class:`ReviewMethods`).
+    Override the ``get_*`` methods; the defaults return "not given"."""
 
     options: dict[str, Any] = field(default_factory=dict)
 

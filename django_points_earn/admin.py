@@ -45,6 +45,7 @@ class EarningRecordAdmin(admin.ModelAdmin):
     list_display = (
         "state_badge",
         "account",
+        "kind",
         "order_number",
         "phone_masked",
         "total",
@@ -55,7 +56,7 @@ class EarningRecordAdmin(admin.ModelAdmin):
         "last_error",
     )
     list_display_links = ("order_number",)
-    list_filter = ("status", NeedsAttentionFilter, HeldFilter, AccountFilter, PlatformFilter, "created_at")
+    list_filter = ("status", "kind", NeedsAttentionFilter, HeldFilter, AccountFilter, PlatformFilter, "created_at")
     search_fields = ("=order_number",)  # the real search is get_search_results: exact, indexed, phone-aware
     search_help_text = gettext_lazy(
         "Order number, Points uuid or reference number, fabric transaction code, or a phone number in any form."

@@ -12,10 +12,11 @@ from django.utils.translation import gettext
 from .conf import get_settings
 from .earning_request import EarningRequest
 from .earning_states import EARNINGS, run_settled_hooks
-from .models import AccountState, EarningRecord, Status, Trigger
+from .models import RATING_KINDS, AccountState, EarningRecord, Status, Trigger
 from .outbox import Audit, TransitionError
 from .phones import mask_phone, normalize_ksa_mobile
 from .providers import get_backend
+from .rating_request import RatingRequest
 
 
 def cannot_resend(record: EarningRecord) -> str:
@@ -103,8 +104,14 @@ def correct_and_requeue(
     if record.status != Status.REJECTED:
         raise TransitionError(f"only rejected earnings can be corrected (this one is {record.status})")
     data = {**record.request, **changes}
-    request = EarningRequest.from_json(data)
-    payload = get_backend(get_settings().account(record.account)).build_payload(request)
+    backend = get_backend(get_settings().account(record.account))
+    request: EarningRequest | RatingRequest
+    if record.kind in RATING_KINDS:  # a review's earning: its own request and body (no name, no total)
+        request = RatingRequest.from_json(data)
+        payload = backend.build_rating_payload(request)
+    else:
+        request = EarningRequest.from_json(data)
+        payload = backend.build_payload(request)
     phone = normalize_ksa_mobile(request.phone) if request.phone else ""
     shown = {k: (mask_phone(phone) if k == "phone" else v) for k, v in changes.items()}
     before = {
@@ -122,7 +129,7 @@ def correct_and_requeue(
                 "request": request.to_json(),
                 "payload": payload,
                 "phone": phone,
-                "total": request.total,
+                "total": getattr(request, "total", None),
                 "attempts": 0,
                 "rate_limited": 0,
                 "next_attempt_at": now,

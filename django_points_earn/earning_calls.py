@@ -22,7 +22,7 @@ from .call_thread import Answer, CallThread
 from .drain_common import DrainReport, Sent, count, local_error, still_ours
 from .earning_states import EARNINGS
 from .heartbeat import Heartbeat
-from .models import EarningAttempt, EarningRecord, Status
+from .models import RATING_KINDS, EarningAttempt, EarningRecord, Status
 from .phones import mask_phone
 from .providers.base import RATE_LIMITED, REJECTED, UNAUTHORIZED, BaseBackend, EarnResult
 
@@ -187,10 +187,13 @@ def earn(backend: BaseBackend, prepared: Prepared) -> EarnResult:
     """The call, in the call thread. Never raises: whatever goes wrong in it is this record's answer (its attempt
     ends with the error, the record is retried with backoff as outcome unknown), not the end of the drain."""
     record = prepared.record
+    request_id = str(prepared.attempt.request_id)
     try:
-        return backend.earn(
-            record.payload, request_id=str(prepared.attempt.request_id), outcome_unknown=record.outcome_unknown
-        )
+        if record.kind in RATING_KINDS:  # a review's earning: the platform's rating channel
+            return backend.earn_rating(
+                record.kind, record.payload, request_id=request_id, outcome_unknown=record.outcome_unknown
+            )
+        return backend.earn(record.payload, request_id=request_id, outcome_unknown=record.outcome_unknown)
     except Exception as exc:
         log.exception("earning %s/%s: the call failed inside this app", record.account, record.order_number)
         return local_error("the call failed inside this app", exc)

@@ -10,7 +10,7 @@ from django.db import IntegrityError, connections, router, transaction
 from django.utils import timezone
 
 from .earning_states import INITIAL
-from .models import EarningRecord, Status
+from .models import EarningRecord, Kind, Status
 from .outbox import TransitionError
 
 log = logging.getLogger("django_points_earn")
@@ -20,7 +20,7 @@ def create(*, status: str, reason: str = "", **fields: Any) -> tuple[EarningReco
     """Insert the record; a second signal for the same order finds the first record.
 
     Nothing this INSERT raises may break the shop's transaction. A duplicate signal meets the unique
-    ``(account, order_number)`` constraint: ``INSERT … ON CONFLICT (account, order_number) DO NOTHING RETURNING id``
+    ``(account, kind, order_number)`` constraint: ``INSERT … ON CONFLICT (…) DO NOTHING RETURNING id``
     returns no row, and the existing record is fetched. Any other error (NOT NULL, a value the database refuses)
     is raised: on PostgreSQL, where an error aborts the whole transaction, after rolling back to a savepoint sent in
     the same round trip; on SQLite a failed statement is undone on its own (:func:`_insert_once`). Elsewhere,
@@ -60,7 +60,7 @@ def create(*, status: str, reason: str = "", **fields: Any) -> tuple[EarningReco
 def _existing(using: str, fields: dict[str, Any]) -> EarningRecord | None:
     return (
         EarningRecord.objects.using(using)
-        .filter(account=fields["account"], order_number=fields["order_number"])
+        .filter(account=fields["account"], kind=fields.get("kind", Kind.PURCHASE), order_number=fields["order_number"])
         .first()
     )
 
@@ -69,7 +69,7 @@ _SAVEPOINT = "points_earn_create"
 
 
 def _insert_once(connection: Any, record: EarningRecord) -> bool | None:
-    """``INSERT … ON CONFLICT (account, order_number) DO NOTHING RETURNING id`` in one round trip. True: inserted
+    """``INSERT … ON CONFLICT (account, kind, order_number) DO NOTHING RETURNING id`` in one round trip. True: inserted
     (``record`` has its id); False: the order already has a record. Only the unique conflict is ignored (SQLite's
     ``INSERT OR IGNORE`` would also hide NOT NULL violations; this does not): any other error is raised.
 
@@ -141,7 +141,7 @@ def _insert_sql(connection: Any) -> tuple[str, list[Any]]:
         opts = EarningRecord._meta
         qn = connection.ops.quote_name
         fields = [f for f in opts.concrete_fields if not f.primary_key and not getattr(f, "generated", False)]
-        unique = [opts.get_field(name).column for name in ("account", "order_number")]
+        unique = [opts.get_field(name).column for name in ("account", "kind", "order_number")]
         columns = ", ".join(qn(f.column) for f in fields)
         values = ", ".join(["%s"] * len(fields))
         conflict = ", ".join(qn(c) for c in unique)

@@ -202,28 +202,6 @@ def complete(
 
 def _past_rate_limit_budget(result: EarnResult, count: int) -> EarnResult:
     """A 429 beyond RETRY["MAX_RATE_LIMITED"]: from now on it uses up attempts, with the exponential backoff."""
-    from dataclasses import replace
-
-    message = (
-        f"rate-limited {count} times, more than RETRY['MAX_RATE_LIMITED'] allows; each further 429 uses up an "
-        f"attempt ({result.message or 'HTTP 429'})"
-    )
-    return replace(result, message=message)
-
-
-def _as_written(record: EarningRecord, status: str, fields: dict[str, Any]) -> EarningRecord:
-    """The record as the UPDATE just wrote it (every value in ``fields`` is plain), without reading it back."""
-    record.status = status
-    for name, value in fields.items():
-        setattr(record, name, value)
-    if record.points is not None:  # as the column stores it, for the earning_awarded receivers
-        places = EarningRecord._meta.get_field("points").decimal_places
-        record.points = Decimal(record.points).quantize(Decimal(1).scaleb(-places))
-    return record
-
-
-def _past_rate_limit_budget(result: EarnResult, count: int) -> EarnResult:
-    """A 429 beyond RETRY["MAX_RATE_LIMITED"]: from now on it uses up attempts, with the exponential backoff."""
     message = (
         f"rate-limited {count} times, more than RETRY['MAX_RATE_LIMITED'] allows; each further 429 uses up an "
         f"attempt ({result.message or 'HTTP 429'})"

@@ -32,6 +32,18 @@ class Status(models.TextChoices):
     CANCELLED = "cancelled", _("Cancelled before sending")
 
 
+class Kind(models.TextChoices):
+    """What an earning is for: a paid order, or a review (Points' rating channels, keyed by the review's reference,
+    which is stored as the record's ``order_number``)."""
+
+    PURCHASE = "purchase", _("Purchase")
+    STORE_RATING = "store_rating", _("Store rating")
+    PRODUCT_RATING = "product_rating", _("Product rating")
+
+
+RATING_KINDS = (Kind.STORE_RATING, Kind.PRODUCT_RATING)
+
+
 # A human has to act on these (fix data, fix the account, retry).
 NEEDS_ATTENTION = (Status.REJECTED, Status.BLOCKED, Status.FAILED)
 # Work remains for the worker.
@@ -64,16 +76,23 @@ class OutboxRow(models.Model):
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
     completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
+    # When ``points_reconcile --fail-on new`` last reported this row as needing a human; it is new again once it
+    # changes state after that (``updated_at`` is later), so an alert fires once per problem, not every run.
+    attention_reported_at = models.DateTimeField(
+        _("reported as needing a human"), null=True, blank=True, editable=False
+    )
 
     class Meta:
         abstract = True
 
 
 class EarningRecord(OutboxRow):
-    """One paid order's earning on one account: the outbox row and its current state."""
+    """One paid order's (or approved review's) earning on one account: the outbox row and its current state."""
 
     account = models.CharField(_("account"), max_length=64)
     provider = models.CharField(_("platform"), max_length=16)
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices, default=Kind.PURCHASE)
+    # A purchase's order number, or a rating's review reference (Points' idempotency key for that channel).
     order_number = models.CharField(_("order number"), max_length=100)
     order_id = models.CharField(_("shop order id"), max_length=64, blank=True)
     phone = models.CharField(_("phone"), max_length=32, blank=True, help_text=_("Normalised when valid."))
@@ -95,17 +114,16 @@ class EarningRecord(OutboxRow):
     # What a remote check (reconcile --verify-remote, the admin's "verify") last saw; drift is never "fixed".
     remote_checked_at = models.DateTimeField(_("last checked with the platform"), null=True, blank=True)
     drift = models.CharField(_("differs from the platform"), max_length=255, blank=True)
-    # When ``points_reconcile --fail-on new`` last reported this earning as needing a human; it is new again once
-    # it changes state after that (``updated_at`` is later), so an alert fires once per problem, not every run.
-    attention_reported_at = models.DateTimeField(
-        _("reported as needing a human"), null=True, blank=True, editable=False
-    )
 
     class Meta:
         verbose_name = _("earning")
         verbose_name_plural = _("earnings")
         constraints = [
-            models.UniqueConstraint(fields=["account", "order_number"], name="points_earn_one_record_per_order"),
+            # One record per (account, kind, number): a review whose reference equals an order number of the same
+            # account still gets its own record (rejected with the reason, see rating_receivers), never lost.
+            models.UniqueConstraint(
+                fields=["account", "kind", "order_number"], name="points_earn_one_record_per_order"
+            ),
         ]
         indexes = [
             # The dispatcher's and the sweep's question: what is due, per account?
@@ -119,6 +137,8 @@ class EarningRecord(OutboxRow):
             # The admin at a million rows: search (order number, platform reference), a state filter in the
             # list's order (newest first) and the oldest queued, the hourly award chart, and drifted earnings.
             models.Index(fields=["order_number"], name="points_earn_order_number"),
+            # The admin's "kind" filter in the list's order.
+            models.Index(fields=["kind", "id"], name="points_earn_kind_id"),
             models.Index(fields=["remote_reference"], name="points_earn_remote_ref"),
             models.Index(fields=["status", "id"], name="points_earn_status_id"),
             models.Index(fields=["completed_at"], name="points_earn_completed"),

@@ -8,7 +8,7 @@ dead one, and the due-work queries.
 
 A kind is data (a :class:`Machine`): its model, its transition table, where its account is, and which earning's
 timeline its attempts and audit entries join. What a platform's answer means is each kind's own decision
-(:func:`django_points_earn.lifecycle.complete` for earnings, :func:`django_points_earn.reversals.complete` for
+(:func:`django_points_earn.lifecycle.complete` for earnings, :func:`django_points_earn.reversal_lifecycle.complete` for
 refunds): they choose the new state and fields and make the move here.
 """
 
@@ -129,7 +129,8 @@ class Machine:
         ids moved."""
         self.check(from_status, to)
         with transaction.atomic():
-            qs = self.model.objects.select_for_update(skip_locked=True).filter(condition, status=from_status)
+            locked = self.model.objects.select_for_update(skip_locked=True, of=("self",))
+            qs = locked.filter(condition, status=from_status)
             columns = ["id"] + ([] if self.timeline == "pk" else [self.timeline])
             rows = list(qs.order_by("id").values_list(*columns)[:batch])
             if not rows:
@@ -169,7 +170,8 @@ class Machine:
         if not due.update(status=SENDING, updated_at=now, **lease):
             return None
         if isinstance(row, int):
-            return self.model.objects.select_related(*self.read_with).get(pk=pk)
+            rows = self.model.objects.select_related(*self.read_with) if self.read_with else self.model.objects
+            return rows.get(pk=pk)
         row.status, row.updated_at = SENDING, now
         for name, value in lease.items():
             setattr(row, name, value)
@@ -297,8 +299,9 @@ class Machine:
         soonest = qs.aggregate(t=Min("next_attempt_at"))["t"]
         return None if soonest is None else max(0.0, (soonest - timezone.now()).total_seconds())
 
-    def accounts_with_due_work(self) -> list[str]:
-        return list(self.due().order_by().values_list(self.account_path, flat=True).distinct())
+    def accounts_with_due_work(self, account: str | None = None) -> list[str]:
+        """The accounts (or ``account`` alone, if it has) with a row of this kind due now."""
+        return list(self.due(account).order_by().values_list(self.account_path, flat=True).distinct())
 
     def call_in_flight(self, account: str) -> bool:
         """A row of this account is claimed under a live lease: its call is in flight somewhere."""

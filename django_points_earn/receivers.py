@@ -20,7 +20,7 @@ from . import earning_insert, holds
 from .adapters import ACCOUNT_HOLD, get_adapter
 from .conf import get_settings
 from .earning_request import DROPPED, EarningRequest, InvalidEarningRequest, NothingToEarn, to_money
-from .models import EarningRecord, Status
+from .models import EarningRecord, Kind, Status
 from .phones import InvalidPhone, mask_phone, normalize_ksa_mobile
 from .providers import get_backend
 
@@ -231,8 +231,10 @@ def connect_receivers() -> None:
     """Listen to our ``order_paid`` and, if configured, to the shop's own signal."""
     from django.utils.module_loading import import_string
 
-    from .signals import order_delivered, order_paid, order_refunded
+    from .rating_receivers import on_review_approved
+    from .signals import order_delivered, order_paid, order_refunded, review_approved
 
+    review_approved.connect(on_review_approved, dispatch_uid="django_points_earn.review_approved")
     order_paid.connect(on_order_paid, dispatch_uid="django_points_earn.order_paid")
     order_refunded.connect(on_order_refunded, dispatch_uid="django_points_earn.order_refunded")
     order_delivered.connect(on_order_delivered, dispatch_uid="django_points_earn.order_delivered")
@@ -275,7 +277,8 @@ def record_refund(order: Any, *, amount: Any = None, reason: str = "", refund_id
 
     adapter = get_adapter()
     account, number = adapter.get_account(order), str(adapter.get_order_number(order) or "").strip()
-    record = EarningRecord.objects.filter(account=account, order_number=number).first()
+    # Only a purchase is taken back: a rating's points are never reversed by us (Points does not either).
+    record = EarningRecord.objects.filter(account=account, kind=Kind.PURCHASE, order_number=number).first()
     if record is None:
         log.warning("refund of %s/%s: the order has no earning; nothing to take back", account, number)
         return None

@@ -11,20 +11,23 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from django.db.models import Count, F, Q
+from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import LockError
 from redis.lock import Lock
 
-from . import corrections, holds, merchant_alerts, metrics, queueing
+from . import corrections, holds, metrics, queueing, reversal_lifecycle
 from .conf import get_settings
 from .kinds import MACHINES
-from .models import NEEDS_ATTENTION, AccountState, EarningRecord, Status, Trigger
-from .phones import mask_phone, mask_phones_in_text
-from .providers.scrubbing import scrub
+from .models import AccountState, EarningRecord, Kind, Reversal, ReversalStatus, Status
+from .reconcile_report import (
+    Options,
+    Report,
+    summarise,
+)
 
 log = logging.getLogger("django_points_earn")
 
@@ -41,54 +44,6 @@ class SweepReport:
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()
-
-
-@dataclass
-class Options:
-    account: str | None = None
-    dry_run: bool = False
-    verify_remote: bool = False
-    retry_failed: bool = False
-    since: datetime | None = None  # backfill and remote verification look this far back
-    limit: int | None = None  # at most this many items per step
-    stale_after: timedelta = timedelta(minutes=30)  # queued and overdue this long = stuck (needs a human)
-    pending_after: timedelta = timedelta(days=7)  # pending_activation this old = needs a human
-    attention_list: int = 50
-    trigger: str = Trigger.RECONCILE
-    actor: str = ""
-    # Record what this run reports as needing a human, so that the next ``--fail-on new`` run knows it was told.
-    mark_reported: bool = False
-
-
-@dataclass
-class Report:
-    dry_run: bool = False
-    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
-    by_state: list[dict[str, Any]] = field(default_factory=list)
-    needs_attention_total: int = 0
-    needs_attention: list[dict[str, Any]] = field(default_factory=list)
-    # Of needs_attention_total: not reported by an earlier ``--fail-on new`` run, or changed state since.
-    new_attention_total: int = 0
-    # Paused accounts send nothing until a person resumes them: they always need a human.
-    paused_accounts: list[dict[str, Any]] = field(default_factory=list)
-    # Each account's latest balance alert while unresolved (merchant_alerts): shown, not counted in the exit code.
-    balance_alerts: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def needs_a_human(self) -> bool:
-        return bool(self.needs_attention_total or self.paused_accounts)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "steps": self.steps,
-            "by_state": self.by_state,
-            "paused_accounts": self.paused_accounts,
-            "balance_alerts": self.balance_alerts,
-            "needs_attention_total": self.needs_attention_total,
-            "new_attention_total": self.new_attention_total,
-            "needs_attention": self.needs_attention,
-        }
 
 
 # -- the cheap sweep (worker tick, cron) -------------------------------------------------------------------------
@@ -118,8 +73,8 @@ def recover_expired_leases(
 def accounts_with_due_work(account: str | None = None) -> list[str]:
     """Accounts, not paused, with an earning or a refund due now."""
     paused = set(AccountState.objects.filter(paused=True).values_list("account", flat=True))
-    names = {name for machine in MACHINES for name in machine.accounts_with_due_work()}
-    return sorted(name for name in names - paused if not account or name == account)
+    names = {name for machine in MACHINES for name in machine.accounts_with_due_work(account)}
+    return sorted(names - paused)
 
 
 def enqueue_due(*, account: str | None = None, dry_run: bool = False) -> list[str]:
@@ -172,7 +127,7 @@ def run(options: Options, progress: Progress | None = None) -> Report:
         report.steps["pending_customers"] = pending_customers(options)
         if options.verify_remote:
             report.steps["remote_verification"] = verify_remote(options, progress)
-        _summarise(report, options)
+        summarise(report, options)
     return report
 
 
@@ -211,7 +166,7 @@ def backfill_missed_orders(options: Options, progress: Progress | None = None) -
         checked += len(batch)
         existing = set(
             EarningRecord.objects.filter(
-                order_number__in=[n for _, n in keys], account__in={a for a, _ in keys}
+                kind=Kind.PURCHASE, order_number__in=[n for _, n in keys], account__in={a for a, _ in keys}
             ).values_list("account", "order_number")
         )
         for key, order in keys.items():
@@ -254,6 +209,18 @@ def requeue_failed(options: Options, progress: Progress | None = None) -> int:
             accounts.add(record.account)
             if progress:
                 progress("retry failed", count)
+    refunds = Reversal.objects.filter(status=ReversalStatus.FAILED).select_related("record")
+    if options.account:
+        refunds = refunds.filter(record__account=options.account)
+    for reversal in refunds.order_by("id").iterator(chunk_size=BATCH):
+        if options.limit is not None and count >= options.limit:
+            break
+        note = "retried by points_reconcile --retry-failed"
+        if options.dry_run or reversal_lifecycle.requeue(
+            reversal, actor=options.actor, note=note, trigger=options.trigger
+        ):
+            count += 1
+            accounts.add(reversal.record.account)
     for account in accounts if not options.dry_run else ():
         queueing.request_drain_safely(account)
     return count
@@ -308,64 +275,6 @@ def verify_remote(options: Options, progress: Progress | None = None) -> dict[st
             progress("remote verification", counts["checked"])
     counts["drifted"] = counts["drifted"][:200]
     return counts
-
-
-def attention_queryset(options: Options | None = None):
-    """What needs a human: rejected, blocked, failed, stuck (queued and overdue), old pending, drifted."""
-    options = options or Options()
-    now = timezone.now()
-    q = (
-        Q(status__in=NEEDS_ATTENTION)
-        | Q(status=Status.QUEUED, next_attempt_at__lt=now - options.stale_after)
-        | Q(status__in=(Status.PENDING_ACTIVATION, Status.ACCEPTED), updated_at__lt=now - options.pending_after)
-        | Q(status=Status.AWARDED) & ~Q(drift="")
-    )
-    qs = EarningRecord.objects.filter(q)
-    if options.account:
-        qs = qs.filter(account=options.account)
-    return qs
-
-
-def not_yet_reported(attention: Any) -> Any:
-    """Of ``attention``: never reported by ``--fail-on new``, or moved to a state needing a human since."""
-    return attention.filter(Q(attention_reported_at__isnull=True) | Q(attention_reported_at__lt=F("updated_at")))
-
-
-def paused_accounts(account: str | None = None) -> list[dict[str, Any]]:
-    qs = AccountState.objects.filter(paused=True).order_by("account")
-    if account:
-        qs = qs.filter(account=account)
-    return [
-        {"account": s.account, "reason": mask_phones_in_text(scrub(s.reason))[:200], "paused_at": s.paused_at}
-        for s in qs
-    ]
-
-
-def _summarise(report: Report, options: Options) -> None:
-    cutoff = timezone.now()
-    qs = EarningRecord.objects.all()
-    if options.account:
-        qs = qs.filter(account=options.account)
-    report.by_state = list(qs.values("account", "status").annotate(n=Count("id")).order_by("account", "status"))
-    report.paused_accounts = paused_accounts(options.account)
-    alerts = [a for a in merchant_alerts.open_alerts() if options.account in (None, a.account)]
-    report.balance_alerts = [{"account": a.account, "kind": a.kind, "since": a.received_at} for a in alerts]
-    attention = attention_queryset(options)
-    report.needs_attention_total = attention.count()
-    new = not_yet_reported(attention)
-    report.new_attention_total = new.count()
-    if options.mark_reported and not options.dry_run and report.new_attention_total:
-        new.filter(updated_at__lte=cutoff).update(attention_reported_at=cutoff)  # not updated_at: no state change
-    report.needs_attention = [
-        {
-            "account": r.account,
-            "order_number": r.order_number,
-            "status": r.status,
-            "phone": mask_phone(r.phone),
-            "reason": mask_phones_in_text(scrub(r.drift or r.status_reason))[:200],  # as the admin shows it
-        }
-        for r in attention.order_by("-updated_at")[: options.attention_list]
-    ]
 
 
 def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:

@@ -117,7 +117,12 @@ def complete(
     with transaction.atomic():
         if attempt is not None:
             finish_attempt(attempt, result, now)
-        if not REVERSALS.move(reversal, R.SENDING, to, fields, lease_token=reversal.lease_token, audit=audit):
+        moved = REVERSALS.move(reversal, R.SENDING, to, fields, lease_token=reversal.lease_token, audit=audit)
+        if not moved and to == R.REVERSED:
+            # The sweep took our lease (it thought this worker dead) and queued the refund again or gave it up, yet
+            # the platform confirmed: its word wins, as for an earning's award.
+            moved = any(REVERSALS.move(reversal, was, to, fields, audit=audit) for was in (R.QUEUED, R.FAILED))
+        if not moved:
             log.warning("refund %s: result %s arrived after it moved on; kept on attempt only", reversal.pk, to)
             return Reversal.objects.select_related("record").get(pk=reversal.pk)
         if to == R.REVERSED:

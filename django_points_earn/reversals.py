@@ -25,7 +25,9 @@ from .adapters import InvalidEarningRequest, to_money
 from .conf import get_settings
 from .earning_states import EARNINGS, SETTLED_HOOKS
 from .models import EarningRecord, Reversal, ReversalStatus, Status, Trigger
+from .outbox import Audit
 from .providers import get_backend
+from .reversal_lifecycle import REVERSALS
 
 log = logging.getLogger("django_points_earn")
 R = ReversalStatus
@@ -292,7 +294,11 @@ def record_platform_refund(
     }
     try:
         with transaction.atomic():
-            _, created = Reversal.objects.get_or_create(record=record, refund_id=key[:100], defaults=fields)
+            reversal, created = Reversal.objects.get_or_create(record=record, refund_id=key[:100], defaults=fields)
+            if created:  # its own history starts here (its earning's follows below)
+                REVERSALS.record_event(
+                    reversal, "", R.REVERSED, Audit(Trigger.WORKER, "", f"refund {key[:100]}: {why}")
+                )
     except IntegrityError:
         return False
     if created:

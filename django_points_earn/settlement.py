@@ -115,7 +115,8 @@ def confirm_award(
         if settled_by_platform_id(status, unknown):
             EARNINGS.move(record, status, Status.AWARDED, fields, audit=Audit(trigger, "", note))
         elif status == Status.AWARDED and not known:  # awarded before this state existed, without an id
-            EarningRecord.objects.filter(pk=record.pk, status=status, remote_id="").update(**fields)
+            if EarningRecord.objects.filter(pk=record.pk, status=status, remote_id="").update(**fields):
+                EARNINGS.record_event(record, status, Status.AWARDED, Audit(trigger, "", note))
         else:
             if not known:
                 EarningRecord.objects.filter(pk=record.pk, remote_id="").update(**ids, updated_at=now)

@@ -4,7 +4,7 @@ Use it with ``manage.py rqworker --worker-class django_points_earn.worker.Earnin
 ``RQ = {"WORKER_CLASS": "django_points_earn.worker.EarningWorker"}``). With a plain worker, run
 ``manage.py points_reconcile`` from cron instead: the sweep is the same function.
 
-Warm-up state (fabric's tokens; any platform may declare some: ``BaseBackend.share_state``): RQ forks a work
+Warm-up state (a platform's OAuth tokens: any platform may declare some, ``BaseBackend.share_state``): RQ forks a work
 horse per job, and a token fetched in a work horse would die with it. So each work horse tells the worker (over a
 pipe, in memory) what its drain learnt about the tokens of the account it drained — a new token, or a failure and
 its back-off — and the next job is forked with it. The worker itself never calls a token endpoint: no job, of any
@@ -57,7 +57,7 @@ class EarningWorker(Worker):
             os.close(read_fd)
 
     def main_work_horse(self, job, queue):
-        """In the work horse (the forked child): share what it learns (fabric: tokens) with the worker."""
+        """In the work horse (the forked child): share what it learns (e.g. tokens) with the worker."""
         if self._token_pipe is not None:
             from .providers import platforms
 

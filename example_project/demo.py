@@ -3,9 +3,10 @@ processes.
 
 It starts a private Redis, the sandbox (Points, with a few 429s and 5xx thrown in, and fabric Loyalty, with
 short-lived tokens and answers lost after the earn was recorded), a fresh SQLite shop database and two RQ
-workers; places and pays 50 orders at the shop's two brands (the café earns on Points, the boutique on fabric);
-waits until every earning has settled; then checks against each sandbox's ledger that each awarded order was
-credited exactly once. Everything it started is stopped at the end, also on Ctrl-C or an error.
+workers; places and pays 50 orders at the shop's two brands (the café earns on Points, the boutique on fabric) and
+approves three reviews (Points' rating channels: two product reviews, one of the shop); waits until every earning
+has settled; then checks against each sandbox's ledger that each awarded order and review was credited exactly
+once. Everything it started is stopped at the end, also on Ctrl-C or an error.
 
 Run it from the repository root: ``.venv/bin/python example_project/demo.py`` (or ``make demo``).
 """
@@ -251,6 +252,8 @@ class Demo:
     def place_orders(self) -> None:
         summary = self.manage("place_demo_orders", "--count", str(ORDERS), log_name="orders")
         say(f"Shop: {summary.strip()}")
+        reviews = self.manage("review_demo_products", log_name="reviews")
+        say(f"Shop: {reviews.strip()}")
 
     def wait_until_settled(self) -> None:
         from django_points_earn.models import IN_PROGRESS, EarningRecord, Reversal, ReversalStatus
@@ -413,15 +416,25 @@ def check(demo: Demo) -> bool:
         print(f"\nFAIL: {len(problems)} problems above")
         return False
     counts = " and ".join(f"{n} {platform}" for platform, n in awarded.items())
-    print(f"\nPASS: {counts} earnings awarded, each credited exactly once by its sandbox; no order credited twice")
+    ratings = rating_awards()
+    print(
+        f"\nPASS: {counts} earnings awarded ({ratings} of them for approved reviews), each credited exactly once "
+        "by its sandbox; no order or review credited twice"
+    )
     return True
+
+
+def rating_awards() -> int:
+    from django_points_earn.models import RATING_KINDS, EarningRecord, Status
+
+    return EarningRecord.objects.filter(kind__in=RATING_KINDS, status=Status.AWARDED).count()
 
 
 def record_problems() -> list[str]:
     """Every paid order has exactly one earning record, and some earnings were awarded at all."""
     from shop.models import Order
 
-    from django_points_earn.models import EarningRecord, Status
+    from django_points_earn.models import RATING_KINDS, EarningRecord, Status
 
     paid = set(Order.objects.filter(status=Order.Status.PAID).values_list("number", flat=True))
     recorded = Counter(EarningRecord.objects.values_list("order_number", flat=True))
@@ -430,6 +443,9 @@ def record_problems() -> list[str]:
     for account, platform, *_ in PLATFORMS:
         if not EarningRecord.objects.filter(account=account, status=Status.AWARDED).exists():
             problems.append(f"no {platform} earning was awarded at all")
+    held = (Status.AWARDED, Status.ACCEPTED)  # accepted: Points holds it (a lost answer), its webhook settles it
+    if not EarningRecord.objects.filter(kind__in=RATING_KINDS, status__in=held).exists():
+        problems.append("no review earned rating points")
     return problems
 
 

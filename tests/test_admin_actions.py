@@ -10,7 +10,7 @@ from django.contrib import admin
 from django.contrib.admin import helpers
 from django.test import Client, RequestFactory
 
-from django_points_earn import queueing, reconcile
+from django_points_earn import queueing, reconcile_report
 from django_points_earn.conf import get_settings
 from django_points_earn.models import AccountState, EarningEvent, EarningRecord, Status
 from tests.admin_helpers import CHANGELIST, DASHBOARD, action_url, earning, make_blocked, make_failed, page, staff
@@ -195,7 +195,7 @@ def test_verify_records_agreement_then_drift_and_never_fixes(admin_client, place
     assert record.status == Status.AWARDED  # drift is shown, never "fixed"
     assert "approved → fully_refunded" in record.drift
     assert "fully_refunded" in admin_client.get(page(record)).content.decode()
-    assert reconcile.attention_queryset().filter(pk=record.pk).exists()  # the dashboard and the filter show it
+    assert reconcile_report.attention_queryset().filter(pk=record.pk).exists()  # the dashboard and the filter show it
 
 
 def test_verify_waits_for_no_one_when_the_account_is_busy(admin_client, place_order, points_api):

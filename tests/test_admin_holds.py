@@ -37,6 +37,8 @@ def test_the_list_shows_when_each_hold_ends_and_filters_by_it(django_user_model,
     later = client.get(CHANGELIST, {"held": "later"}).content.decode()
     assert "SO-LATER" in later and "SO-SOON" not in later
     assert "SO-SOON" not in client.get(CHANGELIST, {"held": "delivery"}).content.decode()
+    page = client.get(f"{CHANGELIST}{held[0].pk}/change/").content.decode()
+    assert "Held until" in page and "Held until the return window closes" in page  # the field and the state
 
 
 def test_send_now_needs_the_hold_permission_and_sends_it(django_user_model, client, held, points_api):

@@ -188,7 +188,7 @@ def test_a_refund_the_platform_rejected_is_sent_again_from_the_list(django_user_
     trail = list(reversal.event_set.order_by("id").values_list("from_status", "to_status", "actor"))
     assert trail == [("sending", "rejected", ""), ("rejected", "queued", "agent"), ("sending", "reversed", "")]
     detail = client.get(f"{REVERSALS}{reversal.pk}/change/").content.decode()
-    assert "rejected → queued (Admin, agent): refund RMA-9: sent again from the admin by agent" in detail
+    assert "Rejected → Queued (Admin, agent): refund RMA-9: sent again from the admin by agent" in detail
     assert "0551234567" not in detail
 
 

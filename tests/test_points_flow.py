@@ -421,3 +421,26 @@ def test_garbled_duplicate_answer_is_resent_not_rejected(place_order):
     record = EarningRecord.objects.get()
     assert record.status == Status.ACCEPTED
     assert list(record.attempt_set.values_list("outcome", flat=True)) == ["unavailable", "unavailable", "duplicate"]
+
+
+def test_an_awarded_earning_given_its_id_by_the_approved_webhook_says_so_on_its_timeline(
+    place_order, points_api, client
+):
+    """Failed on efa807f: an earning awarded without the platform's id (before ids were kept) that gets it from the
+    approved webhook kept the id and released its waiting refund, but its timeline no longer said where the id came
+    from: the audit entry written with that change (as before the outbox machine) was lost in the move to it."""
+    order = place_order("SO-NOID")
+    settle()
+    record = EarningRecord.objects.get()
+    uuid = record.remote_id
+    EarningRecord.objects.filter(pk=record.pk).update(remote_id="")
+    refund(order, refund_id="RMA-NOID")
+    assert record.reversal_set.get().status == "waiting"
+    [approved] = approved_events(points_api, "SO-NOID")
+    webhooks.process(post(client, approved).pk)
+    record.refresh_from_db()
+    assert (record.status, record.remote_id) == (Status.AWARDED, uuid)
+    assert record.reversal_set.get().status == "queued"
+    own = record.event_set.filter(reversal__isnull=True).order_by("id").last()
+    assert (own.from_status, own.to_status) == (Status.AWARDED, Status.AWARDED)
+    assert "approved webhook gave the id" in own.note

@@ -272,3 +272,45 @@ def test_a_partial_refund_that_points_answers_fully_refunded_reverses_the_earnin
     record.refresh_from_db()
     assert Reversal.objects.get().status == ReversalStatus.REVERSED
     assert record.status == Status.REVERSED
+
+
+# -- second read of the one outbox machine ---------------------------------------------------------------------------
+def test_a_refund_confirmed_after_the_sweep_gave_it_up_is_reversed(place_order, sandbox):
+    """Failed on efa807f: the sweep now gives a refund up (``failed``) when its worker seems dead on its last
+    attempt. A live worker whose lease the sweep took (a stalled heartbeat) then got the platform's confirmation,
+    and it was dropped ("kept on attempt only"): the refund stayed ``failed`` and the earning ``awarded`` though
+    Points had taken the points back. The platform's word wins, as it does for an earning's award."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from django_points_earn import reconcile
+
+    recovered, armed = [], []
+    original = sandbox.handle
+
+    def sweep_during_the_refund_call(method, path, headers, body):
+        if armed and method == "POST" and path.endswith("/refund"):
+            armed.clear()
+            # The drain's own thread (refunds have no call thread): the sweep thinks this worker dead.
+            Reversal.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+            recovered.append(reconcile.recover_expired_leases())
+            recovered.append(Reversal.objects.get().status)
+        return original(method, path, headers, body)
+
+    sandbox.handle = sweep_during_the_refund_call
+    with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        register_responses(rsps, sandbox, POINTS_URL)
+        order = place_order("SO-GIVEN-UP", lines=[("Oud", "100.00", 1)])
+        settle()
+        refund(order, refund_id="RMA-GU")
+        Reversal.objects.update(attempts=4)  # the test settings allow 5 attempts: this is its last
+        armed.append(True)
+        dispatch.drain_account("main")
+    assert recovered == [1, R.FAILED]
+    reversal = Reversal.objects.get()
+    assert reversal.status == R.REVERSED, reversal.status_reason
+    assert EarningRecord.objects.get().status == Status.REVERSED
+    assert ledger_order(sandbox, "SO-GIVEN-UP")["status"] == "fully_refunded"
+    events = list(reversal.event_set.values_list("from_status", "to_status"))
+    assert events[-2:] == [(R.SENDING, R.FAILED), (R.FAILED, R.REVERSED)]

@@ -177,3 +177,35 @@ def test_reconcile_runs_as_an_rq_job(place_order, points_api, clean_redis):
     job.refresh()
     assert job.return_value()["steps"]["lost_jobs"]["accounts_enqueued"] == ["main"]
     assert EarningRecord.objects.get().status == Status.AWARDED
+
+
+def test_a_refund_that_needs_a_human_is_reported_once_and_retried_on_request(place_order, points_api):
+    """A failed or rejected refund is an operator's problem like a failed earning: listed, exit code 1, alerted
+    once with --fail-on new, and sent again by --retry-failed."""
+    from django_points_earn.models import Reversal, ReversalStatus
+    from django_points_earn.signals import order_refunded
+    from tests.shop.models import Order
+
+    order = place_order("SO-RMA", lines=[("Abaya", "115.00", 1)])
+    settle()
+    points_api.refund_window_days = -1  # Points refuses the refund: its window has closed
+    order_refunded.send(sender=Order, order=order, amount=None, reason="returned", refund_id="RMA-7")
+    settle()
+    assert Reversal.objects.get().status == ReversalStatus.REJECTED
+
+    code, out = reconcile_cmd()
+    assert code == 1
+    assert "Refunds that need a human: 1 (1 not reported before)" in out
+    assert "main/SO-RMA refund RMA-7 [rejected]" in out
+    report = json.loads(reconcile_cmd("--json")[1])
+    assert report["refunds_needing_attention"][0]["refund_id"] == "RMA-7"
+    assert reconcile_cmd("--fail-on", "new")[0] == 1  # first report
+    assert reconcile_cmd("--fail-on", "new")[0] == 0  # already reported: no second alert
+
+    Reversal.objects.update(status=ReversalStatus.FAILED)  # as if its attempts had been used up
+    points_api.refund_window_days = None
+    code, out = reconcile_cmd("--retry-failed")
+    assert "Failed earnings sent again: 1" in out
+    settle()
+    assert Reversal.objects.get().status == ReversalStatus.REVERSED
+    assert reconcile_cmd()[0] == 0

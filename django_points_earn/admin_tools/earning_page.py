@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 
 from .. import outbox
-from ..models import EarningAttempt, EarningEvent, EarningRecord, Reversal, Status, Trigger
+from ..models import RATING_KINDS, EarningAttempt, EarningEvent, EarningRecord, Reversal, Status, Trigger
 from ..phones import mask_phone
 from ..providers import label
 from .actions import SPECS
@@ -26,11 +26,21 @@ def _field(record: EarningRecord, name: str, value: Any = None) -> tuple[str, An
 def summary(record: EarningRecord, calls: int | None = None) -> list[tuple[str, Any]]:
     """The earning's facts. ``calls``: how many attempt rows it has (earn and refund calls); the record's own
     ``attempts`` counts only the failed ones (the retry budget), so it is shown as "Failed attempts"."""
+    if record.kind in RATING_KINDS:  # a review's earning: its reference and what it rated, not an order
+        request = record.request or {}
+        identity = [
+            _field(record, "kind", record.get_kind_display()),
+            (_("Review reference"), record.order_number),
+            (_("Shop review id"), record.order_id),
+            (_("Product"), " · ".join(str(v) for v in (request.get("product_id"), request.get("product_name")) if v)),
+            (_("Rating"), request.get("rating")),
+        ]
+    else:
+        identity = [_field(record, "order_number"), _field(record, "order_id")]
     return [
         _field(record, "account"),
         _field(record, "provider", label(record.provider)),
-        _field(record, "order_number"),
-        _field(record, "order_id"),
+        *identity,
         _field(record, "phone", mask_phone(record.phone) or "—"),
         _field(record, "total"),
         _field(record, "points"),
@@ -38,12 +48,20 @@ def summary(record: EarningRecord, calls: int | None = None) -> list[tuple[str, 
         (_("Failed attempts"), record.attempts),
         _field(record, "rate_limited"),
         _field(record, "outcome_unknown", _("yes") if record.outcome_unknown else _("no")),
+        *_held(record),
         _field(record, "next_attempt_at"),
         _field(record, "lease_expires_at"),
         _field(record, "created_at"),
         _field(record, "updated_at"),
         _field(record, "completed_at"),
     ]
+
+
+def _held(record: EarningRecord) -> list[tuple[str, Any]]:
+    """When a held earning's hold ends (or that it waits for the order's delivery); nothing for the others."""
+    if record.status != Status.HELD and record.send_after is None:
+        return []
+    return [_field(record, "send_after", record.send_after or _("until delivered"))]
 
 
 def remote(record: EarningRecord) -> list[tuple[str, Any]]:

@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .. import reconcile
+from .. import reconcile, reconcile_report
 from ..conf import get_settings
 from ..models import Status
 from ..providers import label
@@ -41,7 +41,7 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
         if self.value() == ATTENTION:
-            return queryset & reconcile.attention_queryset()
+            return queryset & reconcile_report.attention_queryset()
         if self.value() == STUCK:
             return queryset.filter(stuck_q())
         return queryset

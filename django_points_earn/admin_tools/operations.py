@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from .. import corrections, earning_states, holds, outbox, queueing, reversals, verify
-from ..models import AccountState, EarningRecord, Status, Trigger
+from ..models import AccountState, EarningRecord, Kind, Status, Trigger
 
 RETRYABLE = (Status.REJECTED, Status.BLOCKED, Status.FAILED)
 RESOLVABLE = tuple(s for s, targets in earning_states.ALLOWED.items() if Status.RESOLVED in targets)
@@ -156,6 +156,9 @@ def resume(account: str, *, actor: str) -> int:
 def reverse(record: EarningRecord, *, amount: Any, reason: str, refund_id: str, actor: str) -> Report:
     """Take points back for a refund made outside the shop's own flow (the same path as ``order_refunded``)."""
     report = Report()
+    if record.kind != Kind.PURCHASE:
+        report.refuse(record, _("a rating's points are never taken back by this app (Points does not either)"))
+        return report
     if record.status not in REVERSIBLE:
         report.refuse(
             record, _("nothing to take back: the earning is %(state)s") % {"state": record.get_status_display()}

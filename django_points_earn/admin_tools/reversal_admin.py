@@ -133,14 +133,15 @@ class ReversalAdmin(ReadOnlyAdmin):
         events = list(obj.event_set.order_by("at", "id"))
         if not events:
             return "—"
+        labels = dict(ReversalStatus.choices)
         rows = format_html_join(
             "",
             '<li><span class="pe-ltr">{}</span> {} → {} ({}{}): {}</li>',
             (
                 (
                     date_format(timezone.localtime(e.at), "SHORT_DATETIME_FORMAT"),
-                    e.from_status or "∅",
-                    e.to_status,
+                    labels.get(e.from_status, e.from_status or "∅"),
+                    labels.get(e.to_status, e.to_status),
                     e.get_trigger_display(),
                     f", {e.actor}" if e.actor else "",
                     display.shown(e.note),

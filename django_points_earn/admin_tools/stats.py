@@ -12,7 +12,7 @@ from django.db.models import Count
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from .. import reconcile
+from .. import reconcile_report
 from ..models import AccountState, EarningAttempt, EarningRecord, Status
 from ..providers.results import RATE_LIMITED
 
@@ -129,7 +129,7 @@ def attempt_stats(now: datetime) -> AttemptStats:
 def build(now: datetime | None = None) -> Dashboard:
     now = now or timezone.now()
     states, by_account = counts_by_account()
-    attention = reconcile.attention_queryset()
+    attention = reconcile_report.attention_queryset()
     shown = list(attention.order_by("id")[:ATTENTION_SHOWN])
     total = len(shown) if len(shown) < ATTENTION_SHOWN else attention.order_by()[: ATTENTION_COUNT_LIMIT + 1].count()
     return Dashboard(

@@ -107,6 +107,9 @@ class BaseBackend:
     base_url_carries: ClassVar[str] = "the credentials"
     # True when the backend implements reverse(), refund_body() and snapshot(): refunds take points back.
     supports_refunds: ClassVar[bool] = False
+    # True when the backend implements build_rating_payload() and earn_rating(): approved reviews earn (Points'
+    # rating channels). Otherwise a review is recorded as skipped, with the reason.
+    supports_ratings: ClassVar[bool] = False
     # Dotted path of the view receiving this platform's webhooks at webhooks/<provider>/<account>/, or None.
     webhook_view: ClassVar[str | None] = None
     # Dotted path of the function reading one stored delivery (its JSON object) into a providers.events
@@ -144,6 +147,16 @@ class BaseBackend:
 
     def lookup(self, remote_id: str) -> LookupResult:
         raise NotImplementedError
+
+    def build_rating_payload(self, request: Any) -> dict[str, Any]:
+        """The body of an approved review's earning (a :class:`~django_points_earn.rating_request.RatingRequest`)."""
+        raise NotImplementedError
+
+    def earn_rating(
+        self, kind: str, payload: dict[str, Any], *, request_id: str, outcome_unknown: bool = False
+    ) -> EarnResult:
+        """Send a review's earning (``kind``: store_rating or product_rating)."""
+        return EarnResult(REJECTED, f"{self.label or self.provider} has no rating earning channel")
 
     def auth_headers(self) -> dict[str, str]:
         return {}

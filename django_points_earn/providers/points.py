@@ -29,6 +29,8 @@ from .base import (
     scrub,
     to_json_number,
 )
+from .points_ratings import PATHS as RATING_PATHS
+from .points_ratings import rating_answer, rating_body
 
 # Points caps a refund's reason at 500 characters.
 REFUND_REASON_MAX = 500
@@ -75,6 +77,7 @@ class PointsBackend(BaseBackend):
     secret_keys = ("API_KEY", "WEBHOOK_SECRET")
     base_url_carries = "the API key"
     supports_refunds = True
+    supports_ratings = True
     webhook_view = "django_points_earn.webhooks.receive"
     webhook_parser = "django_points_earn.providers.points_webhooks.parse"
 
@@ -121,6 +124,18 @@ class PointsBackend(BaseBackend):
     def earn(self, payload: dict[str, Any], *, request_id: str, outcome_unknown: bool = False) -> EarnResult:
         response, exc, duration = self.send("POST", "orders/earning", json_body=payload, request_id=request_id)
         result = self.classify_earn(response, exc)
+        result.duration_ms = duration
+        return result
+
+    def build_rating_payload(self, request: Any) -> dict[str, Any]:
+        return rating_body(request)
+
+    def earn_rating(
+        self, kind: str, payload: dict[str, Any], *, request_id: str, outcome_unknown: bool = False
+    ) -> EarnResult:
+        """A review's earning: the purchases' answers, but a 403 rejects only this review (channel disabled)."""
+        response, exc, duration = self.send("POST", RATING_PATHS[kind], json_body=payload, request_id=request_id)
+        result = rating_answer(self.classify_earn(response, exc), kind)
         result.duration_ms = duration
         return result
 
@@ -222,8 +237,9 @@ class PointsBackend(BaseBackend):
             return False
         texts = [str(body.get("message") or "")]
         errors = body.get("errors")
-        if isinstance(errors, dict):
-            texts += [str(m) for m in (errors.get("order_number") or [])]
+        if isinstance(errors, dict):  # a rating's key is its review_reference
+            for key in ("order_number", "review_reference"):
+                texts += [str(m) for m in (errors.get(key) or [])]
         haystack = " ".join(texts).lower()
         return any(marker.lower() in haystack for marker in self.account.option("DUPLICATE_MARKERS", ()))
 

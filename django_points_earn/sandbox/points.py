@@ -29,6 +29,7 @@ from .ledger import LedgerQueries
 from .points_control import PointsControl
 from .points_orders import PointsOrders
 from .points_pending import PointsPending
+from .points_ratings import PointsRatings
 from .points_refunds import PointsRefunds
 from .points_resources import merchant_ledger
 from .points_rules import normalize_phone
@@ -76,7 +77,14 @@ _now = utc_now
 
 
 class PointsSandbox(
-    PointsOrders, PointsRefunds, PointsPending, PointsWebhooks, PointsControl, FaultInjection, LedgerQueries
+    PointsOrders,
+    PointsRatings,
+    PointsRefunds,
+    PointsPending,
+    PointsWebhooks,
+    PointsControl,
+    FaultInjection,
+    LedgerQueries,
 ):
     """A thread-safe fake Points platform for one or more merchants (one per private API key).
 
@@ -264,6 +272,8 @@ class PointsSandbox(
 _Route = Callable[[PointsSandbox, PointsMerchant, dict[str, str], bytes, bool], SandboxResponse]
 _ROUTES: list[tuple[str, re.Pattern[str], _Route]] = [
     ("POST", re.compile(r"/orders/earning"), PointsSandbox._earning),
+    ("POST", re.compile(r"/orders/earning/store-rating"), PointsSandbox._store_rating),
+    ("POST", re.compile(r"/orders/earning/product-rating"), PointsSandbox._product_rating),
     ("GET", re.compile(r"/orders/(?P<uuid>[^/]+)"), PointsSandbox._get_order),
     ("POST", re.compile(r"/orders/(?P<uuid>[^/]+)/refund"), PointsSandbox._refund),
     ("POST", re.compile(r"/orders/(?P<uuid>[^/]+)/cancel"), PointsSandbox._cancel),

@@ -20,9 +20,9 @@ class PointsControl:
 
     def control(self, method: str, path: str, headers: Mapping[str, str], body: bytes | str | None) -> SandboxResponse:
         """Test-side endpoints: ``GET /ledger``, ``GET /events?since=N``, ``POST /faults``, ``/script``,
-        ``/reset``, ``/merchants``, ``/activate``, ``/approve-pending``, ``/dashboard``, ``/balance`` (a merchant
-        balance webhook: ``{event, merchant, current_balance, ...}``). Answers never contain an API
-        key."""
+        ``/reset``, ``/merchants``, ``/ratings``, ``/activate``, ``/approve-pending``, ``/dashboard``, ``/balance``
+        (a merchant balance webhook: ``{event, merchant, current_balance, ...}``). Answers never contain an API key.
+        """
         parts = urlsplit(path)
         route = (method.upper(), parts.path.rstrip("/") or "/")
         data, bad = parse_body(as_bytes(body))
@@ -47,6 +47,8 @@ class PointsControl:
                 return json_answer(200, {"ok": True})
             if route == ("POST", "/merchants"):
                 return self._control_merchant(data)
+            if route == ("POST", "/ratings"):
+                return self._control_ratings(data)
             if route == ("POST", "/activate"):
                 return json_answer(200, {"orders": self.activate(str(data.get("phone", "")))})
             if route == ("POST", "/balance"):
@@ -83,3 +85,14 @@ class PointsControl:
             else:
                 self.allow(name)
         return json_answer(200, {"ok": True, "merchant": name})
+
+    def _control_ratings(self, data: dict[str, Any]) -> SandboxResponse:
+        """``{"merchant", "store", "product", "disabled": ["store"|"product", ...]}``: the merchant's flat rating
+        amounts and which rating channels answer 403."""
+        merchant = str(data.get("merchant") or "")
+        self.set_rating_points(merchant, store=data.get("store"), product=data.get("product"))
+        if "disabled" in data:
+            for channel in ("store", "product"):
+                self.disable_rating_channel(merchant, channel, channel in (data.get("disabled") or []))
+        m = self._merchant(merchant)
+        return json_answer(200, {"rating_points": dict(m.rating_points), "disabled": sorted(m.rating_channels_off)})

@@ -77,6 +77,7 @@ def merchant_ledger(m: PointsMerchant) -> dict[str, Any]:
     for number, created in m.orders.items():
         last = created[-1]
         orders[number] = {
+            "channel": created[0].data.get("channel", "purchase"),
             "awards": len(created),
             "uuid": created[0].uuid,
             "uuids": [o.uuid for o in created],
@@ -104,6 +105,7 @@ def merchant_ledger(m: PointsMerchant) -> dict[str, Any]:
         "pending": [
             {
                 "id": p.id,
+                "channel": p.data.get("channel", "purchase"),
                 "order_number": p.order_number,
                 "phone_number": p.phone_number,
                 "total_price": float(p.total_price),

@@ -44,6 +44,10 @@ class Pending:
 class PointsMerchant(MerchantCounters):
     def __init__(self, name: str) -> None:
         self.forbidden: str | None = None  # the 403 message while the earning channel is off
+        # The merchant's flat amounts for an approved review (set in its dashboard), and the rating channels it
+        # turned off (they answer 403).
+        self.rating_points: dict[str, int] = {"store": 50, "product": 20}
+        self.rating_channels_off: set[str] = set()
         # Points' per-merchant distributed lock: only ever tried, never waited on.
         self.lock = threading.Lock()
         super().__init__(name)

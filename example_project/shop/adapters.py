@@ -7,7 +7,7 @@ from django.db.models import Prefetch, prefetch_related_objects
 
 from django_points_earn.adapters import Address, EarningRequest, Line, OrderAdapter
 
-from .models import Order, OrderLine
+from .models import Order, OrderLine, Review
 
 # Each brand earns on its own programme: the café on Points, the boutique on fabric Loyalty.
 ACCOUNT_OF_BRAND = {Order.Brand.CAFE: "main", Order.Brand.BOUTIQUE: "boutique"}
@@ -59,3 +59,25 @@ class ShopOrderAdapter(OrderAdapter):
 
     def get_paid_at(self, order: Order) -> datetime | None:
         return order.paid_at
+
+    # -- reviews: Points' rating channels (only the café's programme, Points, has them) ---------------------------
+    def get_review_account(self, review: Review) -> str:
+        return ACCOUNT_OF_BRAND[Order.Brand.CAFE]
+
+    def get_review_reference(self, review: Review) -> str:
+        return f"review-{review.pk}"  # never one of the shop's order numbers (they share Points' numbering)
+
+    def get_review_phone(self, review: Review) -> str:
+        return review.customer.phone
+
+    def get_review_product_id(self, review: Review) -> str | None:
+        return review.product.sku if review.product else None
+
+    def get_review_product_name(self, review: Review) -> str | None:
+        return review.product.name if review.product else None
+
+    def get_review_rating(self, review: Review) -> int | None:
+        return review.rating
+
+    def get_review_comment(self, review: Review) -> str | None:
+        return review.comment or None

@@ -1,4 +1,4 @@
-"""The shop's admin: customers, products and orders, each order showing its loyalty earning's state."""
+"""The shop's admin: customers, products, orders and reviews, each showing its loyalty earning's state."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from django_points_earn.models import EarningRecord, Status
+from django_points_earn.models import EarningRecord, Kind, Status
 
-from .models import Customer, Order, OrderLine, Product
-from .services import OrderNotPayable, mark_paid
+from .models import Customer, Order, OrderLine, Product, Review
+from .services import OrderNotPayable, ReviewAlreadyApproved, approve_review, mark_paid
 
 
 @admin.register(Customer)
@@ -58,7 +58,7 @@ class OrderAdmin(admin.ModelAdmin):
     actions = ["mark_selected_paid"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Order]:
-        earning = EarningRecord.objects.filter(order_number=OuterRef("number")).order_by("id")
+        earning = EarningRecord.objects.filter(kind=Kind.PURCHASE, order_number=OuterRef("number")).order_by("id")
         return (
             super()
             .get_queryset(request)
@@ -95,4 +95,29 @@ class OrderAdmin(admin.ModelAdmin):
         if paid:
             self.message_user(
                 request, ngettext("%(n)d order marked paid.", "%(n)d orders marked paid.", paid) % {"n": paid}
+            )
+
+
+@admin.register(Review)
+class ReviewAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "customer", "product", "rating", "approved_at", "created_at"]
+    list_filter = ["approved_at", "rating"]
+    autocomplete_fields = ["customer", "product"]
+    # Approval moves approved_at (approve_review, or the action below), so that the rating points are never missed.
+    readonly_fields = ["approved_at", "created_at"]
+    actions = ["approve_selected"]
+
+    @admin.action(description=_("Approve selected reviews (earns rating points)"))
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet[Review]) -> None:
+        approved = 0
+        for review in queryset:
+            try:
+                approve_review(review)
+                approved += 1
+            except ReviewAlreadyApproved as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+        if approved:
+            self.message_user(
+                request,
+                ngettext("%(n)d review approved.", "%(n)d reviews approved.", approved) % {"n": approved},
             )

@@ -101,3 +101,31 @@ class OrderLine(models.Model):
     @property
     def line_total(self) -> Decimal:
         return self.unit_price * self.quantity
+
+
+class Review(models.Model):
+    """A customer's review of the shop (no product) or of a product. Approving it (shop.services.approve_review)
+    earns the merchant's flat rating points on Points."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="reviews", verbose_name=_("customer"))
+    product = models.ForeignKey(
+        Product,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="reviews",
+        verbose_name=_("product"),
+        help_text=_("Empty: a review of the shop itself."),
+    )
+    rating = models.PositiveSmallIntegerField(_("rating (1-5)"), null=True, blank=True)
+    comment = models.TextField(_("comment"), blank=True)
+    approved_at = models.DateTimeField(_("approved"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("review")
+        verbose_name_plural = _("reviews")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"review-{self.pk}"

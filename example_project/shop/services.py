@@ -1,4 +1,5 @@
-"""The shop's order operations. Payment confirmation is where loyalty points are earned."""
+"""The shop's order and review operations. Payment confirmation and a review's approval are where loyalty points
+are earned."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
-from django_points_earn.signals import order_paid, order_refunded
+from django_points_earn.signals import order_paid, order_refunded, review_approved
 
-from .models import Order
+from .models import Order, Review
 
 
 class OrderNotPayable(Exception):
@@ -47,4 +48,21 @@ def refund(order: Order, amount: Decimal | None = None, *, reason: str, refund_i
             locked.status = Order.Status.REFUNDED
             locked.save(update_fields=["status"])
         order_refunded.send(sender=Order, order=locked, amount=amount, reason=reason, refund_id=refund_id)
+    return locked
+
+
+class ReviewAlreadyApproved(Exception):
+    """The review was approved before: it earned (or is earning) its points once already."""
+
+
+def approve_review(review: Review) -> Review:
+    """Approve ``review`` after moderation and tell django_points_earn, in one transaction (as ``mark_paid``)."""
+    with transaction.atomic():
+        locked = Review.objects.select_for_update().select_related("customer", "product").get(pk=review.pk)
+        if locked.approved_at is not None:
+            raise ReviewAlreadyApproved(f"review {locked.pk} was approved at {locked.approved_at}")
+        locked.approved_at = timezone.now()
+        locked.save(update_fields=["approved_at"])
+        review_approved.send(sender=Review, review=locked)
+    review.approved_at = locked.approved_at
     return locked

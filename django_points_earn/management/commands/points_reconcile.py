@@ -85,7 +85,9 @@ class Command(BaseCommand):
         parser.add_argument("--since", type=_since, help="Backfill and verify from here (2026-11-01, 2d, 12h).")
         parser.add_argument("--dry-run", action="store_true", help="Say what would be repaired; change nothing.")
         parser.add_argument("--verify-remote", action="store_true", help="Check awarded earnings with the platform.")
-        parser.add_argument("--retry-failed", action="store_true", help="Send failed earnings again.")
+        parser.add_argument(
+            "--retry-failed", action="store_true", help="Send failed earnings and failed refunds again."
+        )
         parser.add_argument("--limit", type=_positive, help="At most this many items per step.")
         parser.add_argument("--json", action="store_true", help="Print the report as JSON (for machines).")
         parser.add_argument(
@@ -165,7 +167,7 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(report.as_dict() | {"fail_on": options["fail_on"]}, indent=2, default=str))
         else:
             self.print_table(report)
-        if report.new_attention_total if options["fail_on"] == "new" else report.needs_a_human:
+        if report.new_for_a_human if options["fail_on"] == "new" else report.needs_a_human:
             raise SystemExit(1)
 
     def print_table(self, report: reconcile.Report) -> None:
@@ -223,6 +225,14 @@ class Command(BaseCommand):
         w(f"Needs a human: {report.needs_attention_total} ({report.new_attention_total} not reported before)")
         for item in report.needs_attention:
             w(f"  {item['account']}/{item['order_number']} [{item['status']}] {item['phone']} {item['reason']}")
+        if report.refunds_needing_attention_total:
+            total, new = report.refunds_needing_attention_total, report.new_refund_attention_total
+            w(f"Refunds that need a human: {total} ({new} not reported before)")
+            for item in report.refunds_needing_attention:
+                w(
+                    f"  {item['account']}/{item['order_number']} refund {item['refund_id']} [{item['status']}] "
+                    f"{item['reason']}"
+                )
 
 
 def _known_account(account: str) -> None:

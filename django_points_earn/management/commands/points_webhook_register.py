@@ -1,7 +1,8 @@
-"""``manage.py points_webhook_register``: register this shop's webhook URL with Points, keep the secret safe.
+"""``manage.py points_webhook_register``: register this shop's webhook URL with the account's platform (any platform
+whose backend can: ``register_webhook`` / ``list_webhooks``), and keep the secret it returns safe.
 
-Points returns the webhook's secret once registered. It is written to ``--secret-file`` (mode 0600) and never
-printed; put it in the environment the account's ``WEBHOOK_SECRET`` reads (e.g. ``POINTS_WEBHOOK_SECRET``).
+The secret is written to ``--secret-file`` (mode 0600) and never printed; put it in the environment the
+account's ``WEBHOOK_SECRET`` reads.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from ...providers.results import PlatformError
 
 
 class Command(BaseCommand):
-    help = "Register (or --list) this shop's Points webhook; the secret goes to --secret-file, never to the screen."
+    help = "Register (or --list) this shop's webhook with the account's platform; the secret goes to --secret-file."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--account", required=True, help="A POINTS_EARN account whose platform takes webhooks.")
         parser.add_argument("--url", help="https://<shop>/<prefix>/webhooks/<platform>/<account>/")
-        parser.add_argument("--name", default="django-points-earn", help="A label shown in the Points dashboard.")
+        parser.add_argument("--name", default="django-points-earn", help="A label shown in the platform's dashboard.")
         parser.add_argument("--secret-file", help="Where to write the secret (created with mode 0600).")
         parser.add_argument("--list", action="store_true", help="List the registered webhooks (no secrets).")
 
@@ -53,5 +54,5 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Registered webhook {hook.get('uuid')} for {options['url']}.\n"
             f"Its secret is in {path} (mode 0600). Set it as the account's WEBHOOK_SECRET, e.g.\n"
-            f'  export POINTS_WEBHOOK_SECRET="$(cat {path})"'
+            f'  export {account.name.upper()}_WEBHOOK_SECRET="$(cat {path})"'
         )

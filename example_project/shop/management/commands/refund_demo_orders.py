@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from django_points_earn.models import EarningRecord, Status
+from django_points_earn.models import EarningRecord, Kind, Status
 from shop.models import Order
 from shop.services import refund
 
@@ -21,7 +21,7 @@ class Command(BaseCommand):
         taken: set[str] = set()
         for account, share in plan:
             record = (
-                EarningRecord.objects.filter(account=account, status=Status.AWARDED)
+                EarningRecord.objects.filter(account=account, kind=Kind.PURCHASE, status=Status.AWARDED)
                 .exclude(remote_id="")
                 .exclude(order_number__in=taken)
                 .order_by("order_number")

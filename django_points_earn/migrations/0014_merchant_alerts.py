@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("django_points_earn", "0011_held_earnings"),
+        ("django_points_earn", "0013_rating_channels"),
     ]
 
     operations = [
