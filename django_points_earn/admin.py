@@ -21,13 +21,22 @@ from django.utils.translation import gettext_lazy
 
 from .admin_tools import actions as admin_actions
 from .admin_tools import display, earning_page, operations
-from .admin_tools.dashboard import DashboardAdmin
+from .admin_tools.alert_admin import MerchantAlertAdmin
+from .admin_tools.dashboard import DashboardAdmin, balance_banner
 from .admin_tools.delivery_admin import WebhookDeliveryAdmin
 from .admin_tools.filters import AccountFilter, HeldFilter, NeedsAttentionFilter, PlatformFilter, refuse_nul
 from .admin_tools.paginator import CappedChangeList, CappedCountPaginator, limit_for_page
 from .admin_tools.read_only import ReadOnlyAdmin
 from .admin_tools.reversal_admin import ReversalAdmin
-from .models import AccountState, EarningRecord, ReconciliationDashboard, Reversal, Status, WebhookDelivery
+from .models import (
+    AccountState,
+    EarningRecord,
+    MerchantAlert,
+    ReconciliationDashboard,
+    Reversal,
+    Status,
+    WebhookDelivery,
+)
 from .phones import InvalidPhone, mask_phone, normalize_ksa_mobile
 
 
@@ -140,7 +149,8 @@ class EarningRecordAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         refuse_nul(request)
-        return super().changelist_view(request, {"title": _("Earnings"), **(extra_context or {})})
+        banner = balance_banner(request)
+        return super().changelist_view(request, {"title": _("Earnings"), **banner, **(extra_context or {})})
 
     # -- the earning page and its buttons ------------------------------------------------------------------------
     def get_urls(self) -> list:
@@ -222,3 +232,4 @@ class AccountStateAdmin(ReadOnlyAdmin):
 admin.site.register(ReconciliationDashboard, DashboardAdmin)
 admin.site.register(Reversal, ReversalAdmin)
 admin.site.register(WebhookDelivery, WebhookDeliveryAdmin)
+admin.site.register(MerchantAlert, MerchantAlertAdmin)

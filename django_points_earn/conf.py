@@ -79,6 +79,11 @@ DEFAULTS: dict[str, Any] = {
     # More platforms, without touching the package: name -> dotted path of a BaseBackend subclass, e.g.
     # {"acme": "shop.loyalty.AcmeBackend"}; an account then says "PROVIDER": "acme" (docs/adding-platforms.md).
     "PLATFORMS": {},
+    # Prometheus metrics (docs/operations.md), when prometheus_client is installed (pip install
+    # "django-points-earn[metrics]"); without it every metric is a no-op. ENABLED: False turns them off anyway.
+    # TOKEN: a bearer token that lets a scraper read our metrics/ view without logging in (compared in constant
+    # time, never logged); empty: only a signed-in user with the view_earningrecord permission may.
+    "METRICS": {"ENABLED": True, "TOKEN": ""},
 }
 
 
@@ -250,6 +255,9 @@ def all_secret_values() -> list[str]:
     for conf in accounts.values():
         if isinstance(conf, dict):
             values.extend(str(conf[k]) for k in keys if conf.get(k))
+    token = (_raw().get("METRICS") or {}).get("TOKEN")
+    if token:
+        values.append(str(token))
     return values
 
 

@@ -17,7 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import InterfaceError, OperationalError
 from redis.exceptions import RedisError
 
-from . import accounts, lifecycle
+from . import accounts, lifecycle, metrics
 from .call_thread import Answer, CallThread
 from .drain_common import DrainReport, Sent, count, local_error, still_ours
 from .earning_states import EARNINGS
@@ -269,6 +269,7 @@ def finish(prepared: Prepared, result: EarnResult, *, trigger: str) -> Sent:
     """Record a call's answer (lifecycle decides what it means) and log it."""
     record, attempt = prepared.record, prepared.attempt
     saved = lifecycle.complete(record, attempt, result, trigger=trigger)
+    metrics.call(record.account, "earning", result.status, result.http_status, result.duration_ms)
     log.info(
         "earning %s/%s phone=%s attempt=%s -> %s (HTTP %s, %s ms)%s",
         record.account,

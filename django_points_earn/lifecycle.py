@@ -18,7 +18,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from . import accounts, backoff, settlement
+from . import accounts, backoff, merchant_alerts, settlement
 from .conf import get_settings
 from .earning_states import DUPLICATE_CONFIRMED, EARNINGS, announce, run_settled_hooks, settled_by_platform_id
 from .models import EarningAttempt, EarningRecord, Status, Trigger
@@ -187,6 +187,9 @@ def complete(
             return EarningRecord.objects.get(pk=record.pk)
         if pause_reason:
             accounts.pause_account(record.account, pause_reason)
+        if result.status == results.FORBIDDEN:
+            # Not funded, not allowed, channel off: the balance banner too (beside the pause, never instead of it).
+            merchant_alerts.from_refusal(record.account, result.message)
         # Moved under our lease, the row is exactly what we wrote; taken over by a sweep meanwhile, it is not.
         saved = _as_written(record, to, fields) if ours else EarningRecord.objects.get(pk=record.pk)
         settles = settled_by_platform_id(to, bool(saved.outcome_unknown))

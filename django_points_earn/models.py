@@ -347,3 +347,42 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} {self.order_number or self.order_uuid}"
+
+
+class AlertKind(models.TextChoices):
+    LOW_BALANCE = "low_balance_warning", _("Low balance")
+    DEBT_EXCEEDED = "debt_exceeded", _("Debt limit exceeded")
+    # A 403 answer to an earning call: the merchant is not funded, not allowed, or the channel is off.
+    ACCOUNT_REFUSED = "account_refused", _("The platform refused the merchant")
+
+
+class MerchantAlert(models.Model):
+    """The platform said the merchant's balance (or the merchant itself) stands in the way of earnings: from a
+    merchant-level webhook or a 403 answer. Shown as a banner while the account's latest one is unresolved."""
+
+    account = models.CharField(_("account"), max_length=64)
+    kind = models.CharField(_("kind"), max_length=32, choices=AlertKind.choices)
+    message = models.TextField(_("message"), blank=True)
+    current_balance = models.DecimalField(_("current balance"), max_digits=14, decimal_places=2, null=True, blank=True)
+    order_points = models.DecimalField(_("points of the order"), max_digits=14, decimal_places=2, null=True, blank=True)
+    balance_after_order = models.DecimalField(
+        _("balance after the order"), max_digits=14, decimal_places=2, null=True, blank=True
+    )
+    max_debt_allowed = models.DecimalField(_("debt allowed"), max_digits=14, decimal_places=2, null=True, blank=True)
+    merchant_name = models.CharField(_("merchant"), max_length=255, blank=True)
+    platform_time = models.CharField(_("platform time"), max_length=64, blank=True)
+    # A webhook redelivery (or a delivery applied again) finds its alert by this: one alert, one mail.
+    dedupe_key = models.CharField(max_length=64, unique=True)
+    received_at = models.DateTimeField(_("received"), auto_now_add=True)
+    resolved_at = models.DateTimeField(_("resolved"), null=True, blank=True)
+    resolved_by = models.CharField(_("resolved by"), max_length=150, blank=True)
+
+    class Meta:
+        verbose_name = _("balance alert")
+        verbose_name_plural = _("balance alerts")
+        ordering = ["-received_at", "-id"]
+        indexes = [models.Index(fields=["resolved_at", "account"], name="points_earn_alert_open")]
+        permissions = [("resolve_merchantalert", _("Can mark balance alerts resolved"))]
+
+    def __str__(self) -> str:
+        return f"{self.account}: {self.kind}"

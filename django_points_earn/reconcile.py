@@ -19,7 +19,7 @@ from django.utils import timezone
 from redis.exceptions import LockError
 from redis.lock import Lock
 
-from . import corrections, holds, queueing, reversal_lifecycle
+from . import corrections, holds, metrics, queueing, reversal_lifecycle
 from .conf import get_settings
 from .kinds import MACHINES
 from .models import AccountState, EarningRecord, Kind, Reversal, ReversalStatus, Status
@@ -92,13 +92,18 @@ def enqueue_due(*, account: str | None = None, dry_run: bool = False) -> list[st
 def sweep() -> SweepReport:
     from .webhooks import process_pending
 
-    report = SweepReport(recovered_leases=recover_expired_leases(), released_holds=holds.release_due())
-    process_pending()
+    try:
+        report = SweepReport(recovered_leases=recover_expired_leases(), released_holds=holds.release_due())
+        processed = process_pending()
+    except BaseException:
+        metrics.sweep(None, error=True)
+        raise
     try:
         report.drains_requested = enqueue_due()
     except Exception as exc:  # Redis down: the records are safe in the database; the next sweep tries again
         report.redis_error = f"{type(exc).__name__}: {exc}"
         log.warning("sweep could not reach Redis: %s", report.redis_error)
+    metrics.sweep(report, webhooks_processed=processed)
     return report
 
 

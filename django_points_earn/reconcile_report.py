@@ -11,6 +11,7 @@ from typing import Any
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from . import merchant_alerts
 from .models import NEEDS_ATTENTION, AccountState, EarningRecord, Reversal, ReversalStatus, Status, Trigger
 from .phones import mask_phone, mask_phones_in_text
 from .providers.scrubbing import scrub
@@ -48,6 +49,8 @@ class Report:
     refunds_needing_attention_total: int = 0
     new_refund_attention_total: int = 0
     refunds_needing_attention: list[dict[str, Any]] = field(default_factory=list)
+    # Each account's latest balance alert while unresolved (merchant_alerts): shown, not counted in the exit code.
+    balance_alerts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def needs_a_human(self) -> bool:
@@ -64,6 +67,7 @@ class Report:
             "steps": self.steps,
             "by_state": self.by_state,
             "paused_accounts": self.paused_accounts,
+            "balance_alerts": self.balance_alerts,
             "needs_attention_total": self.needs_attention_total,
             "new_attention_total": self.new_attention_total,
             "needs_attention": self.needs_attention,
@@ -124,6 +128,8 @@ def summarise(report: Report, options: Options) -> None:
         qs = qs.filter(account=options.account)
     report.by_state = list(qs.values("account", "status").annotate(n=Count("id")).order_by("account", "status"))
     report.paused_accounts = paused_accounts(options.account)
+    alerts = [a for a in merchant_alerts.open_alerts() if options.account in (None, a.account)]
+    report.balance_alerts = [{"account": a.account, "kind": a.kind, "since": a.received_at} for a in alerts]
     attention = attention_queryset(options)
     report.needs_attention_total = attention.count()
     new = not_yet_reported(attention)

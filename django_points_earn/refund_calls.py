@@ -8,7 +8,7 @@ import logging
 
 from django.db import InterfaceError, OperationalError
 
-from . import accounts, lifecycle, reversal_lifecycle, reversals
+from . import accounts, lifecycle, metrics, reversal_lifecycle, reversals
 from .drain_common import DrainReport, Sent, local_error, still_ours
 from .heartbeat import Heartbeat
 from .models import EarningAttempt, Reversal
@@ -76,6 +76,7 @@ def send_reversal(reversal: Reversal, backend: BaseBackend, *, trigger: str, act
         outcome_unknown=reversal.outcome_unknown,
     )
     saved = reversal_lifecycle.complete(reversal, attempt, result, trigger=trigger)
+    metrics.call(record.account, "refund", result.status, result.http_status, result.duration_ms)
     log.info(
         "refund %s of %s/%s attempt=%s -> %s (HTTP %s)%s",
         reversal.refund_id,

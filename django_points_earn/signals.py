@@ -17,6 +17,8 @@ that raises is logged on the ``django_points_earn`` logger and never reaches the
   earning, already ``partially_reversed`` or ``reversed``).
 - ``earning_needs_attention(sender=EarningRecord, record=...)``: the earning now waits for a person (``rejected``,
   ``blocked`` or ``failed``).
+- ``merchant_balance_low(sender=MerchantAlert, alert=...)``: the platform warned that the merchant's balance is low
+  or past its debt limit, or refused an earning with 403 (``alert.kind`` says which); sent once per alert.
 
 ``earning_awarded`` and ``earning_failed`` are the first names of ``points_awarded`` and
 ``earning_needs_attention``: deprecated, kept as the very same signal objects, so a receiver connected to either
@@ -39,3 +41,5 @@ earning_needs_attention = Signal()
 # Deprecated aliases (the same objects, so nothing is sent twice).
 earning_awarded = points_awarded
 earning_failed = earning_needs_attention
+# Points warned the merchant about its balance (low_balance_warning, debt_exceeded): see merchant_alerts.
+merchant_balance_low = Signal()

@@ -29,11 +29,19 @@ from django.utils.module_loading import import_string
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import earning_states, reversal_lifecycle, reversals, settlement, webhook_input
+from . import earning_states, merchant_alerts, metrics, reversal_lifecycle, reversals, settlement, webhook_input
 from .conf import get_settings
 from .models import EarningRecord, ReversalStatus, Status, WebhookDelivery
 from .providers import platform
-from .providers.events import EarningCancelled, EarningConfirmed, Event, Ignored, ParsedDelivery, PointsTakenBack
+from .providers.events import (
+    EarningCancelled,
+    EarningConfirmed,
+    Event,
+    Ignored,
+    MerchantBalance,
+    ParsedDelivery,
+    PointsTakenBack,
+)
 
 log = logging.getLogger("django_points_earn")
 
@@ -61,6 +69,18 @@ def parser_for(account: str) -> Parser | None:
 @csrf_exempt
 @require_POST
 def receive(request: HttpRequest, account: str) -> HttpResponse:
+    """:func:`answer`, counted by HTTP status (a 5xx too, when storing fails) for the metrics."""
+    known = account in get_settings().account_names
+    try:
+        response = answer(request, account)
+    except BaseException:
+        metrics.webhook_request(account if known else "unknown", 500)
+        raise
+    metrics.webhook_request(account if known else "unknown", response.status_code)
+    return response
+
+
+def answer(request: HttpRequest, account: str) -> HttpResponse:
     """The webhook view of every platform with a ``webhook_parser``, at ``webhooks/<platform>/<account>/``.
 
     ``X-Webhook-Secret`` must equal the account's ``WEBHOOK_SECRET`` (constant-time); else 403, nothing kept.
@@ -155,11 +175,13 @@ def process(delivery_id: int) -> str:
         except NotYet as exc:  # left unprocessed: the sweep (process_pending) applies it once the call is recorded
             result = f"waiting: {exc}"
             WebhookDelivery.objects.filter(pk=delivery.pk).update(result=result)
+            metrics.webhook_delivery(delivery.account, result)
             return result
         except Exception as exc:  # kept for a human; the delivery is not retried blindly
             log.exception("webhook delivery %s could not be applied", delivery_id)
             result = f"error: {type(exc).__name__}: {exc}"
         WebhookDelivery.objects.filter(pk=delivery.pk).update(processed_at=timezone.now(), result=result[:2000])
+    metrics.webhook_delivery(delivery.account, result)
     return result
 
 
@@ -184,6 +206,9 @@ def _apply(delivery: WebhookDelivery) -> str:
     if parse is None:
         return "ignored: this account's platform sends no webhooks"
     events = parse(delivery.payload).events
+    balance = [e for e in events if isinstance(e, MerchantBalance)]
+    if balance:  # about the merchant's balance, not an earning
+        return _balance(delivery, balance[0])
     ignored = next((e for e in events if isinstance(e, Ignored)), None)
     if ignored is not None or not events:
         return f"ignored: {ignored.why if ignored else 'nothing about an earning'}"
@@ -206,6 +231,13 @@ def _apply(delivery: WebhookDelivery) -> str:
         elif isinstance(event, PointsTakenBack):
             result = _taken_back(delivery, record, event)
     return result
+
+
+def _balance(delivery: WebhookDelivery, event: MerchantBalance) -> str:
+    alert, new = merchant_alerts.from_webhook(delivery.account, delivery.dedupe_key, event)
+    if not new:
+        return f"balance alert {alert.pk} already kept ({event.kind})"
+    return f"balance alert {alert.pk} kept: {event.kind}, balance {event.current_balance}"
 
 
 def _confirm(delivery: WebhookDelivery, record: EarningRecord, event: EarningConfirmed) -> str:

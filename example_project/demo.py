@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+import demo_ops  # beside this file (run as a script, its directory is on sys.path)
 
 from django_points_earn.redis_server import RunningRedis, free_port, start_redis
 
@@ -41,6 +44,9 @@ ORDERS = 50
 # the first is kept and awarded when its window closes; the second is returned in its window and never sent.
 RETURN_WINDOW_MINUTES = 2
 HELD_KEPT, HELD_RETURNED = "GIFT-1001", "GIFT-2001"
+METRICS_DIR = DEMO_DIR / "metrics"
+WEBHOOK_SECRET = secrets.token_urlsafe(24)  # this run's, as points_webhook_register would store it
+METRICS_TOKEN = secrets.token_urlsafe(24)
 WORKERS = 2
 SETTLE_TIMEOUT = 180.0  # seconds for every earning to leave queued/sending
 MERCHANT = "demo-shop"
@@ -607,10 +613,16 @@ def configure(demo: Demo, api_key: str, fabric_secret: str) -> None:
         "FABRIC_CLIENT_SECRET": fabric_secret,
         "POINTS_RETRY_BASE_DELAY": "1",  # retries within seconds, not minutes: it is a demo
         "SHOP_RETURN_WINDOW_MINUTES": str(RETURN_WINDOW_MINUTES),
+        "POINTS_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "POINTS_METRICS_TOKEN": METRICS_TOKEN,
+        # Each worker's forked work horses write their counters here; the metrics view merges them.
+        "PROMETHEUS_MULTIPROC_DIR": str(METRICS_DIR),
         "DJANGO_SUPERUSER_PASSWORD": "demo",
         "DJANGO_SETTINGS_MODULE": "shop_site.settings",
         "PYTHONUNBUFFERED": "1",
     }
+    shutil.rmtree(METRICS_DIR, ignore_errors=True)
+    METRICS_DIR.mkdir(parents=True)
     os.environ.update(demo.env)
     sys.path.insert(0, str(PROJECT))
     import django
@@ -637,7 +649,21 @@ def run(demo: Demo) -> bool:
     demo.wait_for_the_hold()
     report_states()
     report_refunds()
-    return check(demo)
+    ok = check(demo)
+    banner = demo_ops.low_balance_banner(demo.sandbox_url, MERCHANT, WEBHOOK_SECRET)
+    say(f"Points sandbox sent low_balance_warning: the dashboard shows the balance banner ({banner})")
+    scraped = demo_ops.scrape(METRICS_TOKEN)
+    if scraped is None:
+        say("Metrics: prometheus_client is not installed (pip install -e '.[metrics]'): nothing to scrape")
+    else:
+        say(
+            "Metrics scraped from /loyalty/metrics/ (workers' processes merged): "
+            + ", ".join(f"{name} {value:.0f}" for name, value in sorted(scraped.items()))
+        )
+        if not any(name.endswith(" earning awarded") and value for name, value in scraped.items()):
+            print("    FAIL: the scrape shows no awarded call")
+            ok = False
+    return ok
 
 
 def main() -> int:

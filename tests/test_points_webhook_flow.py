@@ -119,12 +119,13 @@ def test_reordered_stream_refund_before_approval(client, place_order, points_api
 
 
 def test_unknown_and_irrelevant_events_are_stored_and_ignored(client, place_order, points_api):
-    merchant_event = {"event": "low_balance_warning", "merchant": {"id": 1}, "data": {"current_balance": 5}}
+    # A merchant-level event we do not know (the two we know become balance alerts: test_balance_alerts.py)
+    merchant_event = {"event": "balance_topped_up", "merchant": {"id": 1}, "data": {"current_balance": 5}}
     assert post(client, merchant_event).status_code == 200
     assert post(client, {"event": "shipping_status_updated", "order": {"id": "x"}}).status_code == 200
     run_worker()
     assert sorted(WebhookDelivery.objects.values_list("result", flat=True)) == [
-        "ignored: low_balance_warning is not about earning",
+        "ignored: balance_topped_up is not about earning",
         "ignored: shipping_status_updated is not about earning",
     ]
 

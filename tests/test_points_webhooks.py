@@ -90,7 +90,8 @@ def test_cancelled_gives_the_id_then_cancels_with_the_reason():
     assert parse(delivery("cancelled", id="", reason=None)).events == (EarningCancelled("SO-1", "", ""),)
 
 
-@pytest.mark.parametrize("event", ["low_balance_warning", "shipping_status_updated", "Approved", "refund"])
+# (low_balance_warning and debt_exceeded are about the merchant's balance: tests/test_balance_alerts.py)
+@pytest.mark.parametrize("event", ["balance_topped_up", "shipping_status_updated", "Approved", "refund"])
 def test_other_events_are_ignored_by_name(event):
     assert parse(delivery(event)).events == (Ignored(f"{event} is not about earning"),)
 

@@ -13,7 +13,7 @@ from django.urls import path, reverse
 from django.utils import translation
 from django.utils.translation import gettext as _
 
-from .. import reconcile
+from .. import merchant_alerts, reconcile
 from ..models import AccountState, Trigger
 from . import operations, stats
 from .chart import hourly_bars
@@ -22,6 +22,17 @@ from .display import age, badge, last_error
 VIEW_PERM = "django_points_earn.view_earningrecord"
 RETRY_PERM = "django_points_earn.retry_earningrecord"
 RESUME_PERM = "django_points_earn.resume_accountstate"
+RESOLVE_ALERT_PERM = "django_points_earn.resolve_merchantalert"
+
+
+def balance_banner(request: HttpRequest) -> dict[str, Any]:
+    """The balance banner's context: each account's latest unresolved alert, and whether the user may resolve it.
+    Never fails the page it is on."""
+    try:
+        banner = merchant_alerts.banner_context()
+    except Exception:
+        return {}
+    return {**banner, "can_resolve_alerts": request.user.has_perm(RESOLVE_ALERT_PERM)}
 
 
 class DashboardAdmin(admin.ModelAdmin):
@@ -46,6 +57,11 @@ class DashboardAdmin(admin.ModelAdmin):
             path("", wrap(self.changelist_view), name="{}_{}_changelist".format(*info)),
             path("reconcile/", wrap(self.reconcile_view), name="{}_{}_reconcile".format(*info)),
             path("resume/<str:account>/", wrap(self.resume_view), name="{}_{}_resume".format(*info)),
+            path(
+                "resolve-alert/<str:account>/",
+                wrap(self.resolve_alert_view),
+                name="{}_{}_resolve_alert".format(*info),
+            ),
         ]
 
     def _context(self, request: HttpRequest, **extra: Any) -> dict[str, Any]:
@@ -73,6 +89,7 @@ class DashboardAdmin(admin.ModelAdmin):
             can_reconcile=request.user.has_perm(RETRY_PERM),
             can_resume=request.user.has_perm(RESUME_PERM),
             earnings_url=reverse("admin:django_points_earn_earningrecord_changelist"),
+            **balance_banner(request),
         )
         return TemplateResponse(request, "admin/django_points_earn/dashboard.html", context)
 
@@ -128,3 +145,20 @@ class DashboardAdmin(admin.ModelAdmin):
         context = self._context(request, title=_("Resume account %(account)s") % {"account": account}, state=state)
         context["back_url"] = back
         return TemplateResponse(request, "admin/django_points_earn/confirm_resume.html", context)
+
+    def resolve_alert_view(self, request: HttpRequest, account: str) -> HttpResponse:
+        """The banner's button: every unresolved balance alert of the account, resolved by this user (kept)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_view_permission(request) or not request.user.has_perm(RESOLVE_ALERT_PERM):
+            raise PermissionDenied
+        count = merchant_alerts.resolve(account, actor=request.user.get_username())
+        if count:
+            messages.success(
+                request,
+                _("Balance alerts of account %(account)s marked resolved: %(count)d.")
+                % {"account": account, "count": count},
+            )
+        else:
+            messages.info(request, _("Account %(account)s has no unresolved balance alert.") % {"account": account})
+        return HttpResponseRedirect(reverse("admin:django_points_earn_reconciliationdashboard_changelist"))

@@ -47,13 +47,29 @@ class PointsTakenBack:
 
 
 @dataclass(frozen=True)
+class MerchantBalance:
+    """The merchant's own balance on the platform is running out (``kind`` "low_balance_warning") or past the debt
+    it may run up ("debt_exceeded"): about the account, not one earning. Amounts are None when the delivery does
+    not give them reliably; ``at`` is the platform's timestamp as sent ("" when none)."""
+
+    kind: str
+    current_balance: Decimal | None = None
+    order_points: Decimal | None = None
+    balance_after_order: Decimal | None = None
+    max_debt_allowed: Decimal | None = None
+    merchant_id: str = ""
+    merchant_name: str = ""
+    at: str = ""
+
+
+@dataclass(frozen=True)
 class Ignored:
     """Nothing here is about an earning; ``why`` is kept on the delivery."""
 
     why: str
 
 
-Event = EarningConfirmed | EarningCancelled | PointsTakenBack | Ignored
+Event = EarningConfirmed | EarningCancelled | PointsTakenBack | MerchantBalance | Ignored
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,22 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from .events import EarningCancelled, EarningConfirmed, Event, Ignored, ParsedDelivery, PointsTakenBack
+from .events import (
+    EarningCancelled,
+    EarningConfirmed,
+    Event,
+    Ignored,
+    MerchantBalance,
+    ParsedDelivery,
+    PointsTakenBack,
+)
 
 APPROVED = "approved"
 REFUNDS = ("refunded", "auto_refunded")
 CANCELLED = "cancelled"
+# Merchant-level events (known from Points' PHP SDK only): ``{event, merchant, data, timestamp}``, no order.
+MERCHANT_EVENTS = ("low_balance_warning", "debt_exceeded")
+BALANCE_FIELDS = ("current_balance", "order_points", "balance_after_order", "max_debt_allowed")
 # Points marks an earning order with type "earning" (or 1); an order without a type is taken for one.
 EARNING_TYPES = ("earning", "1")
 # An order's state after a refund that took every point back (whatever share was asked).
@@ -32,6 +43,8 @@ MAX_NUMBER = Decimal(10) ** 12
 
 def parse(payload: dict[str, Any]) -> ParsedDelivery:
     """The delivery's order number, platform id and dedupe fields, and what it says (:mod:`.events`)."""
+    if str(payload.get("event")) in MERCHANT_EVENTS:
+        return _merchant_event(payload)
     order = _order(payload)
     return ParsedDelivery(
         order_number=_text(order.get("order_number")),
@@ -72,6 +85,23 @@ def events(event: str, order: dict[str, Any]) -> tuple[Event, ...]:
         fully=status in FULLY_BACK,
     )
     return (*given, taken)
+
+
+def _merchant_event(payload: dict[str, Any]) -> ParsedDelivery:
+    """A balance event: about the merchant, not an order. A redelivery repeats its timestamp and figures; a new
+    warning differs in at least one of them."""
+    merchant = payload.get("merchant") if isinstance(payload.get("merchant"), dict) else {}
+    data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
+    stamp = _text(payload.get("timestamp"))[:64]
+    event = MerchantBalance(
+        kind=str(payload.get("event")),
+        **{name: _number(data.get(name)) for name in BALANCE_FIELDS},
+        merchant_id=_text(merchant.get("id"))[:64],
+        merchant_name=_text(merchant.get("name"))[:255],
+        at=stamp,
+    )
+    key = (_text(merchant.get("id")), stamp, *(str(data.get(name)) for name in BALANCE_FIELDS))
+    return ParsedDelivery(key=key, events=(event,))
 
 
 def _order(payload: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from urllib.parse import parse_qs, urlsplit
 from .points_wire import FORBIDDEN, json_answer, parse_body
 from .response import SandboxResponse, as_bytes
 
+BALANCE_FIGURES = ("current_balance", "order_points", "balance_after_order", "max_debt_allowed")
+
 
 class PointsControl:
     """Mixed into :class:`~django_points_earn.sandbox.points.PointsSandbox`; every endpoint calls one of its
@@ -18,8 +20,9 @@ class PointsControl:
 
     def control(self, method: str, path: str, headers: Mapping[str, str], body: bytes | str | None) -> SandboxResponse:
         """Test-side endpoints: ``GET /ledger``, ``GET /events?since=N``, ``POST /faults``, ``/script``,
-        ``/reset``, ``/merchants``, ``/ratings``, ``/activate``, ``/approve-pending``, ``/dashboard``. Answers never
-        contain an API key."""
+        ``/reset``, ``/merchants``, ``/ratings``, ``/activate``, ``/approve-pending``, ``/dashboard``, ``/balance``
+        (a merchant balance webhook: ``{event, merchant, current_balance, ...}``). Answers never contain an API key.
+        """
         parts = urlsplit(path)
         route = (method.upper(), parts.path.rstrip("/") or "/")
         data, bad = parse_body(as_bytes(body))
@@ -48,6 +51,13 @@ class PointsControl:
                 return self._control_ratings(data)
             if route == ("POST", "/activate"):
                 return json_answer(200, {"orders": self.activate(str(data.get("phone", "")))})
+            if route == ("POST", "/balance"):
+                names = self.balance_event(
+                    str(data.get("event") or "low_balance_warning"),
+                    data.get("merchant") or None,
+                    **{k: float(data[k]) for k in BALANCE_FIGURES if data.get(k) is not None},
+                )
+                return json_answer(200, {"merchants": names})
             if route == ("POST", "/approve-pending"):
                 return json_answer(200, {"orders": self.approve_all_pending()})
             if route == ("POST", "/dashboard"):

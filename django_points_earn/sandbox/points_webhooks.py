@@ -1,8 +1,10 @@
-"""The Points sandbox's webhooks: the events it records (approved, refunded, cancelled) and the endpoints a
+"""The Points sandbox's webhooks: the events it records (approved, refunded, cancelled, and on request the
+merchant's balance events) and the endpoints a
 merchant registers (``POST``/``GET /webhooks``). ``webhook_sender.py`` delivers the events to the endpoints."""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import threading
 import uuid
@@ -15,6 +17,8 @@ from .points_rules import optional_string
 from .points_state import Order, PointsMerchant, iso
 from .points_wire import error, ok, parse_body, validation_error
 from .response import SandboxResponse
+
+BALANCE_EVENTS = ("low_balance_warning", "debt_exceeded")
 
 
 class PointsWebhooks:
@@ -33,6 +37,43 @@ class PointsWebhooks:
         now = iso(self._clock())
         payload = {"event": event, "order": {**webhook_order(order), **extra}, "timestamp": now}
         self.events.append({"seq": len(self.events) + 1, "merchant": m.name, "event": event, "payload": payload})
+
+    def balance_event(
+        self,
+        event: str = "low_balance_warning",
+        merchant: str | None = None,
+        *,
+        current_balance: float = 120.0,
+        order_points: float = 500.0,
+        balance_after_order: float | None = None,
+        max_debt_allowed: float = 0.0,
+    ) -> list[str]:
+        """Points' merchant-level webhook (known from its PHP SDK): ``low_balance_warning`` or ``debt_exceeded``
+        for ``merchant`` (default: every merchant). Returns the merchants it was recorded for."""
+        if event not in BALANCE_EVENTS:
+            raise ValueError(f"event must be one of {', '.join(BALANCE_EVENTS)}")
+        after = current_balance - order_points if balance_after_order is None else balance_after_order
+        with self._state:
+            now = iso(self._clock())
+            names = [m for m in self._merchants if merchant in (None, "", m)]
+            if merchant and not names:
+                raise ValueError(f"no merchant {merchant!r} in the sandbox")
+            for name in names:
+                merchant_id = int(hashlib.sha256(name.encode()).hexdigest()[:6], 16)
+                payload = {
+                    "event": event,
+                    "merchant": {"id": merchant_id, "name": name, "created_at": now, "updated_at": now},
+                    "data": {
+                        "current_balance": current_balance,
+                        "order_points": order_points,
+                        "balance_after_order": after,
+                        "max_debt_allowed": max_debt_allowed,
+                    },
+                    "timestamp": now,
+                }
+                seq = len(self.events) + 1
+                self.events.append({"seq": seq, "merchant": name, "event": event, "payload": payload})
+        return names
 
     def events_since(self, seq: int = 0) -> list[dict[str, Any]]:
         """Events with a sequence number above ``seq`` (a webhook sender's cursor)."""

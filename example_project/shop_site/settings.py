@@ -92,7 +92,12 @@ RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300}}
 RQ_SHOW_ADMIN_LINK = False
 
 # -- loyalty points ------------------------------------------------------------------------------------------
-POINTS_ACCOUNT = {"PROVIDER": "points", "API_KEY": env("POINTS_API_KEY", default="")}
+POINTS_ACCOUNT = {
+    "PROVIDER": "points",
+    "API_KEY": env("POINTS_API_KEY", default=""),
+    # What points_webhook_register stored (the demo makes one up): /loyalty/webhooks/points/main/ checks it.
+    "WEBHOOK_SECRET": env("POINTS_WEBHOOK_SECRET", default=""),
+}
 if env("POINTS_BASE_URL", default=""):
     POINTS_ACCOUNT["BASE_URL"] = env("POINTS_BASE_URL")  # else the app's default: the production API
 
@@ -124,6 +129,8 @@ POINTS_EARN = {
     "ORDER_ADAPTER": "shop.adapters.ShopOrderAdapter",
     "RETRY": {"BASE_DELAY": env("POINTS_RETRY_BASE_DELAY")},
     "SWEEP_INTERVAL": env("POINTS_SWEEP_INTERVAL"),
+    # /loyalty/metrics/ for Prometheus, with `Authorization: Bearer $POINTS_METRICS_TOKEN` (docs/operations.md).
+    "METRICS": {"TOKEN": env("POINTS_METRICS_TOKEN", default="")},
 }
 
 # -- languages -----------------------------------------------------------------------------------------------

@@ -33,4 +33,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("django-rq/", include((rq_dashboard, "django_rq"))),
     path("orders/<str:number>/", order_page, name="order"),  # the customer's order page, with its points
+    # Points' webhooks (/loyalty/webhooks/points/<account>/) and the Prometheus metrics (/loyalty/metrics/).
+    path("loyalty/", include("django_points_earn.urls")),
 ]

@@ -102,6 +102,17 @@ class Command(BaseCommand):
         ask.add_argument("--refund", metavar="ORDER_NUMBER", help="refund it as in the Points dashboard: refunded")
         ask.add_argument("--amount", help="with --refund: the amount refunded (default: all that is left)")
         ask.add_argument("--cancel", metavar="ORDER_NUMBER", help="cancel it as in the Points dashboard: cancelled")
+        ask.add_argument(
+            "--low-balance",
+            nargs="?",
+            const="",
+            metavar="MERCHANT",
+            help="send a low_balance_warning webhook (for MERCHANT, default every merchant)",
+        )
+        ask.add_argument(
+            "--debt-exceeded", nargs="?", const="", metavar="MERCHANT", help="send a debt_exceeded webhook"
+        )
+        ask.add_argument("--balance", type=float, help="with --low-balance/--debt-exceeded: the current balance")
         parser.add_argument("--points-per-sar", type=float, default=10)
         parser.add_argument("--seed", type=int, help="seed for fault rolls and uuids (reproducible runs)")
         parser.add_argument("--latency-ms", type=float, default=0)
@@ -142,7 +153,8 @@ class Command(BaseCommand):
             )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["activate"] or options["approve_pending"] or options["refund"] or options["cancel"]:
+        balance = options.get("low_balance") is not None or options.get("debt_exceeded") is not None
+        if options["activate"] or options["approve_pending"] or options["refund"] or options["cancel"] or balance:
             self.ask_running(options)
             return
         keys = dict(parse_api_key(v) for v in options["api_keys"] or [f"{DEFAULT_KEY}={DEFAULT_MERCHANT}"])
@@ -257,7 +269,13 @@ class Command(BaseCommand):
             host = check_loopback(options["host"])
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
-        if options["activate"]:
+        balance_event = next((e for e in ("low_balance", "debt_exceeded") if options.get(e) is not None), None)
+        if balance_event is not None:
+            event = {"low_balance": "low_balance_warning", "debt_exceeded": "debt_exceeded"}[balance_event]
+            path, body = "/balance", {"event": event, "merchant": options[balance_event]}
+            if options.get("balance") is not None:
+                body["current_balance"] = options["balance"]
+        elif options["activate"]:
             path, body = "/activate", {"phone": options["activate"]}
         elif options["refund"] or options["cancel"]:
             action = "refund" if options["refund"] else "cancel"
@@ -275,6 +293,9 @@ class Command(BaseCommand):
         data = answer.json() if answer.headers.get("Content-Type", "").startswith("application/json") else {}
         if answer.status_code != 200:
             raise CommandError(f"the sandbox refused: {data.get('error') or answer.status_code}")
+        if "merchants" in data:
+            self.stdout.write(f"{body['event']} sent for: {', '.join(data['merchants']) or 'no merchant'}")
+            return
         if "order" in data:
             order = data["order"]
             self.stdout.write(
