@@ -8,6 +8,7 @@ import uuid
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from .choices import Kind
 from .phones import mask_phone
 
 
@@ -30,15 +31,6 @@ class Status(models.TextChoices):
     SKIPPED = "skipped", _("Skipped")
     RESOLVED = "resolved", _("Resolved by hand")
     CANCELLED = "cancelled", _("Cancelled before sending")
-
-
-class Kind(models.TextChoices):
-    """What an earning is for: a paid order, or a review (Points' rating channels, keyed by the review's reference,
-    which is stored as the record's ``order_number``)."""
-
-    PURCHASE = "purchase", _("Purchase")
-    STORE_RATING = "store_rating", _("Store rating")
-    PRODUCT_RATING = "product_rating", _("Product rating")
 
 
 RATING_KINDS = (Kind.STORE_RATING, Kind.PRODUCT_RATING)

@@ -13,9 +13,9 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .choices import Kind
 from .conf import get_settings, setting_path
 from .earning_request import InvalidEarningRequest
-from .models import Kind
 
 # Points documents no length for these; a longer text is cut, never a reason to refuse the earning (audit only).
 COMMENT_MAX = 1000

@@ -12,8 +12,8 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from .choices import Kind
 from .conf import get_settings, setting_path
-from .models import Kind
 from .rating_request import RatingRequest
 
 

@@ -118,3 +118,19 @@ def test_every_module_is_small_and_platform_modules_share_no_private_names():
         if alias.name.startswith("_") and not alias.name.startswith("__")  # a dunder (__version__) is public
     ]
     assert too_long == {} and private == []
+
+
+def test_the_adapter_module_imports_before_django_is_set_up():
+    """A shop's adapter module (and the settings reference script) imports ``django_points_earn.adapters`` before
+    the app registry is ready: it must not pull in the models (it did once, through the rating adapter)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    code = (
+        "import django_points_earn.adapters, django_points_earn.earning_request, django_points_earn.conf, "
+        "django_points_earn.providers.points, django_points_earn.providers.fabric"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]

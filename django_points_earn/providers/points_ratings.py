@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from ..choices import Kind
 from ..earning_request import InvalidEarningRequest
-from ..models import Kind
 from ..phones import InvalidPhone, normalize_ksa_mobile
 from ..rating_request import RatingRequest
 from .results import FORBIDDEN, REJECTED, EarnResult
