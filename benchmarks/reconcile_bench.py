@@ -39,7 +39,7 @@ def fill(rows: int, repair_fraction: float) -> dict[str, int]:
     columns = (
         "account, provider, order_number, order_id, phone, total, request, status, status_reason, attempts, "
         "rate_limited, outcome_unknown, next_attempt_at, lease_expires_at, lease_token, remote_id, "
-        "remote_reference, remote_status, points, created_at, updated_at, completed_at, drift"
+        "remote_reference, remote_status, points, created_at, updated_at, completed_at, drift, kind"
     )
     buf = io.StringIO()
     n = 0
@@ -60,7 +60,7 @@ def fill(rows: int, repair_fraction: float) -> dict[str, int]:
             buf.write(
                 f"{account}\tpoints\tSO-{n:08d}\t{n}\t5{n % 100000000:08d}\t100.00\t{{}}\t{status}\t\t0\t0\tf\t"
                 f"{next_at}\t{lease}\t{token}\t{remote}\t\t\t1000.00\t{created.isoformat()}\t{created.isoformat()}\t"
-                f"{completed}\t\n"
+                f"{completed}\t\tpurchase\n"
             )
             if n % 100_000 == 0:
                 _copy(connection, columns, buf)
