@@ -168,6 +168,25 @@ def test_a_403_answer_pauses_the_account_as_before_and_shows_the_same_banner_onc
     assert "Merchant is not allowed to create earning orders" in page
 
 
+@override_settings(ADMINS=ADMINS)
+def test_a_disabled_rating_channel_shows_the_banner_once_and_pauses_nothing(points_api, heard, admin_client):
+    """Failed on c83502d: a rating's 403 ("channel disabled") became a plain rejection, so the merchant heard of it
+    nowhere (no banner, no mail, no signal) while every review's earning was refused."""
+    from tests.test_ratings import approve
+
+    points_api.disable_rating_channel("main", "store")
+    approve("review-off-1")
+    approve("review-off-2")
+    settle()
+    assert set(EarningRecord.objects.values_list("status", flat=True)) == {Status.REJECTED}
+    assert not AccountState.objects.filter(account="main", paused=True).exists()  # purchases go on
+    [alert] = MerchantAlert.objects.all()  # two refused reviews, one open alert
+    assert alert.kind == AlertKind.ACCOUNT_REFUSED and "store-rating channel" in alert.message
+    assert len(mail.outbox) == 1 and heard == [alert]
+    page = admin_client.get(DASHBOARD).content.decode()
+    assert 'id="pe-balance-banner"' in page and "store-rating channel" in page
+
+
 def test_the_banner_shows_on_the_dashboard_and_the_earnings_list_until_someone_allowed_resolves_it(
     client, django_user_model
 ):
