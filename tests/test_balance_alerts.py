@@ -216,6 +216,22 @@ def test_the_banner_shows_on_the_dashboard_and_the_earnings_list_until_someone_a
     assert 'id="pe-balance-banner"' in client.get(DASHBOARD).content.decode()
 
 
+def test_one_accounts_many_warnings_never_hide_another_accounts_banner(admin_client):
+    """Failed on c83502d: the banner read the 200 newest unresolved alerts and kept each account's latest; Points
+    warns about a low balance order by order, so one busy account's warnings pushed another account's open alert
+    out of the banner."""
+    from django_points_earn import merchant_alerts
+
+    merchant_alerts.from_refusal("branch", "Points refused the merchant: not funded")
+    MerchantAlert.objects.bulk_create(
+        MerchantAlert(account="main", kind=AlertKind.LOW_BALANCE, current_balance=n, dedupe_key=f"k{n}")
+        for n in range(201)
+    )
+    assert {alert.account for alert in merchant_alerts.open_alerts()} == {"main", "branch"}
+    page = admin_client.get(DASHBOARD).content.decode()
+    assert 'data-account="branch"' in page and 'data-account="main"' in page
+
+
 def test_the_alerts_page_resolves_by_its_action_for_people_with_the_permission(admin_client, client):
     webhooks.process(post(client, low_balance()).pk)
     alert = MerchantAlert.objects.get()
