@@ -217,3 +217,27 @@ def test_a_purchase_accepted_on_a_number_a_rating_holds_never_takes_the_ratings_
     assert purchase.remote_id == ""
     assert EarningRecord.objects.filter(remote_id=rating.remote_id).count() == 1
 
+
+def test_the_platforms_webhook_of_an_order_reaches_its_purchase_not_an_unsent_rating_of_that_number(
+    points_api, place_order, client
+):
+    """Failed on c83502d: a review rejected before any call (a bad phone) under reference SO-BOTH, then an order
+    SO-BOTH whose customer activates later: the approved webhook, found by number, went to the older record, the
+    rating. It took the purchase's id (and any refund webhook after it), and the purchase waited for ever."""
+    from tests.test_points_flow import post
+
+    approve("SO-BOTH", phone="12")
+    rating = EarningRecord.objects.get(order_number="SO-BOTH", kind=Kind.STORE_RATING)
+    assert rating.status == Status.REJECTED and rating.payload is None  # nothing was sent for it
+    place_order("SO-BOTH", phone="0500000003")  # a customer who has not activated their account yet
+    settle()
+    purchase = EarningRecord.objects.get(order_number="SO-BOTH", kind=Kind.PURCHASE)
+    assert purchase.status == Status.PENDING_ACTIVATION
+    points_api.activate("0500000003")
+    [approved] = [e["payload"] for e in points_api.events_since(0)]
+    post(client, approved)
+    run_worker()
+    purchase.refresh_from_db()
+    rating.refresh_from_db()
+    assert (purchase.status, purchase.remote_id) == (Status.AWARDED, approved["order"]["id"])
+    assert (rating.status, rating.remote_id) == (Status.REJECTED, "")
