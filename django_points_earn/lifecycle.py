@@ -21,7 +21,7 @@ from django.utils import timezone
 from . import accounts, backoff, merchant_alerts, settlement
 from .conf import get_settings
 from .earning_states import DUPLICATE_CONFIRMED, EARNINGS, announce, run_settled_hooks, settled_by_platform_id
-from .models import EarningAttempt, EarningRecord, Status, Trigger
+from .models import RATING_KINDS, EarningAttempt, EarningRecord, Status, Trigger
 from .outbox import Audit, finish_attempt
 from .providers import base as results
 from .providers.base import EarnResult
@@ -187,8 +187,9 @@ def complete(
             return EarningRecord.objects.get(pk=record.pk)
         if pause_reason:
             accounts.pause_account(record.account, pause_reason)
-        if result.status == results.FORBIDDEN:
+        if result.status == results.FORBIDDEN or (record.kind in RATING_KINDS and result.http_status == 403):
             # Not funded, not allowed, channel off: the balance banner too (beside the pause, never instead of it).
+            # A rating's 403 ("channel disabled") only rejects that review, but the merchant must still hear of it.
             merchant_alerts.from_refusal(record.account, result.message)
         # Moved under our lease, the row is exactly what we wrote; taken over by a sweep meanwhile, it is not.
         saved = _as_written(record, to, fields) if ours else EarningRecord.objects.get(pk=record.pk)

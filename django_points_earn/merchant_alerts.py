@@ -18,6 +18,7 @@ from typing import Any
 
 from django.core.mail import mail_admins
 from django.db import IntegrityError, transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from . import metrics
@@ -119,11 +120,11 @@ def mail_body(alert: MerchantAlert) -> str:
 
 
 def open_alerts() -> list[MerchantAlert]:
-    """Each account's latest alert, for the accounts whose latest alert is unresolved (newest first)."""
-    latest: dict[str, MerchantAlert] = {}
-    for alert in MerchantAlert.objects.filter(resolved_at__isnull=True).order_by("-received_at", "-id")[:200]:
-        latest.setdefault(alert.account, alert)
-    return list(latest.values())[:BANNER_LIMIT]
+    """Each account's latest alert, for the accounts whose latest alert is unresolved (newest first). One query,
+    per account: one account's many warnings never push another account's alert out of the banner."""
+    unresolved = MerchantAlert.objects.filter(resolved_at__isnull=True)
+    latest = unresolved.filter(account=OuterRef("account")).order_by("-received_at", "-id").values("id")[:1]
+    return list(unresolved.filter(id=Subquery(latest)).order_by("-received_at", "-id")[:BANNER_LIMIT])
 
 
 def resolve(account: str, *, actor: str) -> int:

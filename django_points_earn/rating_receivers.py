@@ -15,7 +15,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
-from . import earning_insert
+from . import announce, earning_insert
 from .adapters import get_adapter
 from .conf import get_settings
 from .earning_request import InvalidEarningRequest
@@ -70,6 +70,7 @@ def record_approved_review(review: Any) -> EarningRecord:
     }
     record, created = earning_insert.create(status=status, reason=reason, **values)
     if created:
+        announce.earning_settled(record)  # rejected at moderation: the shop hears it needs a person
         log.log(
             logging.INFO if status == Status.QUEUED else logging.WARNING,
             "%s earning %s/%s phone=%s recorded as %s%s",

@@ -175,6 +175,11 @@ def _hold(adapter: Any, order: Any, account: str) -> tuple[str, datetime | None,
 
 def on_order_delivered(sender: Any, order: Any = None, delivered_at: datetime | None = None, **kwargs: Any) -> None:
     """``order_delivered``: an earning held until delivery starts its hold's clock. Never raises."""
+    if delivered_at is not None and not isinstance(delivered_at, datetime):
+        log.error("order_delivered was sent with delivered_at=%r, not a datetime; the hold runs from now", delivered_at)
+        delivered_at = None
+    elif delivered_at is not None and timezone.is_naive(delivered_at):
+        delivered_at = timezone.make_aware(delivered_at)  # the shop's time zone, as get_send_after's
     try:
         adapter = get_adapter()
         account, number = adapter.get_account(order), str(adapter.get_order_number(order) or "").strip()

@@ -140,6 +140,15 @@ def settle_from_known_id(record: EarningRecord, *, deliveries: bool = False) -> 
     if not remote_id and not deliveries:
         return False
     if not remote_id:
+        if (
+            EarningRecord.objects.filter(account=record.account, order_number=record.order_number)
+            .exclude(pk=record.pk)
+            .exists()
+        ):
+            # Another kind's earning (a review whose reference is this number) shares it: the platform keeps one
+            # order per number, so an approved delivery of that number may be the other's. Left as it is (reconcile
+            # lists an old accepted earning for a human) rather than given the other's id.
+            return False
         delivery = (
             WebhookDelivery.objects.filter(account=record.account, order_number=record.order_number, event="approved")
             .exclude(order_uuid="")

@@ -31,7 +31,7 @@ from django.views.decorators.http import require_POST
 
 from . import earning_states, merchant_alerts, metrics, reversal_lifecycle, reversals, settlement, webhook_input
 from .conf import get_settings
-from .models import EarningRecord, ReversalStatus, Status, WebhookDelivery
+from .models import EarningRecord, Kind, ReversalStatus, Status, WebhookDelivery
 from .providers import platform
 from .providers.events import (
     EarningCancelled,
@@ -285,7 +285,13 @@ def _taken_back(delivery: WebhookDelivery, record: EarningRecord, event: PointsT
 
 
 def _find(account: str, event: Event) -> EarningRecord | None:
-    """The earning an event is about: by the platform's id, else by the order number."""
+    """The earning an event is about: by the platform's id, else by the order number. A number is unique per kind
+    only (a review's reference may equal an order's number): the platform's order is one we sent, so a record
+    with a request body comes before one rejected before any call; among those, the oldest."""
     uuid, number = getattr(event, "remote_id", ""), getattr(event, "order_number", "")
     qs = EarningRecord.objects.filter(account=account)
-    return (uuid and qs.filter(remote_id=uuid).first()) or (number and qs.filter(order_number=number).first()) or None
+    found = uuid and qs.filter(remote_id=uuid).first()
+    if found or not number:
+        return found or None
+    same_number = list(qs.filter(order_number=number).order_by("pk")[: len(Kind)])
+    return next((r for r in same_number if r.payload is not None), same_number[0] if same_number else None)

@@ -4,12 +4,13 @@ hold permission and a confirmation page, audited with the agent's name."""
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 
 from django_points_earn.models import EarningEvent, EarningRecord, Status
-from tests.admin_helpers import CHANGELIST, staff
+from tests.admin_helpers import CHANGELIST, action_url, staff
 from tests.conftest import run_worker
 from tests.test_admin_actions import bulk, choose
 
@@ -72,3 +73,20 @@ def test_hold_longer_moves_the_date_by_the_days_asked(django_user_model, client,
     assert abs(moved.send_after - (soon.send_after + timedelta(days=10))) < timedelta(seconds=1)
     event = EarningEvent.objects.get(record=soon)
     assert event.actor == "agent" and event.note.startswith("held until ")
+
+
+def test_a_refund_taken_off_a_held_earning_from_the_admin_is_reported_as_done(admin_client, held):
+    """Failed on c83502d: "take points back" on a held earning lowered it (or cancelled it), then told the agent
+    "SO-LATER not changed: …": an agent who believes it may enter the refund again under another reference, and
+    that takes as much off a second time."""
+    soon, later = held
+    answer = {"confirm": "yes", "amount": "10.00", "reason": "one cup returned", "refund_id": "admin-1"}
+    shown = admin_client.post(action_url(later, "reverse"), answer, follow=True).content.decode()
+    assert EarningRecord.objects.get(pk=later.pk).total == Decimal("27.00")  # 37.00 less the refund
+    assert "not changed" not in shown
+    assert "Refund recorded, points to be taken back: 1." in shown and "taken off the held earning" in shown
+
+    answer = {"confirm": "yes", "reason": "all returned", "refund_id": "admin-2"}  # no amount: all of it
+    shown = admin_client.post(action_url(soon, "reverse"), answer, follow=True).content.decode()
+    assert EarningRecord.objects.get(pk=soon.pk).status == Status.CANCELLED
+    assert "not changed" not in shown and "held and never sent" in shown

@@ -168,6 +168,25 @@ def test_a_403_answer_pauses_the_account_as_before_and_shows_the_same_banner_onc
     assert "Merchant is not allowed to create earning orders" in page
 
 
+@override_settings(ADMINS=ADMINS)
+def test_a_disabled_rating_channel_shows_the_banner_once_and_pauses_nothing(points_api, heard, admin_client):
+    """Failed on c83502d: a rating's 403 ("channel disabled") became a plain rejection, so the merchant heard of it
+    nowhere (no banner, no mail, no signal) while every review's earning was refused."""
+    from tests.test_ratings import approve
+
+    points_api.disable_rating_channel("main", "store")
+    approve("review-off-1")
+    approve("review-off-2")
+    settle()
+    assert set(EarningRecord.objects.values_list("status", flat=True)) == {Status.REJECTED}
+    assert not AccountState.objects.filter(account="main", paused=True).exists()  # purchases go on
+    [alert] = MerchantAlert.objects.all()  # two refused reviews, one open alert
+    assert alert.kind == AlertKind.ACCOUNT_REFUSED and "store-rating channel" in alert.message
+    assert len(mail.outbox) == 1 and heard == [alert]
+    page = admin_client.get(DASHBOARD).content.decode()
+    assert 'id="pe-balance-banner"' in page and "store-rating channel" in page
+
+
 def test_the_banner_shows_on_the_dashboard_and_the_earnings_list_until_someone_allowed_resolves_it(
     client, django_user_model
 ):
@@ -195,6 +214,22 @@ def test_the_banner_shows_on_the_dashboard_and_the_earnings_list_until_someone_a
     # A new warning shows the banner again
     webhooks.process(post(client, low_balance(current_balance=5)).pk)
     assert 'id="pe-balance-banner"' in client.get(DASHBOARD).content.decode()
+
+
+def test_one_accounts_many_warnings_never_hide_another_accounts_banner(admin_client):
+    """Failed on c83502d: the banner read the 200 newest unresolved alerts and kept each account's latest; Points
+    warns about a low balance order by order, so one busy account's warnings pushed another account's open alert
+    out of the banner."""
+    from django_points_earn import merchant_alerts
+
+    merchant_alerts.from_refusal("branch", "Points refused the merchant: not funded")
+    MerchantAlert.objects.bulk_create(
+        MerchantAlert(account="main", kind=AlertKind.LOW_BALANCE, current_balance=n, dedupe_key=f"k{n}")
+        for n in range(201)
+    )
+    assert {alert.account for alert in merchant_alerts.open_alerts()} == {"main", "branch"}
+    page = admin_client.get(DASHBOARD).content.decode()
+    assert 'data-account="branch"' in page and 'data-account="main"' in page
 
 
 def test_the_alerts_page_resolves_by_its_action_for_people_with_the_permission(admin_client, client):

@@ -214,6 +214,28 @@ def test_a_hold_after_delivery_starts_its_clock_at_order_delivered(place_order, 
     assert EarningRecord.objects.get().status == Status.AWARDED
 
 
+def test_a_naive_or_unreadable_delivery_time_still_starts_the_clock(place_order, points_api, hold):
+    """Failed on c83502d: order_delivered with a naive delivered_at (``datetime.now()``, as many shops write it)
+    raised inside the receiver, only logged: the clock never started and the earning stayed held for ever."""
+    hold({"DAYS": 7, "AFTER": "delivery"})
+    order = place_order("SO-NAIVE")
+    delivered = timezone.make_naive(timezone.now() - timedelta(days=8))
+    order_delivered.send(sender=Order, order=order, delivered_at=delivered)
+    record = EarningRecord.objects.get()
+    assert record.send_after == timezone.make_aware(delivered) + timedelta(days=7)
+    reconcile.sweep()
+    settle()
+    assert EarningRecord.objects.get().status == Status.AWARDED
+
+    # Not a datetime at all: said precisely, and the window runs from now rather than never
+    other = place_order("SO-TEXT")
+    before = timezone.now()
+    order_delivered.send(sender=Order, order=other, delivered_at="yesterday")
+    held = EarningRecord.objects.get(order_number="SO-TEXT")
+    assert held.status == Status.HELD
+    assert before + timedelta(days=7) <= held.send_after <= timezone.now() + timedelta(days=7)
+
+
 def test_send_now_and_hold_longer_are_audited(place_order, hold):
     place_order("SO-A")
     place_order("SO-B")

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from django_points_earn import lifecycle
+from django_points_earn.dispatch import drain_account
 from django_points_earn.models import AccountState, EarningRecord, Kind, Reversal, Status
 from django_points_earn.reconcile import sweep
 from django_points_earn.signals import earning_awarded, order_refunded, review_approved
@@ -180,3 +181,63 @@ def test_a_reference_equal_to_an_order_number_is_rejected_before_any_call(points
     assert rating.status == Status.REJECTED
     assert "already the number of a purchase earning" in rating.status_reason
     assert points_api.awards("SO-SAME") == 1  # the purchase's
+
+
+def _approved(record, number):
+    """Points' approved webhook of the order it keeps under ``number`` (``record``'s)."""
+    return {
+        "event": "approved",
+        "order": {"id": record.remote_id, "order_number": number, "type": "earning", "total_points": 50},
+    }
+
+
+def test_a_purchase_accepted_on_a_number_a_rating_holds_never_takes_the_ratings_id(points_api, place_order, client):
+    """Failed on c83502d: a review earned under reference SO-TWIN (its approved webhook stored), then an order
+    numbered SO-TWIN whose first answer was lost: the resend's "duplicate" made it ``accepted``, and the stored
+    approved delivery of that number (the rating's) settled the purchase as awarded with the rating's id. The
+    customer was told they earned points Points never gave, and a refund would have taken back the rating's."""
+    from tests.test_points_flow import drain_settings, make_due, post
+
+    approve("SO-TWIN")
+    settle()
+    rating = EarningRecord.objects.get(order_number="SO-TWIN", kind=Kind.STORE_RATING)
+    assert rating.status == Status.AWARDED and rating.remote_id
+    post(client, _approved(rating, "SO-TWIN"))
+    run_worker()
+
+    place_order("SO-TWIN")
+    purchase = EarningRecord.objects.get(order_number="SO-TWIN", kind=Kind.PURCHASE)
+    points_api.script("slow")  # the first call's answer is lost
+    with drain_settings(MAX_WAIT=0.1):
+        drain_account("main")
+    make_due(purchase)
+    settle()
+    purchase.refresh_from_db()
+    assert purchase.status == Status.ACCEPTED  # for a human (reconcile lists it), not awarded on a guess
+    assert purchase.remote_id == ""
+    assert EarningRecord.objects.filter(remote_id=rating.remote_id).count() == 1
+
+
+def test_the_platforms_webhook_of_an_order_reaches_its_purchase_not_an_unsent_rating_of_that_number(
+    points_api, place_order, client
+):
+    """Failed on c83502d: a review rejected before any call (a bad phone) under reference SO-BOTH, then an order
+    SO-BOTH whose customer activates later: the approved webhook, found by number, went to the older record, the
+    rating. It took the purchase's id (and any refund webhook after it), and the purchase waited for ever."""
+    from tests.test_points_flow import post
+
+    approve("SO-BOTH", phone="12")
+    rating = EarningRecord.objects.get(order_number="SO-BOTH", kind=Kind.STORE_RATING)
+    assert rating.status == Status.REJECTED and rating.payload is None  # nothing was sent for it
+    place_order("SO-BOTH", phone="0500000003")  # a customer who has not activated their account yet
+    settle()
+    purchase = EarningRecord.objects.get(order_number="SO-BOTH", kind=Kind.PURCHASE)
+    assert purchase.status == Status.PENDING_ACTIVATION
+    points_api.activate("0500000003")
+    [approved] = [e["payload"] for e in points_api.events_since(0)]
+    post(client, approved)
+    run_worker()
+    purchase.refresh_from_db()
+    rating.refresh_from_db()
+    assert (purchase.status, purchase.remote_id) == (Status.AWARDED, approved["order"]["id"])
+    assert (rating.status, rating.remote_id) == (Status.REJECTED, "")

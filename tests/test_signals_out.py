@@ -96,6 +96,16 @@ def test_earning_needs_attention_for_rejected_at_checkout_and_for_blocked(place_
     assert heard[1:] == [("earning_needs_attention", "SO-KEY", Status.BLOCKED, Status.BLOCKED)]
 
 
+def test_earning_needs_attention_for_a_review_rejected_at_moderation(points_api, heard):
+    """Failed on c83502d: an order rejected at checkout was heard of, a review's earning rejected in the shop's
+    moderation (a bad phone) was not: it waited for a person the shop never told."""
+    from tests.test_ratings import approve
+
+    approve("review-bad", phone="12345")
+    approve("review-bad", phone="12345")  # approved again: one earning, nothing new to hear
+    assert heard == [("earning_needs_attention", "review-bad", Status.REJECTED, Status.REJECTED)]
+
+
 def test_points_reversed_once_for_our_refund_call_and_not_again_for_its_webhook(place_order, points_api, heard, client):
     order = place_order("SO-R", lines=[("Oud", "100.00", 1)])
     settle()

@@ -164,12 +164,20 @@ def reverse(record: EarningRecord, *, amount: Any, reason: str, refund_id: str, 
             record, _("nothing to take back: the earning is %(state)s") % {"state": record.get_status_display()}
         )
         return report
+    before = (record.status, record.total)
     reversal, created = reversals.create(record, refund_id=refund_id, amount=amount, reason=f"{reason} (by {actor})")
     if not created:
         report.refuse(record, _("this refund was already recorded (submitted twice?)"))
         return report
     if reversal.status in ("rejected", "cancelled"):
-        report.refuse(record, reversal.status_reason)
+        now = EarningRecord.objects.filter(pk=record.pk).values_list("status", "total").first()
+        if reversal.status == "rejected" or now == before:
+            report.refuse(record, reversal.status_reason)
+            return report
+        # Nothing to take back from the platform, but the earning was lowered or cancelled before it was sent: done
+        # (told as "not changed", the agent might enter the same refund again under another reference).
+        report.done.append(record)
+        report.notes.append(f"{record.order_number}: {reversal.status_reason}")
         return report
     report.done.append(record)
     if reversal.status == "waiting":
