@@ -129,8 +129,8 @@ def take_off(record: EarningRecord, amount: Decimal, *, refund_id: str, trigger:
     no longer held (released meanwhile: the refund then takes its ordinary path)."""
     with transaction.atomic():
         current = EarningRecord.objects.select_for_update().filter(pk=record.pk, status=Status.HELD).first()
-        if current is None or current.total is None:
-            return None
+        if current is None or current.total is None or amount >= current.total:
+            return None  # released meanwhile, or another refund lowered it first: the ordinary path decides
         before = current.total
         left = max(Decimal("0"), before - amount)
         request = _scaled(EarningRequest.from_json(current.request), left / before if before else Decimal("0"), left)

@@ -122,6 +122,7 @@ def _refund_while_held(
                 note = f"refunded while held (refund {refund_id}): cancelled, nothing is ever sent"
                 if not settlement.cancel_unsent(record, note=note):
                     return None
+                release_waiting(record)  # a refund that waited for the sending: nothing to take back now
                 why = "the earning was held and never sent: it is cancelled, nothing is sent"
             else:
                 try:

@@ -286,3 +286,15 @@ def test_a_bad_hold_is_a_system_check_error_and_checkout_still_records_the_order
     place_order("SO-BAD")
     assert EarningRecord.objects.get().status == Status.QUEUED  # not held, not lost: sent at once
     assert words in caplog.text
+
+
+def test_a_full_refund_while_held_also_ends_a_refund_that_waited_for_the_sending(place_order, points_api, hold):
+    """A partial refund that could not lower the held earning waits for it to be sent; a full refund then cancels
+    the earning, and the waiting one ends too (nothing will be sent, nothing to take back)."""
+    order = place_order("SO-WAIT")
+    record = EarningRecord.objects.get()
+    waiting = Reversal.objects.create(record=record, refund_id="RMA-W", amount=Decimal("5.00"), status="waiting")
+    order_refunded.send(sender=Order, order=order, amount=None, reason="returned", refund_id="RMA-ALL")
+    assert EarningRecord.objects.get().status == Status.CANCELLED
+    waiting.refresh_from_db()
+    assert waiting.status == ReversalStatus.CANCELLED and "nothing to take back" in waiting.status_reason
