@@ -80,6 +80,27 @@ class PointsOrders:
     def _server_error(self) -> SandboxResponse:
         return server_error()
 
+    def _credit_or_hold(
+        self, m: PointsMerchant, number: str, data: dict[str, Any], total: Decimal, points: int, now: Any
+    ) -> SandboxResponse:
+        """Credit the order now, or keep it pending while its customer has not activated their account (called
+        under the state lock; purchases and ratings alike)."""
+        if data["phone_number"] in self.pending_phones:
+            p = Pending(
+                id=self._next_pending_id,
+                merchant=m.name,
+                order_number=number,
+                phone_number=data["phone_number"],
+                total_price=total,
+                total_points=points,
+                data=data,
+                created_at=now,
+            )
+            self._next_pending_id += 1
+            m.pending.append(p)
+            return ok(pending_resource(p))
+        return ok(order_resource(self._award(m, data, points, now), now))
+
     def _create(self, m: PointsMerchant, clean: dict[str, Any]) -> SandboxResponse:
         number = clean["order_number"]
         with self._state:
@@ -89,22 +110,7 @@ class PointsOrders:
                 return self._duplicate(existing[-1] if existing else None, pending[-1] if pending else None)
             now = self._clock()
             points = self._points(clean["total_price"])
-            if clean["phone_number"] in self.pending_phones:
-                p = Pending(
-                    id=self._next_pending_id,
-                    merchant=m.name,
-                    order_number=number,
-                    phone_number=clean["phone_number"],
-                    total_price=clean["total_price"],
-                    total_points=points,
-                    data=clean,
-                    created_at=now,
-                )
-                self._next_pending_id += 1
-                m.pending.append(p)
-                return ok(pending_resource(p))
-            order = self._award(m, clean, points, now)
-            return ok(order_resource(order, now))
+            return self._credit_or_hold(m, number, clean, clean["total_price"], points, now)
 
     def _award(self, m: PointsMerchant, clean: dict[str, Any], points: int, now: datetime) -> Order:
         """Create an approved order: the moment points are credited (an "award" in the ledger)."""

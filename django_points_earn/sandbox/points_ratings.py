@@ -17,7 +17,7 @@ from typing import Any
 from .accounting import counted_call
 from .points_resources import order_resource, pending_resource
 from .points_rules import Rules
-from .points_state import Pending, PointsMerchant
+from .points_state import PointsMerchant
 from .points_wire import DUPLICATE, LOCK_BUSY, error, ok, parse_body, validation_error
 from .response import SandboxResponse
 
@@ -123,21 +123,7 @@ class PointsRatings:
                 return self._rating_duplicate(existing[-1] if existing else None, pending[-1] if pending else None)
             now = self._clock()
             points = int(m.rating_points.get(channel, 0))
-            if clean["phone_number"] in self.pending_phones:
-                p = Pending(
-                    id=self._next_pending_id,
-                    merchant=m.name,
-                    order_number=number,
-                    phone_number=clean["phone_number"],
-                    total_price=Decimal(0),
-                    total_points=points,
-                    data=data,
-                    created_at=now,
-                )
-                self._next_pending_id += 1
-                m.pending.append(p)
-                return ok(pending_resource(p))
-            return ok(order_resource(self._award(m, data, points, now), now))
+            return self._credit_or_hold(m, number, data, Decimal(0), points, now)
 
     def _rating_duplicate(self, order: Any, pending: Any) -> SandboxResponse:
         mode = self._duplicate_mode
