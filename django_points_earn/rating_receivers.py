@@ -13,7 +13,6 @@ import logging
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
 
 from . import announce, earning_insert
 from .adapters import get_adapter
@@ -23,7 +22,7 @@ from .models import RATING_KINDS, EarningRecord, Kind, Status
 from .phones import mask_phone
 from .providers import get_backend
 from .rating_request import RatingRequest
-from .receiving import call_safely, normalized_or_raw, provider_of
+from .receiving import call_safely, drain_after_commit, normalized_or_raw, provider_of
 
 log = logging.getLogger("django_points_earn")
 
@@ -39,10 +38,7 @@ def on_review_approved(sender: Any, review: Any = None, **kwargs: Any) -> None:
         log.exception("could not record the earning for review %r; moderation continues", getattr(review, "pk", review))
         return
     if record is not None and record.status == Status.QUEUED:
-        from .queueing import request_drain_safely
-
-        account = record.account
-        transaction.on_commit(lambda: request_drain_safely(account), robust=True)
+        drain_after_commit(record.account)
 
 
 def record_approved_review(review: Any) -> EarningRecord:

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DataError, transaction
+from django.db import DataError
 from django.utils import timezone
 
 from . import announce, earning_insert, holds
@@ -23,7 +23,7 @@ from .earning_request import DROPPED, EarningRequest, InvalidEarningRequest, Not
 from .models import EarningRecord, Kind, Status
 from .phones import mask_phone
 from .providers import get_backend
-from .receiving import call_safely, normalized_or_raw, provider_of
+from .receiving import call_safely, drain_after_commit, normalized_or_raw, provider_of
 
 log = logging.getLogger("django_points_earn")
 
@@ -41,10 +41,7 @@ def on_order_paid(sender: Any, order: Any = None, **kwargs: Any) -> None:
         log.exception("could not record the earning for order %r; checkout continues", getattr(order, "pk", order))
         return
     if record is not None and record.status == Status.QUEUED:
-        from .queueing import request_drain_safely
-
-        account = record.account
-        transaction.on_commit(lambda: request_drain_safely(account), robust=True)
+        drain_after_commit(record.account)
 
 
 def record_paid_order(order: Any) -> EarningRecord | None:
@@ -245,10 +242,7 @@ def on_order_refunded(
         )
         return
     if reversal is not None and reversal.status == "queued":
-        from .queueing import request_drain_safely
-
-        account = reversal.record.account
-        transaction.on_commit(lambda: request_drain_safely(account), robust=True)
+        drain_after_commit(reversal.record.account)
 
 
 def record_refund(order: Any, *, amount: Any = None, reason: str = "", refund_id: str | None = None):

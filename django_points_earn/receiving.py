@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
 
 from .conf import get_settings
 from .phones import InvalidPhone, normalize_ksa_mobile
@@ -36,3 +37,11 @@ def provider_of(account: str) -> str:
         return get_settings().account(account).provider
     except ImproperlyConfigured:
         return ""
+
+
+def drain_after_commit(account: str) -> None:
+    """Ask for the account's drain job once the shop's transaction commits; a rollback asks for nothing, and a
+    Redis that cannot be reached is left to the sweep (never raised into the shop)."""
+    from .queueing import request_drain_safely
+
+    transaction.on_commit(lambda: request_drain_safely(account), robust=True)
