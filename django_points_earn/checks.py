@@ -102,6 +102,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     errors += _check_timing(raw)
+    errors += _check_drain(raw.get("DRAIN", {}))
     errors += _check_hold(raw.get("HOLD"), setting_path("HOLD"))
     return errors
 
@@ -267,3 +268,32 @@ def _check_timing(raw: dict[str, Any]) -> list[checks.CheckMessage]:
 
 
 MIN_LEASE_SECONDS = 4
+
+
+def _check_drain(drain: Any) -> list[checks.CheckMessage]:
+    """How many accounts one worker process serves at once, and for how long one keeps its slot when others wait."""
+    if not isinstance(drain, dict):
+        return [checks.Error(f"{setting_path('DRAIN')} must be a dict.", id="points_earn.E015")]
+    errors = []
+    slots = drain.get("ACCOUNTS_PER_PROCESS", DEFAULTS["DRAIN"]["ACCOUNTS_PER_PROCESS"])
+    if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+        errors.append(
+            checks.Error(
+                f'{setting_path("DRAIN")}["ACCOUNTS_PER_PROCESS"] = {slots!r} must be a whole number from 1 up.',
+                hint="Each account served at once costs a call thread; 32 suits a 150 ms platform (docs/capacity.md).",
+                id="points_earn.E015",
+            )
+        )
+    turn = drain.get("TURN_SECONDS", DEFAULTS["DRAIN"]["TURN_SECONDS"])
+    try:
+        turn_ok = float(turn) > 0 and not isinstance(turn, bool)
+    except (TypeError, ValueError):
+        turn_ok = False
+    if not turn_ok:
+        errors.append(
+            checks.Error(
+                f'{setting_path("DRAIN")}["TURN_SECONDS"] = {turn!r} must be a number of seconds above 0.',
+                id="points_earn.E015",
+            )
+        )
+    return errors

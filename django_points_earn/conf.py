@@ -51,14 +51,22 @@ DEFAULTS: dict[str, Any] = {
         # MAX_ATTEMPTS more (and writes a bounded number of attempt rows) instead of retrying every second forever.
         "MAX_RATE_LIMITED": 30,
     },
-    # A drain job holds one account; it stops after MAX_SECONDS (and enqueues its successor) so that other
-    # accounts get workers, and it waits in place only for retries due within MAX_WAIT seconds.
+    # A drain job keeps one call in flight for each of up to ACCOUNTS_PER_PROCESS accounts at once (its own, and
+    # those waiting longest for a drain); it stops after MAX_SECONDS (and enqueues its accounts' successors) so that
+    # workers rotate, and it waits in place only for retries due within MAX_WAIT seconds. When every slot is taken
+    # and another account waits, an account gives its slot up after TURN_SECONDS (docs/capacity.md).
     # COOLDOWN_AFTER_TIMEOUT: after a call that got no answer in time, the platform may still be working on it
     # (Points holds its per-merchant lock meanwhile and answers any other call with 429). The account then makes no
     # call for this many seconds, and its first call after them is the resend of the timed-out record itself (same
     # order number): "duplicate" means the timed-out call was awarded, 429 means the platform is still working on it
     # (wait, ask again: still first), anything else settles it; only then do the account's other records go.
-    "DRAIN": {"MAX_SECONDS": 60.0, "MAX_WAIT": 5.0, "COOLDOWN_AFTER_TIMEOUT": 2.0},
+    "DRAIN": {
+        "MAX_SECONDS": 60.0,
+        "MAX_WAIT": 5.0,
+        "COOLDOWN_AFTER_TIMEOUT": 2.0,
+        "ACCOUNTS_PER_PROCESS": 32,
+        "TURN_SECONDS": 10.0,
+    },
     # What the shop's adapter may hand over for one order. An order over a limit is recorded ``rejected`` with the
     # reason at checkout (its oversized part not stored); checkout itself never fails.
     "LIMITS": {

@@ -1,15 +1,20 @@
-"""Claim -> account lock -> provider call -> lifecycle. The drain job's work, for one account.
+"""Claim -> account lock -> provider call -> lifecycle. The drain job's work, for one account or for many at once.
 
-A drain job owns one account at a time (a Redis lock), so at most one call (an earning's or a refund's) is in flight
-per account across all workers and machines. A job that finds the lock taken returns at once instead of waiting: the
-holder picks up every due row, and re-checks after releasing the lock, so nothing committed meanwhile is left behind.
-One earning's call is :mod:`~django_points_earn.earning_calls`, one refund's :mod:`~django_points_earn.refund_calls`.
+Each account a drain serves is a lane (:mod:`~django_points_earn.lanes`) that holds the account's lock (Redis), so at
+most one call (an earning's or a refund's) is in flight per account across all workers and machines. A lane that
+finds the lock taken ends at once instead of waiting: the holder picks up every due row, and re-checks after releasing
+the lock, so nothing committed meanwhile is left behind. A drain job serves its own account and, while it has free
+slots (``DRAIN["ACCOUNTS_PER_PROCESS"]``), the accounts waiting longest for a drain: one process keeps a call in
+flight for each. One earning's call is :mod:`~django_points_earn.earning_calls`, one refund's
+:mod:`~django_points_earn.refund_calls`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
 
 from django.core.exceptions import ImproperlyConfigured
@@ -22,107 +27,179 @@ from .drain_common import DrainReport, Sent, still_ours
 from .earning_states import EARNINGS
 from .heartbeat import Heartbeat
 from .kinds import MACHINES
+from .lanes import Lane, Pause, Scheduler
 from .models import Trigger
 from .providers import get_backend
 from .providers.base import UNAUTHORIZED, EarnResult
 
 log = logging.getLogger("django_points_earn")
 
-__all__ = ["DrainReport", "Sent", "call_in_flight", "drain_account", "has_due"]
+__all__ = ["DrainReport", "Sent", "call_in_flight", "drain_account", "drain_accounts", "has_due"]
+
+
+@dataclass
+class Turn:
+    """When a lane must stop: the drain's time is up, or its turn is over while another account waits for a slot.
+    ``crowded()`` says whether other work waits for this worker (then a lane does not idle on a short backoff)."""
+
+    deadline: float
+    crowded: Callable[[], bool]
+    turn_seconds: float | None = None  # None: no turns (a drain of one account)
+    started: float = 0.0
+
+    def over(self) -> bool:
+        now = time.monotonic()
+        if now >= self.deadline:
+            return True
+        return self.turn_seconds is not None and now - self.started >= self.turn_seconds and self.crowded()
 
 
 def drain_account(account_name: str, *, trigger: str = Trigger.WORKER, actor: str = "") -> DrainReport:
-    """Send every due earning of one account, one call at a time."""
+    """Send every due earning (and refund) of one account, one call at a time; no other account."""
+    return _drain(account_name, trigger=trigger, actor=actor, many=False)[account_name]
+
+
+def drain_accounts(account_name: str, *, trigger: str = Trigger.WORKER) -> dict[str, DrainReport]:
+    """The drain job: ``account_name``'s lane and, while slots are free, the lanes of the accounts that have waited
+    longest for a drain. Returns each account's report (the first is ``account_name``'s)."""
+    return _drain(account_name, trigger=trigger, actor="", many=True)
+
+
+def _drain(first: str, *, trigger: str, actor: str, many: bool) -> dict[str, DrainReport]:
     settings = get_settings()
-    report = DrainReport(account=account_name)
+    drain = settings.drain
+    deadline = time.monotonic() + float(drain["MAX_SECONDS"])
+    slots = int(drain["ACCOUNTS_PER_PROCESS"]) if many else 1
+    reports: dict[str, DrainReport] = {first: DrainReport(account=first)}
+    scheduler: Scheduler
+    crowd = _Crowd(lambda: scheduler) if many else None
+
+    def lane(account: str) -> Lane:
+        report = reports.setdefault(account, DrainReport(account=account))
+        if crowd is None:
+            turn = Turn(deadline, queueing.jobs_waiting)
+        else:
+            turn = Turn(deadline, crowd.waiting, float(drain["TURN_SECONDS"]), time.monotonic())
+        return _account_lane(account, report, turn, trigger, actor, heartbeat)
+
+    def adopt(free: int, held: frozenset[str]) -> Iterable[tuple[str, Lane]]:
+        if time.monotonic() >= deadline - 1:
+            return []  # about to stop: leave them to the next job
+        return [(account, lane(account)) for account in queueing.wanted(free, exclude=held)]
+
+    with Heartbeat(first, lease_seconds=float(settings.lease_seconds)) as heartbeat:
+        scheduler = Scheduler(slots=slots, adopt=adopt if many else None)
+        scheduler.add(first, lane(first))
+        scheduler.run()
+    return reports
+
+
+class _Crowd:
+    """Whether another account waits for a slot of this (full) drain: looked up in Redis at most once a second."""
+
+    def __init__(self, scheduler: Callable[[], Scheduler]) -> None:
+        self._scheduler = scheduler
+        self._checked = 0.0
+        self._waiting = False
+
+    def waiting(self) -> bool:
+        scheduler = self._scheduler()
+        if not scheduler.full:
+            return False
+        if time.monotonic() - self._checked >= 1.0:
+            self._checked = time.monotonic()
+            self._waiting = bool(queueing.wanted(1, exclude=scheduler.accounts, unlocked=True))
+        return self._waiting
+
+
+def _account_lane(account_name: str, report: DrainReport, turn: Turn, trigger: str, actor: str, heartbeat) -> Lane:
+    settings = get_settings()
     conn = queueing.connection()
     queueing.clear_drain_request(account_name, conn)
     if accounts.is_paused(account_name):
         report.paused = True
-        return report
+        return
     try:
         account = settings.account(account_name)
         backend = get_backend(account)
     except ImproperlyConfigured as exc:
         _block_next(account_name, str(exc), trigger)
         report.paused = True
-        return report
+        return
 
-    drain = settings.drain
-    deadline = time.monotonic() + float(drain["MAX_SECONDS"])
     lease = float(settings.lease_seconds)
     lock = queueing.account_lock(account, conn, ttl=lease)  # short, renewed by the heartbeat while we live
     while True:
         if not lock.acquire(blocking=False):
             report.busy = True
-            return report
+            return
         try:
             if call_in_flight(account_name):
                 # We got the lock, yet a call of this account is in flight: Redis lost the holder's lock (flush,
                 # failover). The database says so; step back. (A holder that keeps its lock needs no such check:
                 # it re-checks its own lock before every call.)
                 report.busy = True
-                return report
-            with Heartbeat(account_name, lock, lease_seconds=lease) as heartbeat:
-                _drain_locked(
-                    account_name, backend, lock, report, deadline, float(drain["MAX_WAIT"]), trigger, actor, heartbeat
-                )
+                return
+            heartbeat.add_lock(account_name, lock)
+            try:
+                yield from _drain_locked(account_name, backend, lock, report, turn, trigger, actor, heartbeat)
+            finally:
+                heartbeat.remove_lock(account_name)
         finally:
             try:
                 lock.release()
             except LockError:
                 log.warning("account %s: lock had already expired when released", account_name)
         if report.paused or report.busy or report.held:
-            return report  # busy: a live claim elsewhere; its worker (or the sweep after its lease) carries on
-        if time.monotonic() >= deadline:
+            return  # busy: a live claim elsewhere; its worker (or the sweep after its lease) carries on
+        if turn.over():
             if has_due(account_name):
                 queueing.request_drain(account_name, conn)
                 report.continued = True
-            return report
+            return
         # A record committed while we held the lock had its own job bounce off the lock: look once more.
         if not has_due(account_name):
-            return report
+            return
 
 
-def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigger, actor, heartbeat) -> None:
+def _drain_locked(account_name, backend, lock, report, turn, trigger, actor, heartbeat) -> Lane:
     """Send the account's due work, one call at a time; the bookkeeping around a call overlaps the next call.
 
-    While one earning's call is in flight (in the call thread), this thread claims the next record and writes its
-    attempt row; when the answer arrives, the next call starts at once, and the answer is recorded while that call
-    runs. Refunds and waits (backoff, cooldown, a paused account) take the plain path, with no call in flight.
+    While one earning's call is in flight (in the call thread), the next one is claimed, its attempt row written,
+    and it is queued to start the moment the answer is in; the answer is then recorded, and the one after claimed,
+    in one transaction, while that next call runs. Refunds and waits (backoff, cooldown, a paused account) take the
+    plain path, with no call in flight.
     """
     settings = get_settings()
     lease = float(settings.lease_seconds)
     cooldown = float(settings.drain["COOLDOWN_AFTER_TIMEOUT"])
+    max_wait = float(settings.drain["MAX_WAIT"])
     inflight: earning_calls.InFlight | None = None
-    ctx = earning_calls.Context(backend, lock, lease, trigger, actor, report, heartbeat)
+    following: earning_calls.Prepared | None = None
+    ctx = earning_calls.Context(backend, lock, lease, trigger, actor, report, heartbeat, turn.over)
     with CallThread(account_name, partial(earning_calls.earn, backend), earning_calls.may_follow) as calls:
         try:
             while True:
                 if inflight is not None:
-                    following = None
-                    if time.monotonic() < deadline:
-                        following = earning_calls.prepare_next(account_name, ctx)
-                    current, inflight = inflight, None  # from here on, _overlap answers for it
-                    inflight = earning_calls.overlap(
-                        current, following, calls, lock, lease, report, cooldown, trigger, heartbeat
-                    )
+                    # From here on, overlap answers for both: the call in flight and the one prepared to follow it.
+                    current, queued, inflight, following = inflight, following, None, None
+                    inflight, following = yield from earning_calls.overlap(current, queued, calls, ctx, cooldown)
                     if report.paused:
                         return
                     continue
-                if time.monotonic() >= deadline:
+                if turn.over():
                     return
                 gate = accounts.account_gate(account_name)
                 if gate.paused:
                     report.paused = True
                     return
                 if gate.wait:
-                    if gate.wait > max_wait or time.monotonic() + gate.wait >= deadline:
+                    if gate.wait > max_wait or time.monotonic() + gate.wait >= turn.deadline:
                         # The platform asked for a long wait (Retry-After on a resend, a long cooldown): no worker
                         # idles it out (only waits within MAX_WAIT are); the sweep enqueues us when it is due.
                         report.held = True
                         return
-                    time.sleep(gate.wait)  # a timed-out call may still run on the platform's side
+                    yield Pause(seconds=gate.wait)  # a timed-out call may still run on the platform's side
                     if not still_ours(lock):
                         return
                     continue
@@ -145,11 +222,11 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
                         continue
                 if due is None:
                     wait = EARNINGS.seconds_until_next(account_name)
-                    if wait is None or wait > max_wait or time.monotonic() + wait >= deadline:
+                    if wait is None or wait > max_wait or time.monotonic() + wait >= turn.deadline:
                         return
-                    if queueing.jobs_waiting():
-                        return  # other accounts' jobs are queued: free this worker, the sweep brings us back when due
-                    time.sleep(wait)  # a short backoff (429, first retry) and an idle queue: cheaper to wait here
+                    if turn.crowded():
+                        return  # other work waits for this worker: the sweep brings us back when due
+                    yield Pause(seconds=wait)  # a short backoff (429, first retry) and nothing else to do
                     if not still_ours(lock):
                         return
                     continue
@@ -159,7 +236,10 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
                 if prepared is not None:
                     prepared.resend = resend
                     inflight = earning_calls.InFlight(prepared, calls.start(prepared))
+                    following = None if turn.over() else earning_calls.prepare_next(account_name, ctx)
         finally:
+            if following is not None:  # claimed, never handed to the call thread (the drain stopped in between)
+                lifecycle.release(following.record, "the drain stopped before sending it", following.attempt)
             if inflight is not None:  # an error while a call was in flight: wait for it, record it if we can
                 earning_calls.record_after_error(inflight, report, trigger, cooldown, heartbeat)
 

@@ -1,20 +1,21 @@
 """One earning's call, from claim to recorded answer, and the overlap that keeps an account's calls back to back.
 
-While one earning's call is in flight (in the call thread), the drain's thread claims the next due earning and
-commits its attempt row; when the answer arrives the next call starts at once, and the answer is recorded while that
-call runs. Used by :func:`django_points_earn.dispatch.drain_account` only.
+While one earning's call is in flight (in the call thread), the drain's thread has the next due earning claimed with
+its attempt row committed; when the answer arrives that next call starts at once, and while it runs the answer is
+recorded and the call after it claimed, in one transaction. Used by the drain (:mod:`django_points_earn.dispatch`)
+only.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Generator
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, transaction
 from redis.exceptions import RedisError
 
 from . import accounts, lifecycle, metrics
@@ -22,6 +23,7 @@ from .call_thread import Answer, CallThread
 from .drain_common import DrainReport, Sent, count, local_error, still_ours
 from .earning_states import EARNINGS
 from .heartbeat import Heartbeat
+from .lanes import Pause
 from .models import RATING_KINDS, EarningAttempt, EarningRecord, Status
 from .phones import mask_phone
 from .providers.base import RATE_LIMITED, REJECTED, UNAUTHORIZED, BaseBackend, EarnResult
@@ -61,6 +63,7 @@ class Context:
     actor: str
     report: DrainReport
     heartbeat: Heartbeat
+    stop: Callable[[], bool] = lambda: False  # the drain's turn is over: prepare no further call
 
 
 def first_due(account_name: str, gate: accounts.Gate) -> tuple[EarningRecord | None, bool]:
@@ -90,19 +93,23 @@ def prepare_next(account_name: str, ctx: Context) -> Prepared | None:
     return prepared or None
 
 
-def overlap(inflight, following, calls, lock, lease, report, cooldown, trigger, heartbeat) -> InFlight | None:
+def overlap(
+    inflight: InFlight, following: Prepared | None, calls: CallThread, ctx: Context, cooldown: float
+) -> Generator[Pause, None, tuple[InFlight | None, Prepared | None]]:
     """Collect the call in flight with the following one queued behind it (the call thread starts it the moment
-    the answer allows), then record the answer while the following call runs.
+    the answer allows), then, while the following call runs, record the answer and prepare the call after it (one
+    transaction). Returns the call now in flight and the one prepared to follow it (either may be None).
 
-    Whatever interrupts this (RQ's job timeout, a Redis or database error), the call in flight runs to its end in the
-    call thread, and so does one the call thread started after it: their answers are recorded on the way out, not
-    dropped and left to the lease."""
+    Whatever interrupts this (RQ's job timeout, a Redis or database error, the drain closing the lane), the call in
+    flight runs to its end in the call thread, and so does one the call thread started after it: their answers are
+    recorded on the way out, not dropped and left to the lease."""
+    report, trigger, heartbeat, lock, lease = ctx.report, ctx.trigger, ctx.heartbeat, ctx.lock, ctx.lease
     if following is not None:
         calls.queue_next(following)
     answer: Answer[Prepared, EarnResult] | None = None
     started: InFlight | None = None
     try:
-        answer = _await_answer(inflight, calls, lock)
+        answer = yield from _await_answer(inflight, calls, lock)
         result = answer.result
         if answer.following is not None:
             started = InFlight(*answer.following)
@@ -127,23 +134,53 @@ def overlap(inflight, following, calls, lock, lease, report, cooldown, trigger, 
             record_after_error(started, report, trigger, cooldown, heartbeat)  # started by this thread
         raise
     try:
-        record(inflight.prepared, result, report, trigger, cooldown, heartbeat)
+        following = record_and_prepare_next(inflight.prepared, result, ctx, cooldown, prepare=started is not None)
     except BaseException:
         if started is not None:
             record_after_error(started, report, trigger, cooldown, heartbeat)
         raise
-    return started
+    return started, following
 
 
-def _await_answer(inflight: InFlight, calls: CallThread, lock) -> Answer[Prepared, EarnResult]:
+def record_and_prepare_next(
+    prepared: Prepared, result: EarnResult, ctx: Context, cooldown: float, *, prepare: bool
+) -> Prepared | None:
+    """Record a call's answer and, if ``prepare`` (a call is in flight after it), claim the next due earning and write
+    its attempt row: in one transaction, so an earning costs one commit. An answer that changes what the account may
+    do next (a resend owed, the platform maybe still busy, a refusal) is recorded first, by itself."""
+    account = prepared.record.account
+    if not (prepare and not prepared.resend and lifecycle.next_call_may_follow(result)):
+        record(prepared, result, ctx.report, ctx.trigger, cooldown, ctx.heartbeat)
+        return prepare_next(account, ctx) if prepare and not ctx.stop() else None
+    token = prepared.record.lease_token
+    try:
+        with transaction.atomic():
+            sent = finish(prepared, result, trigger=ctx.trigger)
+            following = None if ctx.stop() else prepare_next(account, ctx)
+    except (OperationalError, InterfaceError):
+        ctx.heartbeat.drop(EARNINGS, token)
+        raise  # the database itself is failing: the drain stops, the lease brings the record back
+    except Exception:
+        # A bug of ours, and both were rolled back: record the answer by itself, the careful way (its attempt ends
+        # with the error); the next call is claimed on the plain path once the one in flight is in.
+        log.exception("earning %s: recording the answer with the next claim failed; recorded alone", prepared.record.pk)
+        record(prepared, result, ctx.report, ctx.trigger, cooldown, ctx.heartbeat)
+        return None
+    ctx.heartbeat.drop(EARNINGS, token)
+    count(ctx.report, sent)
+    return following
+
+
+def _await_answer(inflight: InFlight, calls: CallThread, lock) -> Generator[Pause, None, Answer[Prepared, EarnResult]]:
     """The answer of the call in flight, keeping the account lock alive for as long as it takes (a fabric earn
     may make several requests). If the lock cannot be kept, the call queued behind this one is taken back."""
     while True:
-        try:
-            return inflight.answer.result(timeout=lock.timeout / 3)
-        except FutureTimeout:
-            if not still_ours(lock) and (leftover := calls.take_back()) is not None:
-                lifecycle.release(leftover.record, "account lock lost", leftover.attempt)
+        if not inflight.answer.done():
+            yield Pause(future=inflight.answer, seconds=lock.timeout / 3)
+        if inflight.answer.done():
+            return inflight.answer.result()
+        if not still_ours(lock) and (leftover := calls.take_back()) is not None:
+            lifecycle.release(leftover.record, "account lock lost", leftover.attempt)
 
 
 def may_follow(following: Prepared, result: EarnResult) -> bool:

@@ -6,9 +6,15 @@ from typing import Any
 
 
 def drain_account(account: str) -> dict[str, Any]:
-    from .dispatch import drain_account as drain
+    """Drain ``account`` and, in free slots, the accounts waiting longest (``DRAIN["ACCOUNTS_PER_PROCESS"]``). The
+    result is ``account``'s report, with the others' under ``"also"``."""
+    from .dispatch import drain_accounts
 
-    return drain(account).as_dict()
+    reports = drain_accounts(account)
+    result = reports.pop(account).as_dict()
+    if reports:
+        result["also"] = {name: report.as_dict() for name, report in reports.items()}
+    return result
 
 
 def sweep() -> dict[str, Any]:

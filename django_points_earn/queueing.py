@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 
 import django_rq
@@ -68,10 +69,15 @@ def job_id(account: str) -> str:
 
 
 def request_drain(account: str, conn: Redis | None = None) -> bool:
-    """Make sure a drain job for ``account`` is queued. Returns True if this call enqueued one."""
+    """Make sure a drain job for ``account`` is queued, and that running drains with a free slot see it waiting.
+    Returns True if this call enqueued a job."""
     conn = conn or connection()
     flag = _key("drain-requested", account)
-    if not conn.set(flag, "1", nx=True, ex=DRAIN_FLAG_TTL):
+    with conn.pipeline(transaction=False) as pipe:  # one round trip
+        pipe.zadd(_wanted_key(), {account: time.time()}, nx=True)  # keeps its place if it already waits
+        pipe.set(flag, "1", nx=True, ex=DRAIN_FLAG_TTL)
+        _, flagged = pipe.execute()
+    if not flagged:
         return False  # a job is already waiting in the queue; it will see our record
     try:
         queue = django_rq.get_queue(get_settings().queue, commit_mode="auto", connection=conn)
@@ -90,13 +96,38 @@ def request_drain(account: str, conn: Redis | None = None) -> bool:
     return True
 
 
+def _wanted_key() -> str:
+    return f"{get_settings().redis_prefix}:wanted"
+
+
+def wanted(limit: int, *, exclude: frozenset[str] = frozenset(), unlocked: bool = False) -> list[str]:
+    """Up to ``limit`` accounts waiting for a drain, longest-waiting first (a drain with free slots takes them),
+    leaving out ``exclude``; with ``unlocked``, only those no drain holds (a lock held elsewhere covers the rest)."""
+    if limit <= 0:
+        return []
+    conn = connection()
+    names = [name.decode() for name in conn.zrange(_wanted_key(), 0, limit + len(exclude) - 1)]
+    names = [name for name in names if name not in exclude]
+    if unlocked and names:
+        with conn.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.exists(_key("lock", name))
+            locked = pipe.execute()
+        names = [name for name, is_locked in zip(names, locked, strict=True) if not is_locked]
+    return names[:limit]
+
+
 def jobs_waiting() -> bool:
     """Whether other jobs wait in our queue (then a drain job should not idle on its own backoff)."""
     return django_rq.get_queue(get_settings().queue, connection=connection()).count > 0
 
 
 def clear_drain_request(account: str, conn: Redis | None = None) -> None:
-    (conn or connection()).delete(_key("drain-requested", account))
+    """A drain starts on the account (or finds it held): it no longer waits, and its next request enqueues again."""
+    with (conn or connection()).pipeline(transaction=False) as pipe:
+        pipe.delete(_key("drain-requested", account))
+        pipe.zrem(_wanted_key(), account)
+        pipe.execute()
 
 
 def drain_active(account: str, conn: Redis | None = None) -> bool:

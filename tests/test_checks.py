@@ -79,6 +79,27 @@ def test_lease_must_outlast_a_few_missed_renewals():
     assert not any(i == "points_earn.E008" for i, _ in ids(points_earn(LEASE_SECONDS=8, HTTP_TIMEOUT=(3, 10))))
 
 
+@pytest.mark.parametrize(
+    "drain, words",
+    [
+        ({"ACCOUNTS_PER_PROCESS": 0}, '"ACCOUNTS_PER_PROCESS"] = 0 must be a whole number from 1 up'),
+        ({"ACCOUNTS_PER_PROCESS": "32"}, "must be a whole number from 1 up"),
+        ({"ACCOUNTS_PER_PROCESS": 2.5}, "must be a whole number from 1 up"),
+        ({"TURN_SECONDS": 0}, '"TURN_SECONDS"] = 0 must be a number of seconds above 0'),
+        ({"TURN_SECONDS": "soon"}, "must be a number of seconds above 0"),
+        ("fast", 'POINTS_EARN["DRAIN"] must be a dict'),
+    ],
+)
+def test_how_many_accounts_a_worker_serves_is_checked(drain, words):
+    found = ids(points_earn(DRAIN=drain))
+    assert any(i == "points_earn.E015" and words in msg for i, msg in found), found
+
+
+def test_sensible_drain_settings_pass():
+    drain = {"ACCOUNTS_PER_PROCESS": 1, "TURN_SECONDS": 0.5, "MAX_SECONDS": 30}
+    assert not any(i == "points_earn.E015" for i, _ in ids(points_earn(DRAIN=drain)))
+
+
 def test_plain_http_outside_debug_warns():
     accounts = {"main": {"PROVIDER": "points", "API_KEY": "k", "BASE_URL": "http://points.example/api/v1"}}
     assert any(i == "points_earn.W001" for i, _ in ids(points_earn(ACCOUNTS=accounts), DEBUG=False))
