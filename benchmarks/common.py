@@ -134,6 +134,23 @@ class QueryCounter:
         return execute(sql, params, many, context)
 
 
+@contextmanager
+def counting_commits(connection: Any) -> Iterator[list[int]]:
+    """Count the commits made on ``connection`` (this thread's) while inside; yields a one-item list."""
+    commits = [0]
+    original = connection._commit
+
+    def commit(*args: Any, **kwargs: Any) -> Any:
+        commits[0] += 1
+        return original(*args, **kwargs)
+
+    connection._commit = commit
+    try:
+        yield commits
+    finally:
+        del connection._commit  # back to the class's method
+
+
 def statement_kind(sql: str) -> str:
     """``INSERT django_points_earn_earningrecord``, ``SAVEPOINT``…: what a statement does, and to which table (each
     of them, for several statements sent as one)."""

@@ -119,7 +119,11 @@ def main() -> None:
         cpu = resource.getrusage(resource.RUSAGE_SELF)
         machine_before = common.process_cpu()
         started = time.perf_counter()
-        with phases.wrapped(targets()), connection.execute_wrapper(statements):
+        with (
+            phases.wrapped(targets()),
+            connection.execute_wrapper(statements),
+            common.counting_commits(connection) as commits,
+        ):
             report = drain_account(ACCOUNT)
         elapsed = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_SELF)
@@ -169,7 +173,7 @@ def main() -> None:
     body = (
         f"{report.sent:,} earnings drained in-process ({report.sent / elapsed:.1f}/s), sandbox latency "
         f"{args.latency_ms:g} ms.\n\n{table}"
-        f"\n\nPer earning: {statements.count / n:.1f} statements ("
+        f"\n\nPer earning: {commits[0] / n:.1f} commits, {statements.count / n:.1f} statements ("
         + ", ".join(f"{kind} x{count / n:.1f}" for kind, count in kinds.most_common())
         + f"); this process's CPU: {cpu_ms:.1f} ms. CPU per earning on the whole machine: "
         + ", ".join(f"{label} {seconds * 1000 / n:.1f} ms" for label, seconds in sorted(by_process.items()))

@@ -56,8 +56,10 @@ def claim_and_start_attempt(
     record: int | EarningRecord, *, lease_seconds: float, trigger: str, actor: str = ""
 ) -> tuple[EarningRecord, EarningAttempt] | None:
     """:func:`claim` and :func:`start_attempt` in one transaction: one commit instead of two per earning, and a
-    failure between them leaves the record due rather than claimed without an attempt."""
-    with transaction.atomic():
+    failure between them leaves the record due rather than claimed without an attempt. Inside the drain's
+    transaction (an answer recorded with the next claim) no savepoint: an error rolls back both, and the drain
+    records the answer by itself."""
+    with transaction.atomic(savepoint=False):
         claimed = claim(record, lease_seconds=lease_seconds)
         if claimed is None:
             return None
@@ -165,7 +167,7 @@ def complete(
     if result.payload_update:
         fields["payload"] = {**(record.payload or {}), **result.payload_update}
 
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # see claim_and_start_attempt
         if attempt is not None:
             finish_attempt(attempt, result, now)
         audit = Audit(trigger, attempt.actor if attempt else "", note) if note else None
