@@ -242,6 +242,7 @@ def _account(name: str) -> AccountConfig:
 
 def clear_cache() -> None:
     get_settings.cache_clear()
+    all_secret_values.cache_clear()
     _account.cache_clear()
     _registry().clear_cache()
 
@@ -252,8 +253,11 @@ def _reset_on_setting_change(*, setting: str, **kwargs: Any) -> None:
         clear_cache()
 
 
-def all_secret_values() -> list[str]:
-    """Every secret configured, so logs and messages can be scrubbed of them (defence in depth)."""
+@cache
+def all_secret_values() -> tuple[str, ...]:
+    """Every secret configured, so logs and messages can be scrubbed of them (defence in depth). Read once per
+    settings (every call's answer is scrubbed: with hundreds of accounts, rebuilding this each time would cost more
+    than the call)."""
     try:
         accounts = _raw().get("ACCOUNTS") or {}
     except ImproperlyConfigured:
@@ -266,7 +270,7 @@ def all_secret_values() -> list[str]:
     token = (_raw().get("METRICS") or {}).get("TOKEN")
     if token:
         values.append(str(token))
-    return values
+    return tuple(values)
 
 
 # -- holds (earnings kept back until the return window closes: holds.py) ------------------------------------------

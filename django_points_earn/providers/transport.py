@@ -10,12 +10,12 @@ import math
 import os
 import socket
 import threading
-import time
 
 import requests
 
 from .. import __version__
 from .scrubbing import scrub
+from .watchdog import WATCHDOG
 
 MAX_BODY_BYTES = 5 * 2**20  # an answer larger than this is not an answer we can use
 
@@ -87,7 +87,8 @@ def read_bounded(response: requests.Response, *, deadline: float) -> None:
     """Read the body, at most MAX_BODY_BYTES, and only until ``deadline``.
 
     A blocking read of a trickling body returns only when a whole chunk has arrived, so the deadline is enforced by
-    a timer that shuts the socket down from outside; the blocked read then fails and is reported as too slow.
+    the process's watchdog thread, which shuts the socket down from outside; the blocked read then fails and is
+    reported as too slow.
     """
     expired = threading.Event()
 
@@ -101,9 +102,7 @@ def read_bounded(response: requests.Response, *, deadline: float) -> None:
         except OSError:
             pass
 
-    timer = threading.Timer(max(0.0, deadline - time.monotonic()), abort)
-    timer.daemon = True
-    timer.start()
+    timer = WATCHDOG.at(deadline, abort)  # one thread for every call's deadline, not a thread per call
     chunks, size = [], 0
     try:
         for chunk in response.iter_content(chunk_size=65536):
