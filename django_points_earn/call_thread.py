@@ -17,6 +17,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, NamedTuple, TypeVar
 
+from django.db import connections
+
 from .providers.transport import close_sessions
 
 Item = TypeVar("Item")
@@ -73,10 +75,11 @@ class CallThread(Generic[Item, Result]):
     def close(self) -> None:
         """Wait for a call still running (never leave one behind the account lock), then close the sessions.
 
-        Sessions are per thread: this thread's pooled connections would otherwise stay open until collected.
+        Sessions are per thread: this thread's pooled connections would otherwise stay open until collected. A
+        process serving many accounts opens and closes a call thread per account, so nothing may outlive one.
         """
         try:
-            self._pool.submit(close_sessions).result()
+            self._pool.submit(_close_thread_resources).result()
         finally:
             self._pool.shutdown(wait=True)
 
@@ -85,3 +88,9 @@ class CallThread(Generic[Item, Result]):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _close_thread_resources() -> None:
+    """In the call thread: its HTTP sessions, and a database connection if a platform's code opened one."""
+    close_sessions()
+    connections.close_all()
