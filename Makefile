@@ -4,7 +4,7 @@
 #   make test    the test suite (scripts/test.sh)
 #   make lint    ruff
 #   make docs    the settings reference regenerated from the code, then the docs site (mkdocs build --strict) in site/
-#   make bench   every benchmark at full size, ~30 min on 2 cores (BENCH_ARGS=--record appends to docs/benchmarks.md)
+#   make bench   every benchmark at full size, ~45 min on 2 cores (BENCH_ARGS=--record appends to docs/benchmarks.md)
 #   make bench-quick   each benchmark at a small size (CI): fails on a correctness check, never on a timing
 #   make chaos   2,000 orders while workers are killed, Redis loses its data and the platform misbehaves
 #   make chaos-quick   the same with 200 orders (make test runs it after the PostgreSQL pass)
@@ -81,6 +81,7 @@ bench: venv
 	$(PY) benchmarks/storm.py $(BENCH_ARGS)
 	$(PY) benchmarks/memory.py $(BENCH_ARGS)
 	$(PY) benchmarks/reconcile_bench.py $(BENCH_ARGS)
+	$(PY) benchmarks/many_accounts.py $(BENCH_ARGS)
 
 bench-quick: venv
 	$(PY) benchmarks/checkout.py --orders 50 --naive 5
@@ -90,6 +91,7 @@ bench-quick: venv
 	$(PY) benchmarks/storm.py --orders 40
 	$(PY) benchmarks/memory.py --earnings 150
 	$(PY) benchmarks/reconcile_bench.py --rows 20000
+	$(PY) benchmarks/many_accounts.py --quick
 
 # The chaos run (benchmarks/chaos.py): exits 1 if any order is missing, awarded twice, or two calls overlapped.
 chaos: venv
