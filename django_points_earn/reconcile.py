@@ -81,9 +81,7 @@ def enqueue_due(*, account: str | None = None, dry_run: bool = False) -> list[st
     """Accounts with due records and no drain job queued or running get one (lost jobs, retries come due)."""
     requested = []
     conn = queueing.connection()
-    for name in accounts_with_due_work(account):
-        if queueing.drain_active(name, conn):
-            continue
+    for name in queueing.without_drain(accounts_with_due_work(account), conn):
         if dry_run or queueing.request_drain(name, conn):
             requested.append(name)
     return requested

@@ -163,3 +163,34 @@ def _finished_jobs(conn):
     registry = FinishedJobRegistry(get_settings().queue, connection=queueing.connection())
     jobs = [Job.fetch(job_id, connection=queueing.connection()) for job_id in registry.get_job_ids()]
     return [job.id for job in sorted(jobs, key=lambda job: job.started_at)]
+
+
+def test_the_sweep_leaves_a_waiting_account_to_the_queued_jobs_and_asks_for_one_when_none_is_queued(
+    place_order, clean_redis
+):
+    """Every drain job takes waiting accounts into its free slots: while one is queued, the sweep adds no job for an
+    account that waits (its own job's flag expired); once none is queued, it does."""
+    from django_points_earn.reconcile import enqueue_due
+
+    place_order("MAIN-1", account="main")
+    place_order("BRANCH-1", account="branch")  # both wanted, each with a job queued
+    assert enqueue_due() == []  # both flagged
+    clean_redis.delete(*clean_redis.keys("*drain-requested*"))  # the flags expired; the jobs still wait
+    assert enqueue_due() == []
+    assert queueing.wanted(5) == ["main", "branch"]
+
+    run_worker()  # the jobs ran (and drained both)
+    place_order("MAIN-2", account="main")
+    clean_redis.delete(*clean_redis.keys("*drain-requested*"))
+    queue = django_rq_queue()
+    queue.empty()  # its job was lost (a worker killed between taking it and starting it)
+    assert enqueue_due() == ["main"]
+    assert queue.count == 1
+
+
+def django_rq_queue():
+    import django_rq
+
+    from django_points_earn.conf import get_settings
+
+    return django_rq.get_queue(get_settings().queue, connection=queueing.connection())
