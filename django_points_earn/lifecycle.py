@@ -19,10 +19,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import accounts, backoff, merchant_alerts, settlement
+from .attempts import finish_attempt
 from .conf import get_settings
 from .earning_states import DUPLICATE_CONFIRMED, EARNINGS, announce, run_settled_hooks, settled_by_platform_id
 from .models import RATING_KINDS, EarningAttempt, EarningRecord, Status, Trigger
-from .outbox import Audit, finish_attempt
+from .outbox import Audit
 from .providers import base as results
 from .providers.base import EarnResult
 

@@ -14,23 +14,20 @@ refunds): they choose the new state and fields and make the move here.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, NamedTuple
 
 from django.db import transaction
 from django.db.models import F, Min, Q, QuerySet
 from django.utils import timezone
 
+from . import attempts
 from .conf import get_settings
 from .models import EarningAttempt, EarningEvent, OutboxRow, Trigger
-from .providers import base as results
-from .providers.base import EarnResult
 
 log = logging.getLogger("django_points_earn")
 
@@ -310,25 +307,9 @@ class Machine:
 
     # -- attempts ------------------------------------------------------------------------------------------------
     def start_attempt(self, row: OutboxRow, body: Any, *, trigger: str, actor: str = "") -> EarningAttempt:
-        """Committed before the HTTP call: a crash between the two leaves this row as evidence.
-
-        Numbered on the earning's timeline (a refund's attempts follow its earning's). The body is stored whole
-        when it differs from the timeline's previous attempt; otherwise only its SHA-256, which points at the
-        attempt holding it (:func:`attempt_body`): retries under a 429 storm add a few hundred bytes, not a copy.
-        """
-        owner = self._owner(row)
-        digest = payload_digest(body)
-        last = EarningAttempt.objects.filter(record_id=owner["record_id"]).order_by("-number")
-        previous = last.values_list("number", "request_sha256").first()
-        return EarningAttempt.objects.create(
-            **owner,
-            number=previous[0] + 1 if previous else 1,
-            trigger=trigger,
-            actor=actor[:150],
-            request_body=None if previous is not None and previous[1] == digest else body,
-            request_sha256=digest,
-            started_at=timezone.now(),
-        )
+        """Committed before the HTTP call: a crash between the two leaves this row as evidence. Numbered on the
+        earning's timeline (a refund's attempts follow its earning's), the body stored once (:mod:`.attempts`)."""
+        return attempts.start(self._owner(row), body, trigger=trigger, actor=actor)
 
     # -- the row's place on its earning's timeline ---------------------------------------------------------------------
     def _owner(self, row: OutboxRow) -> dict[str, Any]:
@@ -345,50 +326,3 @@ class Machine:
 
 def new_token() -> str:
     return uuid.uuid4().hex
-
-
-def payload_digest(payload: Any) -> str:
-    """SHA-256 of the body as canonical JSON: equal bodies, equal digests."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def finish_attempt(attempt: EarningAttempt, result: EarnResult, now: datetime) -> None:
-    """Close an attempt with the platform's answer (inside the transaction that moves its row)."""
-    attempt.finished_at = now
-    attempt.duration_ms = result.duration_ms
-    attempt.http_status = result.http_status
-    attempt.outcome = result.status
-    attempt.outcome_unknown = result.outcome_unknown
-    attempt.error = "" if result.status == results.AWARDED else result.message
-    attempt.response_body = result.raw_text
-    attempt.save(
-        update_fields=[
-            "finished_at",
-            "duration_ms",
-            "http_status",
-            "outcome",
-            "outcome_unknown",
-            "error",
-            "response_body",
-        ]
-    )
-
-
-def attempt_body(attempt: EarningAttempt) -> tuple[Any, int | None]:
-    """What an attempt sent: its own stored body, or (for one that sent the same body again) the body of the latest
-    earlier attempt on its timeline that stored it, and that attempt's number (``None`` when it stored its own)."""
-    if attempt.request_body is not None or not attempt.request_sha256:
-        return attempt.request_body, None
-    holder = (
-        EarningAttempt.objects.filter(
-            record_id=attempt.record_id,
-            number__lt=attempt.number,
-            request_sha256=attempt.request_sha256,
-            request_body__isnull=False,
-        )
-        .order_by("-number")
-        .values_list("number", "request_body")
-        .first()
-    )
-    return (holder[1], holder[0]) if holder else (None, None)

@@ -18,10 +18,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import accounts, announce, backoff, settlement
+from .attempts import finish_attempt
 from .conf import get_settings
 from .models import EarningAttempt, Reversal, Trigger
 from .models import ReversalStatus as R
-from .outbox import Audit, Machine, finish_attempt
+from .outbox import Audit, Machine
 from .providers import base as results
 from .providers.base import EarnResult
 
