@@ -112,6 +112,12 @@ def _drain_locked(account_name, backend, lock, report, deadline, max_wait, trigg
                     continue
                 if time.monotonic() >= deadline:
                     return
+                prepared = earning_calls.claim_next_due(account_name, ctx)  # PostgreSQL: None when it cannot say
+                if prepared is False:
+                    return  # the account lock is gone
+                if prepared is not None:
+                    inflight = earning_calls.InFlight(prepared, calls.start(prepared))
+                    continue
                 gate = accounts.account_gate(account_name)
                 if gate.paused:
                     report.paused = True
