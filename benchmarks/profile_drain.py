@@ -90,6 +90,8 @@ def targets() -> list[tuple[Any, str, str]]:
         (lifecycle, "claim", "claim the record (conditional UPDATE)"),
         (Lock, "reacquire", "refresh the account lock (Redis)"),
         (lifecycle, "start_attempt", "write the attempt row before the call"),
+        # PostgreSQL's hot path: both of the above in two statements (outbox_sql.claim_next).
+        (lifecycle, "claim_next_due", "claim the record and write its attempt row (PostgreSQL)"),
         (PointsBackend, "earn", CALL),
         (lifecycle, "complete", "record the answer (one transaction)"),
     ]

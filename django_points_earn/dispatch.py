@@ -189,6 +189,13 @@ def _drain_locked(account_name, backend, lock, report, turn, trigger, actor, hea
                     continue
                 if turn.over():
                     return
+                prepared = earning_calls.claim_next_due(account_name, ctx)  # PostgreSQL: None when it cannot say
+                if prepared is False:
+                    return  # the account lock is gone
+                if prepared is not None:
+                    inflight = earning_calls.InFlight(prepared, calls.start(prepared))
+                    following = None if turn.over() else earning_calls.prepare_next(account_name, ctx)
+                    continue
                 gate = accounts.account_gate(account_name)
                 if gate.paused:
                     report.paused = True

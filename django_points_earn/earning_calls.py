@@ -83,6 +83,9 @@ def first_due(account_name: str, gate: accounts.Gate) -> tuple[EarningRecord | N
 
 def prepare_next(account_name: str, ctx: Context) -> Prepared | None:
     """While a call is in flight: get the next due earning ready, if the account is free to go on."""
+    hot = claim_next_due(account_name, ctx)
+    if hot is not None:
+        return hot or None
     gate = accounts.account_gate(account_name)
     if gate.paused or gate.wait or gate.resend_first is not None:
         return None  # a resend owed after a timeout goes by itself, first, on the plain path
@@ -191,6 +194,25 @@ def may_follow(following: Prepared, result: EarnResult) -> bool:
 
 def _lock_is_stale(prepared: Prepared) -> bool:
     return time.monotonic() - prepared.lock_refreshed > LOCK_REFRESH_AFTER
+
+
+def claim_next_due(account_name: str, ctx: Context) -> Prepared | bool | None:
+    """The hot path (PostgreSQL, :func:`lifecycle.claim_next_due`): the account's next due earning claimed with its
+    attempt row in two statements, if the account's gate is clear. None: take the general path, which says why
+    nothing qualified; False: the account lock is gone, so this drain must stop."""
+    if not lifecycle.hot_path() or credentials_problem(ctx.backend) is not None:
+        return None
+    try:
+        ctx.lock.reacquire()  # as in claim_and_prepare: our lock must outlive the call
+    except RedisError:
+        log.warning("account %s: lock lost before claiming its next earning; handing over", account_name)
+        return False
+    locked_at = time.monotonic()
+    claimed = lifecycle.claim_next_due(account_name, lease_seconds=ctx.lease, trigger=ctx.trigger, actor=ctx.actor)
+    if claimed is None:
+        return None
+    ctx.heartbeat.hold(EARNINGS, claimed[0].lease_token)
+    return Prepared(*claimed, lock_refreshed=locked_at)
 
 
 def claim_and_prepare(due: EarningRecord, ctx: Context) -> Prepared | bool | None:

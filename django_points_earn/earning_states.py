@@ -9,7 +9,7 @@ from typing import Any
 from django.db.models import Q
 
 from . import announce as signals_out
-from .models import EarningRecord, Status
+from .models import EarningRecord, Reversal, ReversalStatus, Status
 from .outbox import Machine
 
 # The platform's word (its webhook, or an answer that arrived after a sweep took the lease) may settle a record
@@ -92,15 +92,20 @@ EARNINGS = Machine(
         "not sent again: attempts are used up"
     ),
     given_up_hooks=[_announce_given_up],
+    waiters=(Reversal, "record", ReversalStatus.WAITING),  # refunds waiting for the earning (SETTLED_HOOKS)
 )
 
-# Work of the modules above the lifecycle that must happen in the same transaction as an earning's settling
-# (refunds that waited for it). They register it when the app is ready, so nothing here imports up: run after an
-# answer or the platform's word moved a record. (Work after a claim was given back unsent registers on
-# ``EARNINGS.given_back_hooks``.)
+# Work of the modules above the lifecycle that must happen in the same transaction as an earning's settling, for
+# the refunds that waited for it (``EARNINGS.waiters``). They register it when the app is ready, so nothing here
+# imports up: run after an answer or the platform's word moved a record. (Work after a claim was given back unsent
+# registers on ``EARNINGS.given_back_hooks``.)
 SETTLED_HOOKS: list[Callable[[EarningRecord], None]] = []
 
 
-def run_settled_hooks(record: EarningRecord) -> None:
+def run_settled_hooks(record: EarningRecord, *, waited_on: bool | None = None) -> None:
+    """``waited_on``: whether a refund waits for the record, when the move's own statement said so (``Move``);
+    ``False`` skips the hooks, which only ever act for such a refund (no query to find none)."""
+    if waited_on is False:
+        return
     for hook in SETTLED_HOOKS:
         hook(record)

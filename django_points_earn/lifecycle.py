@@ -18,11 +18,11 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from . import accounts, backoff, merchant_alerts, settlement
+from . import accounts, backoff, merchant_alerts, outbox_sql, settlement
 from .conf import get_settings
 from .earning_states import DUPLICATE_CONFIRMED, EARNINGS, announce, run_settled_hooks, settled_by_platform_id
 from .models import RATING_KINDS, EarningAttempt, EarningRecord, Status, Trigger
-from .outbox import Audit, finish_attempt
+from .outbox import Audit, new_token
 from .providers import base as results
 from .providers.base import EarnResult
 
@@ -64,6 +64,31 @@ def claim_and_start_attempt(
         if claimed is None:
             return None
         return claimed, start_attempt(claimed, trigger=trigger, actor=actor)
+
+
+def hot_path() -> bool:
+    """Whether :func:`claim_next_due` can claim here (PostgreSQL), so that a caller asks it first."""
+    return outbox_sql.in_use()
+
+
+def claim_next_due(
+    account: str, *, lease_seconds: float, trigger: str, actor: str = ""
+) -> tuple[EarningRecord, EarningAttempt] | None:
+    """The drain's hot path on PostgreSQL: claim the account's next due earning and write its attempt row in two
+    statements (:func:`~django_points_earn.outbox_sql.claim_next`), committed on return unless the caller holds a
+    transaction. ``None`` when nothing qualifies, or on another database: the caller takes the general path
+    (``accounts.account_gate``, the next due record, :func:`claim_and_start_attempt`), which handles a paused or
+    busy account, the resend owed after a timeout and a record without a body."""
+    if not hot_path():
+        return None
+    return outbox_sql.claim_next(
+        account,
+        now=timezone.now(),  # the clock the ORM path and the sweep read
+        token=new_token(),
+        lease_seconds=lease_seconds,
+        trigger=trigger,
+        actor=actor,
+    )
 
 
 def start_attempt(record: EarningRecord, *, trigger: str, actor: str = "") -> EarningAttempt:
@@ -168,10 +193,11 @@ def complete(
         fields["payload"] = {**(record.payload or {}), **result.payload_update}
 
     with transaction.atomic(savepoint=False):  # see claim_and_start_attempt
-        if attempt is not None:
-            finish_attempt(attempt, result, now)
         audit = Audit(trigger, attempt.actor if attempt else "", note) if note else None
-        moved = ours = EARNINGS.move(record, Status.SENDING, to, fields, lease_token=record.lease_token, audit=audit)
+        move = EARNINGS.finish_and_move(
+            record, attempt, result, Status.SENDING, to, fields, lease_token=record.lease_token, audit=audit
+        )
+        moved = ours = move.moved
         if not moved and to in (Status.AWARDED, Status.PENDING_ACTIVATION) and result.status != results.DUPLICATE:
             # Our lease was taken from us (a sweep thought this worker dead), yet the platform confirmed:
             # its word wins over whatever state the record went back to.
@@ -199,7 +225,7 @@ def complete(
         if settles and settlement.settle_from_known_id(saved, deliveries=to == Status.ACCEPTED):
             return EarningRecord.objects.get(pk=record.pk)
         announce(saved)
-        run_settled_hooks(saved)
+        run_settled_hooks(saved, waited_on=move.waited_on)
     return saved
 
 

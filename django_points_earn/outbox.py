@@ -9,27 +9,27 @@ dead one, and the due-work queries.
 A kind is data (a :class:`Machine`): its model, its transition table, where its account is, and which earning's
 timeline its attempts and audit entries join. What a platform's answer means is each kind's own decision
 (:func:`django_points_earn.lifecycle.complete` for earnings, :func:`django_points_earn.reversal_lifecycle.complete` for
-refunds): they choose the new state and fields and make the move here.
+refunds): they choose the new state and fields and make the move here. On PostgreSQL the drain's hot path (a claim
+with its attempt row, an answer's close and move) takes fewer statements through :mod:`.outbox_sql`; the ORM code
+here is the reference it matches, and what other databases run.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, NamedTuple
 
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import F, Min, Q, QuerySet
 from django.utils import timezone
 
+from . import attempts, outbox_sql
 from .conf import get_settings
 from .models import EarningAttempt, EarningEvent, OutboxRow, Trigger
-from .providers import base as results
 from .providers.base import EarnResult
 
 log = logging.getLogger("django_points_earn")
@@ -50,6 +50,18 @@ class Audit(NamedTuple):
     trigger: str
     actor: str = ""
     note: str = ""
+
+
+@dataclass(frozen=True)
+class Move:
+    """What :meth:`Machine.finish_and_move` did: whether the row moved (also its truth value), and whether rows of
+    the kind's ``waiters`` wait for it, when the move's statement could say (``None``: not asked)."""
+
+    moved: bool
+    waited_on: bool | None = None
+
+    def __bool__(self) -> bool:
+        return self.moved
 
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: one instance per kind
@@ -74,6 +86,9 @@ class Machine:
     # up (``failed``) by the lease recovery. Modules above the machine register work here (no import back up).
     given_back_hooks: list[Callable[[Any], None]] = field(default_factory=list)
     given_up_hooks: list[Callable[[list[int]], None]] = field(default_factory=list)
+    # Rows of another kind that wait for a row of this one to settle: (their model, their key naming this row, their
+    # waiting state). On PostgreSQL the move's own statement says whether any waits (``Move.waited_on``).
+    waiters: tuple[type[models.Model], str, str] | None = None
 
     # -- transitions ---------------------------------------------------------------------------------------------
     def check(self, from_status: str, to_status: str) -> None:
@@ -98,10 +113,8 @@ class Machine:
         self.check(from_status, to)
         fields.setdefault("updated_at", timezone.now())
         qs = self.model.objects.filter(pk=row.pk, status=from_status)
-        if to == QUEUED and self.queued_guard is not None:
-            guard = self.queued_guard(fields)
-            if guard is not None:
-                qs = qs.filter(guard)
+        if (guard := self._guard(to, fields)) is not None:
+            qs = qs.filter(guard)
         if lease_token is not None:
             qs = qs.filter(lease_token=lease_token)
         with transaction.atomic(savepoint=False):
@@ -110,16 +123,64 @@ class Machine:
                 self.record_event(row, from_status, to, audit)
         return moved
 
+    def finish_and_move(
+        self,
+        row: OutboxRow,
+        attempt: EarningAttempt | None,
+        result: EarnResult,
+        from_status: str,
+        to: str,
+        fields: dict[str, Any],
+        *,
+        lease_token: str | None = None,
+        audit: Audit | None = None,
+    ) -> Move:
+        """Close ``attempt`` with the platform's answer (finished when the row moves: ``fields["updated_at"]``) and
+        :meth:`move` the row, in one transaction; the attempt keeps the answer even if the row does not move.
+
+        On PostgreSQL one statement (:func:`~django_points_earn.outbox_sql.finish_and_move`), which also says
+        whether a row of :attr:`waiters` waits for this one; elsewhere the ORM's writes, one after another."""
+        self.check(from_status, to)
+        now = fields.setdefault("updated_at", timezone.now())
+        if not outbox_sql.in_use():
+            with transaction.atomic(savepoint=False):
+                if attempt is not None:
+                    attempts.finish_attempt(attempt, result, now)
+                return Move(self.move(row, from_status, to, fields, lease_token=lease_token, audit=audit))
+        event = None
+        if audit is not None:
+            event = self._event_values(row, from_status, to, audit)
+        moved, waited_on = outbox_sql.finish_and_move(
+            self.model,
+            row.pk,
+            from_status,
+            to,
+            fields,
+            lease_token=lease_token,
+            guard=self._guard(to, fields),
+            attempt=attempt,
+            attempt_fields=attempts.finished_fields(result, now),
+            event=event,
+            waiters=self.waiters,
+        )
+        return Move(moved, waited_on)
+
+    def _guard(self, to: str, fields: Mapping[str, Any]) -> Q | None:
+        return self.queued_guard(fields) if to == QUEUED and self.queued_guard is not None else None
+
     def record_event(self, row: OutboxRow, from_status: str, to: str, audit: Audit) -> None:
         """An audit entry on the row's earning timeline (also a note on an unchanged state: from == to)."""
-        EarningEvent.objects.create(
+        EarningEvent.objects.create(**self._event_values(row, from_status, to, audit))
+
+    def _event_values(self, row: OutboxRow, from_status: str, to: str, audit: Audit) -> dict[str, Any]:
+        return {
             **self._owner(row),
-            from_status=from_status,
-            to_status=to,
-            trigger=audit.trigger,
-            actor=audit.actor[:150],
-            note=audit.note,
-        )
+            "from_status": from_status,
+            "to_status": to,
+            "trigger": audit.trigger,
+            "actor": audit.actor[:150],
+            "note": audit.note,
+        }
 
     def move_batch(
         self, condition: Q, from_status: str, to: str, fields: dict[str, Any], audit: Audit, *, batch: int = 500
@@ -310,25 +371,9 @@ class Machine:
 
     # -- attempts ------------------------------------------------------------------------------------------------
     def start_attempt(self, row: OutboxRow, body: Any, *, trigger: str, actor: str = "") -> EarningAttempt:
-        """Committed before the HTTP call: a crash between the two leaves this row as evidence.
-
-        Numbered on the earning's timeline (a refund's attempts follow its earning's). The body is stored whole
-        when it differs from the timeline's previous attempt; otherwise only its SHA-256, which points at the
-        attempt holding it (:func:`attempt_body`): retries under a 429 storm add a few hundred bytes, not a copy.
-        """
-        owner = self._owner(row)
-        digest = payload_digest(body)
-        last = EarningAttempt.objects.filter(record_id=owner["record_id"]).order_by("-number")
-        previous = last.values_list("number", "request_sha256").first()
-        return EarningAttempt.objects.create(
-            **owner,
-            number=previous[0] + 1 if previous else 1,
-            trigger=trigger,
-            actor=actor[:150],
-            request_body=None if previous is not None and previous[1] == digest else body,
-            request_sha256=digest,
-            started_at=timezone.now(),
-        )
+        """Committed before the HTTP call: a crash between the two leaves this row as evidence. Numbered on the
+        earning's timeline (a refund's attempts follow its earning's), the body stored once (:mod:`.attempts`)."""
+        return attempts.start(self._owner(row), body, trigger=trigger, actor=actor)
 
     # -- the row's place on its earning's timeline ---------------------------------------------------------------------
     def _owner(self, row: OutboxRow) -> dict[str, Any]:
@@ -345,50 +390,3 @@ class Machine:
 
 def new_token() -> str:
     return uuid.uuid4().hex
-
-
-def payload_digest(payload: Any) -> str:
-    """SHA-256 of the body as canonical JSON: equal bodies, equal digests."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def finish_attempt(attempt: EarningAttempt, result: EarnResult, now: datetime) -> None:
-    """Close an attempt with the platform's answer (inside the transaction that moves its row)."""
-    attempt.finished_at = now
-    attempt.duration_ms = result.duration_ms
-    attempt.http_status = result.http_status
-    attempt.outcome = result.status
-    attempt.outcome_unknown = result.outcome_unknown
-    attempt.error = "" if result.status == results.AWARDED else result.message
-    attempt.response_body = result.raw_text
-    attempt.save(
-        update_fields=[
-            "finished_at",
-            "duration_ms",
-            "http_status",
-            "outcome",
-            "outcome_unknown",
-            "error",
-            "response_body",
-        ]
-    )
-
-
-def attempt_body(attempt: EarningAttempt) -> tuple[Any, int | None]:
-    """What an attempt sent: its own stored body, or (for one that sent the same body again) the body of the latest
-    earlier attempt on its timeline that stored it, and that attempt's number (``None`` when it stored its own)."""
-    if attempt.request_body is not None or not attempt.request_sha256:
-        return attempt.request_body, None
-    holder = (
-        EarningAttempt.objects.filter(
-            record_id=attempt.record_id,
-            number__lt=attempt.number,
-            request_sha256=attempt.request_sha256,
-            request_body__isnull=False,
-        )
-        .order_by("-number")
-        .values_list("number", "request_body")
-        .first()
-    )
-    return (holder[1], holder[0]) if holder else (None, None)

@@ -21,7 +21,7 @@ from . import accounts, announce, backoff, settlement
 from .conf import get_settings
 from .models import EarningAttempt, Reversal, Trigger
 from .models import ReversalStatus as R
-from .outbox import Audit, Machine, finish_attempt
+from .outbox import Audit, Machine
 from .providers import base as results
 from .providers.base import EarnResult
 
@@ -115,9 +115,9 @@ def complete(
             accounts.pause_account(reversal.record.account, result.message)
     audit = Audit(trigger, attempt.actor if attempt else "", _about(reversal, note)) if note else None
     with transaction.atomic():
-        if attempt is not None:
-            finish_attempt(attempt, result, now)
-        moved = REVERSALS.move(reversal, R.SENDING, to, fields, lease_token=reversal.lease_token, audit=audit)
+        moved = REVERSALS.finish_and_move(
+            reversal, attempt, result, R.SENDING, to, fields, lease_token=reversal.lease_token, audit=audit
+        ).moved
         if not moved and to == R.REVERSED:
             # The sweep took our lease (it thought this worker dead) and queued the refund again or gave it up, yet
             # the platform confirmed: its word wins, as for an earning's award.

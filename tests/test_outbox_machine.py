@@ -11,10 +11,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from django_points_earn.attempts import attempt_body
 from django_points_earn.earning_states import EARNINGS
 from django_points_earn.kinds import MACHINES
 from django_points_earn.models import EarningAttempt, EarningEvent, EarningRecord, Reversal, Status, Trigger
-from django_points_earn.outbox import ABANDONED, FAILED, QUEUED, SENDING, Audit, TransitionError, attempt_body
+from django_points_earn.outbox import ABANDONED, FAILED, QUEUED, SENDING, Audit, TransitionError
 from django_points_earn.reversal_lifecycle import REVERSALS
 
 

@@ -17,8 +17,9 @@ import responses as responses_lib
 from django.db import DataError, connection
 from django.utils import timezone
 
-from django_points_earn import backoff, corrections, lifecycle, outbox
+from django_points_earn import backoff, corrections, lifecycle
 from django_points_earn.admin_tools import operations
+from django_points_earn.attempts import attempt_body
 from django_points_earn.dispatch import drain_account
 from django_points_earn.models import AccountState, EarningAttempt, EarningRecord, Status
 from django_points_earn.reconcile import sweep
@@ -202,7 +203,7 @@ def test_the_body_is_stored_once_and_every_attempt_still_shows_what_it_sent(plac
     assert attempts[0].request_body == record.payload
     assert [a.request_body for a in attempts[1:]] == [None, None]  # not a copy per attempt
     assert len({a.request_sha256 for a in attempts}) == 1 and len(attempts[0].request_sha256) == 64
-    assert outbox.attempt_body(attempts[2]) == (record.payload, 1)
+    assert attempt_body(attempts[2]) == (record.payload, 1)
     timeline = admin_client.get(page(record)).content.decode().split('id="pe-attempts"')[1]
     shown = [part.split("</pre>")[0] for part in timeline.split("the same body as attempt 1")[1:]]
     assert len(shown) == 2

@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
-from .. import outbox
+from .. import attempts
 from ..models import RATING_KINDS, EarningAttempt, EarningEvent, EarningRecord, Reversal, Status, Trigger
 from ..phones import mask_phone
 from ..providers import label
@@ -130,7 +130,7 @@ def _sent(attempt: EarningAttempt, listed: list[EarningAttempt]) -> str:
         ),
         None,
     )
-    body, number = (holder.request_body, holder.number) if holder else outbox.attempt_body(attempt)
+    body, number = (holder.request_body, holder.number) if holder else attempts.attempt_body(attempt)
     if number is None:
         return ""
     same = _("the same body as attempt %(number)d (SHA-256 %(digest)s…)") % {
