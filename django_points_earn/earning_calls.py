@@ -64,6 +64,7 @@ class Context:
     report: DrainReport
     heartbeat: Heartbeat
     stop: Callable[[], bool] = lambda: False  # the drain's turn is over: prepare no further call
+    lock_refreshed: float = 0.0  # time.monotonic() when this drain last extended the account lock
 
 
 def first_due(account_name: str, gate: accounts.Gate) -> tuple[EarningRecord | None, bool]:
@@ -83,7 +84,7 @@ def first_due(account_name: str, gate: accounts.Gate) -> tuple[EarningRecord | N
 
 def prepare_next(account_name: str, ctx: Context) -> Prepared | None:
     """While a call is in flight: get the next due earning ready, if the account is free to go on."""
-    hot = claim_next_due(account_name, ctx)
+    hot = claim_next_due(account_name, ctx, behind_call=True)
     if hot is not None:
         return hot or None
     gate = accounts.account_gate(account_name)
@@ -92,7 +93,7 @@ def prepare_next(account_name: str, ctx: Context) -> Prepared | None:
     due = EARNINGS.due(account_name).first()
     if due is None:
         return None  # nothing due, or only refunds: the plain path takes over once the call is in
-    prepared = claim_and_prepare(due, ctx)
+    prepared = claim_and_prepare(due, ctx, behind_call=True)
     return prepared or None
 
 
@@ -196,18 +197,16 @@ def _lock_is_stale(prepared: Prepared) -> bool:
     return time.monotonic() - prepared.lock_refreshed > LOCK_REFRESH_AFTER
 
 
-def claim_next_due(account_name: str, ctx: Context) -> Prepared | bool | None:
+def claim_next_due(account_name: str, ctx: Context, *, behind_call: bool = False) -> Prepared | bool | None:
     """The hot path (PostgreSQL, :func:`lifecycle.claim_next_due`): the account's next due earning claimed with its
     attempt row in two statements, if the account's gate is clear. None: take the general path, which says why
     nothing qualified; False: the account lock is gone, so this drain must stop."""
     if not lifecycle.hot_path() or credentials_problem(ctx.backend) is not None:
         return None
-    try:
-        ctx.lock.reacquire()  # as in claim_and_prepare: our lock must outlive the call
-    except RedisError:
+    locked_at = refresh_lock(ctx, behind_call=behind_call)
+    if locked_at is None:
         log.warning("account %s: lock lost before claiming its next earning; handing over", account_name)
         return False
-    locked_at = time.monotonic()
     claimed = lifecycle.claim_next_due(account_name, lease_seconds=ctx.lease, trigger=ctx.trigger, actor=ctx.actor)
     if claimed is None:
         return None
@@ -215,15 +214,13 @@ def claim_next_due(account_name: str, ctx: Context) -> Prepared | bool | None:
     return Prepared(*claimed, lock_refreshed=locked_at)
 
 
-def claim_and_prepare(due: EarningRecord, ctx: Context) -> Prepared | bool | None:
+def claim_and_prepare(due: EarningRecord, ctx: Context, *, behind_call: bool = False) -> Prepared | bool | None:
     """Claim the record and write its attempt row (one transaction). None: nothing to send (taken, or settled
     without a call); False: the account lock is gone, so this drain must stop."""
-    try:
-        ctx.lock.reacquire()  # our lock must outlive the call; if it is gone, someone else may be sending
-    except RedisError:  # LockError, or Redis unreachable: we cannot tell it is still ours
+    locked_at = refresh_lock(ctx, behind_call=behind_call)
+    if locked_at is None:
         log.warning("account %s: lock lost before sending %s; handing over", due.account, due.order_number)
         return False
-    locked_at = time.monotonic()
     problem = NO_BODY if due.payload is None else credentials_problem(ctx.backend)
     if problem is not None:
         record = lifecycle.claim(due, lease_seconds=ctx.lease)
@@ -235,6 +232,26 @@ def claim_and_prepare(due: EarningRecord, ctx: Context) -> Prepared | bool | Non
         return None  # an admin action or another claimant got it first
     ctx.heartbeat.hold(EARNINGS, claimed[0].lease_token)
     return Prepared(*claimed, lock_refreshed=locked_at)
+
+
+# A claim made while one of the account's calls is in flight uses a lock extended this recently without asking Redis
+# again: it still has nearly a whole lease to run, and the call in flight's live claim in the database keeps any
+# other drain off the account even if Redis lost the lock (dispatch checks it when it takes the lock).
+LOCK_FRESH_ENOUGH = 0.5
+
+
+def refresh_lock(ctx: Context, *, behind_call: bool = False) -> float | None:
+    """Extend the account lock before a claim: our lock must outlive the call; if it is gone, someone else may be
+    sending. Returns when it was last extended, or None if it is not provably ours (gone, or Redis unreachable)."""
+    now = time.monotonic()
+    if behind_call and now - ctx.lock_refreshed < LOCK_FRESH_ENOUGH:
+        return ctx.lock_refreshed
+    try:
+        ctx.lock.reacquire()
+    except RedisError:  # LockError, or Redis unreachable: we cannot tell it is still ours
+        return None
+    ctx.lock_refreshed = now
+    return now
 
 
 # Defence in depth: nothing queues a record without a body (corrections.requeue refuses it), but one that is due

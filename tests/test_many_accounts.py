@@ -194,3 +194,21 @@ def django_rq_queue():
     from django_points_earn.conf import get_settings
 
     return django_rq.get_queue(get_settings().queue, connection=queueing.connection())
+
+
+def test_claims_made_behind_a_call_in_flight_do_not_ask_redis_each_time(place_order, sandbox, calls, clean_redis):
+    """The account lock is extended before the first claim and then at most every LOCK_FRESH_ENOUGH seconds while
+    calls follow each other, not once per earning (each extension is a Redis script call)."""
+    numbers = place(place_order, 20, accounts=("main",))
+
+    def scripts_run() -> int:
+        stats = clean_redis.info("commandstats")
+        return sum(stats.get(name, {}).get("calls", 0) for name in ("cmdstat_evalsha", "cmdstat_eval"))
+
+    before = scripts_run()
+    run_worker()
+
+    assert [sandbox.awards(number) for number in numbers] == [1] * 20
+    assert sandbox.ledger()["merchants"]["main"]["overlaps"] == 0
+    # 20 calls of ~40 ms: about 0.9 s of calls, so a handful of extensions (and the release), not 20.
+    assert scripts_run() - before <= 8
