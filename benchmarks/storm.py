@@ -5,8 +5,9 @@
     python benchmarks/storm.py --record                  # also append the table to docs/benchmarks.md
 
 A refused call costs a whole round trip (the sandbox answers 429 after its latency, holding the merchant's lock),
-so even a client that wasted nothing could award at most 70% of the limit. The app retries a 429 after 1-2x
-``RATE_LIMIT_DELAY`` (1 s) without using up an attempt, and sends other due earnings meanwhile. The ledger must
+so even a client that wasted nothing could award at most 70% of the limit. The app retries a 429 (Points' merchant
+lock is busy) after 1-2x ``LOCK_BUSY_DELAY`` (0.1 s) without using up an attempt, and sends other due earnings
+meanwhile. The ledger must
 show every order awarded once (none twice, none missing) and no overlapping call. Target (issue 7): ≥ 60% of
 the limit.
 """

@@ -50,6 +50,17 @@ DEFAULTS: dict[str, Any] = {
         # with the exponential backoff above, so a record the platform keeps refusing ends ``failed`` after
         # MAX_ATTEMPTS more (and writes a bounded number of attempt rows) instead of retrying every second forever.
         "MAX_RATE_LIMITED": 30,
+        # A 429 that says the platform's per-merchant lock is busy (Points: every 429 of its earning endpoints):
+        # another call holds that lock, and it is free again within about one call (how long Points holds it is
+        # undocumented). The refused earning is due again after 1x-2x this many seconds instead of
+        # RATE_LIMIT_DELAY's, and the account's other due earnings go out meanwhile (the account does not pause).
+        # May be below MIN_DELAY; a usable Retry-After still wins.
+        "LOCK_BUSY_DELAY": 0.1,
+        # How many of a record's 429s get that short wait; later ones wait RATE_LIMIT_DELAY, so a lock held for long
+        # (another system sending with the same key) does not use up MAX_RATE_LIMITED within seconds. An earning
+        # whose outcome is unknown (resent after a timeout) always waits RATE_LIMIT_DELAY: the platform may still be
+        # working on its earlier call.
+        "LOCK_BUSY_RETRIES": 10,
     },
     # A drain job keeps one call in flight for each of up to ACCOUNTS_PER_PROCESS accounts at once (its own, and
     # those waiting longest for a drain); it stops after MAX_SECONDS (and enqueues its accounts' successors) so that

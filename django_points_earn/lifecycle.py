@@ -165,9 +165,10 @@ def complete(
         pause_reason = result.message
     elif result.status == results.RATE_LIMITED and record.rate_limited < int(policy["MAX_RATE_LIMITED"]):
         to = Status.QUEUED
+        delay = backoff.rate_limit_delay(result.retry_after, lock_busy=_lock_busy_retry(record, result))
         fields.update(
             rate_limited=record.rate_limited + 1,  # a plain value: the write below requires our lease
-            next_attempt_at=now + timedelta(seconds=backoff.rate_limit_delay(result.retry_after)),
+            next_attempt_at=now + timedelta(seconds=delay),
         )
         note = ""  # not a failure: no audit entry, the attempt row is the trace
     else:  # UNAVAILABLE (or a 429 past the MAX_RATE_LIMITED budget): transient, counts as an attempt
@@ -227,6 +228,18 @@ def complete(
         announce(saved)
         run_settled_hooks(saved, waited_on=move.waited_on)
     return saved
+
+
+def _lock_busy_retry(record: EarningRecord, result: EarnResult) -> bool:
+    """Whether this 429 gets the short wait of a busy per-merchant lock (RETRY["LOCK_BUSY_DELAY"]).
+
+    Points' lock is held for one call, so the refused earning is asked again shortly, and the account's other
+    earnings go out meanwhile: waiting RATE_LIMIT_DELAY instead left the account idle once nothing else was due
+    (the tail of a 429 storm). Not when the record's outcome is unknown: after a timeout the platform may still be
+    working on its earlier call (``accounts.hold_for_resend`` waits with it); and only for the record's first
+    LOCK_BUSY_RETRIES 429s, so a lock held for long does not spend the 429 budget within seconds."""
+    policy = get_settings().retry
+    return result.lock_busy and not record.outcome_unknown and record.rate_limited < int(policy["LOCK_BUSY_RETRIES"])
 
 
 def _past_rate_limit_budget(result: EarnResult, count: int) -> EarnResult:

@@ -99,7 +99,14 @@ POINTS_EARN = {
     "ORDER_ADAPTER": "tests.shop.adapters.ShopAdapter",
     "HTTP_TIMEOUT": (1.0, 2.0),
     "LEASE_SECONDS": env.float("POINTS_TEST_LEASE", default=15),
-    "RETRY": {"BASE_DELAY": 0.2, "MIN_DELAY": 0.05, "MAX_DELAY": 1.0, "RATE_LIMIT_DELAY": 0.05, "MAX_ATTEMPTS": 5},
+    "RETRY": {
+        "BASE_DELAY": 0.2,
+        "MIN_DELAY": 0.05,
+        "MAX_DELAY": 1.0,
+        "RATE_LIMIT_DELAY": 0.05,
+        "LOCK_BUSY_DELAY": 0.05,
+        "MAX_ATTEMPTS": 5,
+    },
     "DRAIN": {"MAX_SECONDS": 30, "MAX_WAIT": 2, "COOLDOWN_AFTER_TIMEOUT": 0.6},
     "SWEEP_INTERVAL": 1,
 }

@@ -188,10 +188,12 @@ class PointsBackend(BaseBackend):
             # unknown outcome and the same order number is resent, rather than blocking or rejecting on a guess.
             return EarnResult(UNAVAILABLE, f"HTTP {code} but the {not_json}", outcome_unknown=True, **common)
         if code == 429:
+            # On the earning endpoints a 429 is Points' per-merchant lock (§7): another earning call holds it.
             return EarnResult(
                 RATE_LIMITED,
                 message or "Points is busy with another earning call for this merchant",
                 retry_after=_retry_after(response),
+                lock_busy=True,
                 **common,
             )
         if self.is_duplicate(code, body):

@@ -68,6 +68,10 @@ class EarnResult:
     body: Any = None  # parsed JSON, when there was any
     raw_text: str = ""  # the answer as received (cut to MAX_STORED_BODY)
     retry_after: float | None = None
+    # A 429 that says only that another call of this merchant holds the platform's per-merchant lock right now
+    # (Points): free again within about one call, so it is asked again after RETRY["LOCK_BUSY_DELAY"], not after a
+    # rate limit's RATE_LIMIT_DELAY.
+    lock_busy: bool = False
     duration_ms: int | None = None
     # Fields the backend resolved on the way (e.g. fabric's profileId from a member lookup), to be kept on the
     # record's payload so the next attempt does not resolve them again. The lifecycle stores them.
