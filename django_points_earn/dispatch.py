@@ -37,6 +37,11 @@ log = logging.getLogger("django_points_earn")
 __all__ = ["DrainReport", "Sent", "call_in_flight", "drain_account", "drain_accounts", "has_due"]
 
 
+# A wait this short (a lock-busy 429's retry, RETRY["LOCK_BUSY_DELAY"]) is waited out in place even when other work
+# waits for the worker: handing the account to the sweep would turn a tenth of a second into seconds.
+SHORT_WAIT = 0.5
+
+
 @dataclass
 class Turn:
     """When a lane must stop: the drain's time is up, or its turn is over while another account waits for a slot.
@@ -231,7 +236,7 @@ def _drain_locked(account_name, backend, lock, report, turn, trigger, actor, hea
                     wait = EARNINGS.seconds_until_next(account_name)
                     if wait is None or wait > max_wait or time.monotonic() + wait >= turn.deadline:
                         return
-                    if turn.crowded():
+                    if wait > SHORT_WAIT and turn.crowded():
                         return  # other work waits for this worker: the sweep brings us back when due
                     yield Pause(seconds=wait)  # a short backoff (429, first retry) and nothing else to do
                     if not still_ours(lock):
