@@ -55,3 +55,8 @@ LOGGING = {
         "rq.worker": {"handlers": ["file"], "level": "INFO", "propagate": False},
     },
 }
+
+# PostgreSQL with server-side parameter binding (and statements run twice prepared): a database
+# setting of the shop's, compared in docs/capacity.md. POINTS_BENCH_SERVER_BINDING=1 turns it on for a run.
+if env.bool("POINTS_BENCH_SERVER_BINDING", default=False) and DATABASES["default"]["ENGINE"].endswith("postgresql"):  # noqa: F405
+    DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=2)  # noqa: F405
