@@ -42,6 +42,25 @@ def _connection(model: type[Model] = EarningRecord) -> Any:
 
 
 # -- 1 and 2: the claim and its attempt row ----------------------------------------------------------------------------
+def _cursor(conn: Any) -> Any:
+    """A cursor for the hot path's statements: Django's own (its execute wrappers and query log see them, its time
+    zone handling applies), but binding the parameters on the server. psycopg's client-side binding, Django's
+    default, renders every value into the SQL text in Python, and for these wide statements that cost more CPU than
+    the rest of an earning's bookkeeping (docs/capacity.md). Nothing is prepared (safe behind PgBouncer); a shop that
+    sets Django's ``server_side_binding`` and ``prepare_threshold`` gets that as well. psycopg 2: Django's cursor."""
+    try:
+        from django.db.backends.postgresql.base import ServerBindingCursor
+    except ImportError:  # psycopg 2
+        return conn.cursor()
+    conn.ensure_connection()
+    raw = conn.connection
+    original, raw.cursor_factory = raw.cursor_factory, ServerBindingCursor  # this thread's connection only
+    try:
+        return conn.cursor()
+    finally:
+        raw.cursor_factory = original
+
+
 def claim_next(
     account: str, *, now: datetime, token: str, lease_seconds: float, trigger: str, actor: str = ""
 ) -> tuple[EarningRecord, EarningAttempt] | None:
@@ -65,7 +84,7 @@ def claim_next(
         "now": now,
         "account": account,
     }
-    with transaction.atomic(using=conn.alias, savepoint=False), conn.cursor() as cursor:
+    with transaction.atomic(using=conn.alias, savepoint=False), _cursor(conn) as cursor:
         cursor.execute(claim_sql, params)
         row = cursor.fetchone()
         if row is None:
@@ -234,7 +253,7 @@ def finish_and_move(
     else:
         main = f"SELECT {probe} FROM moved"  # noqa: S608
     params += probe_params
-    with conn.cursor() as cursor:
+    with _cursor(conn) as cursor:
         cursor.execute(f"WITH {', '.join(ctes)} {main}", params)
         row = cursor.fetchone()
     if attempt is not None:

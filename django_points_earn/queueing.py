@@ -159,6 +159,21 @@ def without_drain(accounts: list[str], conn: Redis | None = None) -> list[str]:
     ]
 
 
+def request_drains(accounts: list[str], conn: Redis | None = None) -> list[str]:
+    """Make sure a drain reaches each of ``accounts``: all wait in the list running drains adopt from, and only as
+    many get a job of their own as it takes to serve them all (each job takes up to ``ACCOUNTS_PER_PROCESS``). After
+    Redis lost its data, a thousand accounts need a few dozen jobs, not a thousand. Returns the accounts."""
+    if not accounts:
+        return []
+    conn = conn or connection()
+    now = time.time()
+    conn.zadd(_wanted_key(), {account: now for account in accounts}, nx=True)
+    slots = max(1, int(get_settings().drain["ACCOUNTS_PER_PROCESS"]))
+    for account in accounts[: -(-len(accounts) // slots)]:  # ceil(n / slots) jobs
+        request_drain(account, conn)
+    return accounts
+
+
 def request_drain_safely(account: str) -> None:
     """For ``transaction.on_commit`` at checkout: never raises. Without Redis the record waits for a sweep."""
     try:

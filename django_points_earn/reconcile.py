@@ -79,12 +79,9 @@ def accounts_with_due_work(account: str | None = None) -> list[str]:
 
 def enqueue_due(*, account: str | None = None, dry_run: bool = False) -> list[str]:
     """Accounts with due records and no drain job queued or running get one (lost jobs, retries come due)."""
-    requested = []
     conn = queueing.connection()
-    for name in queueing.without_drain(accounts_with_due_work(account), conn):
-        if dry_run or queueing.request_drain(name, conn):
-            requested.append(name)
-    return requested
+    names = queueing.without_drain(accounts_with_due_work(account), conn)
+    return names if dry_run else queueing.request_drains(names, conn)
 
 
 def sweep() -> SweepReport:

@@ -126,3 +126,8 @@ LOGGING = {
 STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# PostgreSQL with server-side parameter binding and prepared statements (docs/capacity.md recommends them for many
+# accounts): POINTS_TEST_SERVER_BINDING=1 runs the suite that way.
+if env.bool("POINTS_TEST_SERVER_BINDING", default=False) and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=2)

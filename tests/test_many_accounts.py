@@ -212,3 +212,23 @@ def test_claims_made_behind_a_call_in_flight_do_not_ask_redis_each_time(place_or
     assert sandbox.ledger()["merchants"]["main"]["overlaps"] == 0
     # 20 calls of ~40 ms: about 0.9 s of calls, so a handful of extensions (and the release), not 20.
     assert scripts_run() - before <= 8
+
+
+def test_after_redis_lost_its_data_the_sweep_queues_only_the_jobs_it_takes_to_serve_every_account(
+    settings, place_order, sandbox, fabric_sandbox, calls, clean_redis
+):
+    """Three accounts due and nothing in Redis: with two accounts per process, two jobs (not three), every account
+    waiting for a drain, and every order awarded once by them."""
+    from django_points_earn.reconcile import sweep
+
+    drain_settings(settings, ACCOUNTS_PER_PROCESS=2)
+    numbers = place(place_order, 2)
+    clean_redis.flushdb()  # Redis lost its data: no job, no flag, no waiting list
+
+    report = sweep()
+
+    assert sorted(report.drains_requested) == sorted(ACCOUNTS)
+    assert django_rq_queue().count == 2
+    assert sorted(queueing.wanted(10)) == sorted(ACCOUNTS)
+    run_worker()
+    assert_awarded_once_without_overlap(sandbox, fabric_sandbox, numbers, calls)
