@@ -57,6 +57,8 @@ def test_duplicate_signal_in_one_transaction_returns_the_first_record_and_the_tr
     assert (record.pk, record.status, record.order_number) == (first.pk, Status.QUEUED, "SO-TWICE")
     inserts = [q["sql"] for q in queries.captured_queries if "INSERT" in q["sql"]]
     assert len(inserts) == 1
+    if connection.settings_dict.get("OPTIONS", {}).get("server_side_binding"):
+        return  # one statement string cannot carry the savepoint: Django's savepoint around a plain INSERT instead
     assert "ON CONFLICT" in inserts[0]
     assert [q["sql"] for q in queries.captured_queries if "shop_orderline" not in q["sql"]] == inserts
     if connection.vendor == "postgresql":  # the savepoint, the INSERT and its release in one statement string
