@@ -56,7 +56,13 @@ LOGGING = {
     },
 }
 
-# PostgreSQL with server-side parameter binding (and statements run twice prepared): a database
-# setting of the shop's, compared in docs/capacity.md. POINTS_BENCH_SERVER_BINDING=1 turns it on for a run.
-if env.bool("POINTS_BENCH_SERVER_BINDING", default=False) and DATABASES["default"]["ENGINE"].endswith("postgresql"):  # noqa: F405
-    DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=2)  # noqa: F405
+# PostgreSQL statements prepared (psycopg's prepare_threshold; Django's default is never): the app's hot path binds
+# its parameters on the server, so it is prepared from its second use on a connection. A database setting of the
+# shop's (not behind a PgBouncer older than 1.21 in transaction mode), compared in docs/capacity.md:
+# POINTS_BENCH_PREPARE=1 turns it on for a run, POINTS_BENCH_SERVER_BINDING=1 also binds Django's own queries there.
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):  # noqa: F405
+    _options = DATABASES["default"].setdefault("OPTIONS", {})  # noqa: F405
+    if env.bool("POINTS_BENCH_PREPARE", default=False) or env.bool("POINTS_BENCH_SERVER_BINDING", default=False):
+        _options["prepare_threshold"] = 2
+    if env.bool("POINTS_BENCH_SERVER_BINDING", default=False):
+        _options["server_side_binding"] = True
