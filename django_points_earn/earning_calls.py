@@ -168,6 +168,10 @@ def record_and_prepare_next(
         # A bug of ours, and both were rolled back: record the answer by itself, the careful way (its attempt ends
         # with the error); the next call is claimed on the plain path once the one in flight is in.
         log.exception("earning %s: recording the answer with the next claim failed; recorded alone", prepared.record.pk)
+        # The rolled-back write had already set the instance to what it wrote (status, no lease, counters): read
+        # the row back as the rollback left it, under our claim, or the answer would be recorded against nothing.
+        prepared.record.refresh_from_db()
+        prepared.record.status, prepared.record.lease_token = Status.SENDING, token
         record(prepared, result, ctx.report, ctx.trigger, cooldown, ctx.heartbeat)
         return None
     ctx.heartbeat.drop(EARNINGS, token)
