@@ -63,9 +63,12 @@ DRAIN_JOB = "django_points_earn.jobs.drain_account"
 WEBHOOK_JOB = "django_points_earn.jobs.process_webhook"
 
 
+_DRAIN_JOB_PREFIX = "points-earn-drain-"
+
+
 def job_id(account: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9_-]", "_", account)[:60]
-    return f"points-earn-drain-{slug}-{uuid.uuid4().hex[:12]}"
+    return f"{_DRAIN_JOB_PREFIX}{slug}-{uuid.uuid4().hex[:12]}"
 
 
 def request_drain(account: str, conn: Redis | None = None) -> bool:
@@ -122,6 +125,17 @@ def jobs_waiting() -> bool:
     return django_rq.get_queue(get_settings().queue, connection=connection()).count > 0
 
 
+# How far down the queue the sweep looks for a drain job (the next ones to run): a bounded read every pass, however
+# long a shared queue's backlog of other jobs is.
+DRAIN_JOBS_LOOKED_AT = 1000
+
+
+def drain_jobs_queued(conn: Redis | None = None) -> bool:
+    """Whether a drain job waits among the next ``DRAIN_JOBS_LOOKED_AT`` jobs of our queue."""
+    queue = django_rq.get_queue(get_settings().queue, connection=conn or connection())
+    return any(job.startswith(_DRAIN_JOB_PREFIX) for job in queue.get_job_ids(0, DRAIN_JOBS_LOOKED_AT))
+
+
 def clear_drain_request(account: str, conn: Redis | None = None) -> None:
     """A drain starts on the account (or finds it held): it no longer waits, and its next request enqueues again."""
     with (conn or connection()).pipeline(transaction=False) as pipe:
@@ -145,17 +159,20 @@ def without_drain(accounts: list[str], conn: Redis | None = None) -> list[str]:
     conn = conn or connection()
     with conn.pipeline(transaction=False) as pipe:
         for account in accounts:
-            pipe.exists(_key("drain-requested", account), _key("lock", account))
+            pipe.exists(_key("drain-requested", account))
+            pipe.exists(_key("lock", account))
             pipe.zscore(_wanted_key(), account)
         answers = pipe.execute()
-    active, waiting = answers[0::2], answers[1::2]
-    # Every drain job, whichever account it was queued for, takes waiting accounts into its free slots: while jobs
-    # are queued, a waiting account needs no job of its own (with 1,000 accounts that is 1,000 forks saved).
-    jobs_queued = any(score is not None for score in waiting) and jobs_waiting()
+    flagged, locked, waiting = answers[0::3], answers[1::3], answers[2::3]
+    # Every drain job, whichever account it was queued for, takes waiting accounts into its free slots: while drain
+    # jobs are queued, a waiting account needs no job of its own (with 1,000 accounts that is 1,000 forks saved).
+    # Only a drain job adopts (a webhook's job, or a shop's own on a shared queue, does not): one is queued if an
+    # account's flag says so (set when it is queued, cleared when it starts), or if the queue shows one.
+    drain_queued = any(score is not None for score in waiting) and (any(flagged) or drain_jobs_queued(conn))
     return [
         account
-        for account, is_active, score in zip(accounts, active, waiting, strict=True)
-        if not is_active and not (score is not None and jobs_queued)
+        for account, is_flagged, is_locked, score in zip(accounts, flagged, locked, waiting, strict=True)
+        if not (is_flagged or is_locked) and not (score is not None and drain_queued)
     ]
 
 

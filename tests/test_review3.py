@@ -44,3 +44,26 @@ def test_a_bug_after_the_answer_in_the_combined_transaction_still_records_that_a
         assert list(record.attempt_set.values_list("outcome", flat=True)) == ["awarded"]
         assert not record.outcome_unknown
         assert points_api.awards(f"SO-C{n}") == 1
+
+
+def test_a_waiting_account_gets_a_drain_while_only_other_jobs_are_queued(place_order, points_api):
+    """The sweep asks no drain job for an account that waits in the adoption list while jobs are queued, because
+    each drain job adopts waiting accounts. A webhook's job (or any job of the shop's on a shared queue) adopts
+    nothing: an account whose own job was lost waited for as long as the queue was never empty."""
+    import django_rq
+
+    from django_points_earn.reconcile import sweep
+    from tests.conftest import run_worker
+
+    place_order("SO-W1")  # queues its drain job, and "main" waits in the adoption list
+    conn = queueing.connection()
+    queue = django_rq.get_queue("default")
+    queue.empty()  # the job is lost (a worker killed between taking it and starting it)...
+    conn.delete(f"{queueing.get_settings().redis_prefix}:drain-requested:main")  # ...and its flag has expired
+    queue.enqueue(queueing.WEBHOOK_JOB, 999_999)  # some other job waits in the queue
+    assert queue.count == 1
+
+    assert sweep().drains_requested == ["main"]
+    run_worker()
+    assert EarningRecord.objects.get().status == Status.AWARDED
+    assert points_api.awards("SO-W1") == 1
