@@ -71,6 +71,9 @@ class Heartbeat:
                 machine.renew_leases(tokens, lease_seconds=self.lease_seconds)
         except Exception:
             log.exception("drain %s: could not renew the leases of its calls in flight", self.name)
+            # A broken connection stays broken (nothing else here closes it): the next beat must reconnect, or no
+            # lease of this drain is renewed again for its whole life.
+            connection.close_if_unusable_or_obsolete()
         self.beats += 1
 
     def _run(self) -> None:

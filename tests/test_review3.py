@@ -2,6 +2,7 @@
 the sweep's "a waiting account needs no job while jobs are queued" rule. Real Redis, database and sandbox."""
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import transaction
 
 from django_points_earn import earning_calls, queueing
@@ -67,3 +68,50 @@ def test_a_waiting_account_gets_a_drain_while_only_other_jobs_are_queued(place_o
     run_worker()
     assert EarningRecord.objects.get().status == Status.AWARDED
     assert points_api.awards("SO-W1") == 1
+
+
+@pytest.mark.skipif(
+    not django_settings.DATABASES["default"]["ENGINE"].endswith("postgresql"), reason="terminates a PostgreSQL backend"
+)
+def test_the_heartbeat_keeps_renewing_leases_after_its_database_connection_broke(place_order, sandbox, settings):
+    """One heartbeat renews every claim of a drain for the drain's whole life (up to MAX_SECONDS, many accounts).
+    Its own connection dropped once (a failover, a killed backend): every later renewal failed on the dead
+    connection, so the leases of calls still in flight ran out (the sweep then resends them as outcome unknown).
+    Real fault: the heartbeat's PostgreSQL backend is terminated while a call is in flight."""
+    import time
+
+    from django.db import connection
+    from django.utils import timezone
+
+    from django_points_earn.dispatch import drain_account
+    from django_points_earn.sandbox import register_responses
+    from tests.conftest import POINTS_URL
+
+    settings.POINTS_EARN = {**settings.POINTS_EARN, "LEASE_SECONDS": 0.8}  # renewed every 0.25 s
+    place_order("SO-H1")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        drain_pid = cursor.fetchone()[0]
+    left, original = [], sandbox.handle
+
+    def handle(method, path, headers, body):  # in the call thread, while SO-H1's call is in flight
+        time.sleep(0.6)  # the heartbeat has renewed the claim: its connection is open
+        with connection.cursor() as cursor:  # every other backend of this database: the heartbeat's
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid NOT IN (pg_backend_pid(), %s)",
+                [drain_pid],
+            )
+        time.sleep(1.2)  # longer than a lease
+        record = EarningRecord.objects.get(order_number="SO-H1")
+        left.append((record.lease_expires_at - timezone.now()).total_seconds())
+        return original(method, path, headers, body)
+
+    import responses as responses_lib
+
+    with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        sandbox.handle = handle
+        register_responses(rsps, sandbox, POINTS_URL)
+        drain_account("main")
+    assert EarningRecord.objects.get().status == Status.AWARDED
+    assert left and left[0] > 0  # the claim was still alive while its call ran
