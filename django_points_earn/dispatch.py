@@ -93,7 +93,7 @@ def _drain(first: str, *, trigger: str, actor: str, many: bool) -> dict[str, Dra
         return [(account, lane(account)) for account in queueing.wanted(free, exclude=held)]
 
     with Heartbeat(first, lease_seconds=float(settings.lease_seconds)) as heartbeat:
-        scheduler = Scheduler(slots=slots, adopt=adopt if many else None)
+        scheduler = Scheduler(slots=slots, adopt=adopt if many else None, isolate=many)
         scheduler.add(first, lane(first))
         scheduler.run()
     return reports

@@ -23,7 +23,13 @@ from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import wait as wait_for_any
 from dataclasses import dataclass
 
+from django.db import InterfaceError, OperationalError
+from rq.timeouts import BaseTimeoutException
+
 log = logging.getLogger("django_points_earn")
+
+# Failures that are not one account's: the database failing under every lane, the job's time being up.
+STOPS_EVERY_LANE = (OperationalError, InterfaceError, BaseTimeoutException)
 
 
 @dataclass(frozen=True)
@@ -42,8 +48,11 @@ Adopt = Callable[[int, frozenset[str]], Iterable[tuple[str, Lane]]]
 class Scheduler:
     """Runs lanes on the calling thread until every lane has ended (and none is left to adopt)."""
 
-    def __init__(self, *, slots: int = 1, adopt: Adopt | None = None, adopt_every: float = 0.25) -> None:
+    def __init__(
+        self, *, slots: int = 1, adopt: Adopt | None = None, adopt_every: float = 0.25, isolate: bool = False
+    ) -> None:
         self.slots = max(1, int(slots))
+        self.isolate = isolate  # a lane that raises ends alone (else the error ends every lane and propagates)
         self._adopt = adopt
         self.adopt_every = adopt_every
         self._lanes: dict[str, Lane] = {}
@@ -107,6 +116,15 @@ class Scheduler:
         try:
             pause = next(lane)
         except StopIteration:
+            del self._lanes[name]
+            self._waits.pop(name, None)
+            return
+        except Exception as exc:
+            if not self.isolate or isinstance(exc, STOPS_EVERY_LANE):
+                raise
+            # One account's failure (its own clean-up has run: calls recorded, lock released) is not the others':
+            # ending every lane for it would stop them each time a drain adopts that account.
+            log.exception("drain of account %s failed; its other accounts go on, the sweep brings it back", name)
             del self._lanes[name]
             self._waits.pop(name, None)
             return

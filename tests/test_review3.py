@@ -7,6 +7,7 @@ from django.db import transaction
 
 from django_points_earn import earning_calls, queueing
 from django_points_earn.models import EarningRecord, Status
+from tests.third_platform.backend import StampsBackend
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -115,3 +116,33 @@ def test_the_heartbeat_keeps_renewing_leases_after_its_database_connection_broke
         drain_account("main")
     assert EarningRecord.objects.get().status == Status.AWARDED
     assert left and left[0] > 0  # the claim was still alive while its call ran
+
+
+class BrittleBackend(StampsBackend):
+    """A shop's platform whose credentials fail in a way of their own (a token answer without its key), not with
+    ImproperlyConfigured."""
+
+    def auth_headers(self):
+        raise KeyError("access_token")
+
+
+def test_one_accounts_failing_lane_does_not_stop_the_other_accounts_of_the_drain(place_order, points_api):
+    """A drain serves many accounts; one account that fails in a way nobody foresaw (here the shop's own platform
+    backend's credentials raising KeyError) ended every other lane of the process too, and the job failed. Each time a
+    drain adopted that account from the waiting list, all of its other accounts stopped."""
+    from django.test import override_settings
+
+    from django_points_earn.dispatch import drain_accounts
+
+    conf = {**django_settings.POINTS_EARN, "PLATFORMS": {"stamps": "tests.test_review3.BrittleBackend"}}
+    conf["ACCOUNTS"] = {**conf["ACCOUNTS"], "stamps": {"PROVIDER": "stamps", "TOKEN": "test-stamps-token-9Lm3"}}
+    with override_settings(POINTS_EARN=conf):
+        points_api.set_faults(latency_ms=30)
+        place_order("SO-B0", account="stamps")  # waits for a drain: adopted by main's
+        numbers = [place_order(f"SO-M{n}").number for n in range(4)]
+        reports = drain_accounts("main")
+    assert dict(EarningRecord.objects.filter(account="main").values_list("order_number", "status")) == dict.fromkeys(
+        numbers, Status.AWARDED
+    )
+    assert reports["main"].sent == 4
+    assert EarningRecord.objects.get(account="stamps").status == Status.QUEUED  # untouched, for the sweep
