@@ -146,3 +146,45 @@ def test_one_accounts_failing_lane_does_not_stop_the_other_accounts_of_the_drain
     )
     assert reports["main"].sent == 4
     assert EarningRecord.objects.get(account="stamps").status == Status.QUEUED  # untouched, for the sweep
+
+
+def test_a_job_timeout_with_calls_in_flight_on_two_accounts_records_both_and_gives_back_what_was_prepared(
+    place_order, clean_redis
+):
+    """RQ's job timeout lands while each of two accounts served by one drain has a call in flight and its next
+    earning prepared behind it: every lane is closed, each answer recorded, each prepared claim given back unsent,
+    and no account lock is left behind (a confirmation: this holds on main)."""
+    import signal
+
+    import responses as responses_lib
+    from rq.timeouts import JobTimeoutException
+
+    from django_points_earn.dispatch import drain_accounts
+    from django_points_earn.sandbox import PointsSandbox, register_responses
+    from tests.conftest import POINTS_URL
+
+    sandbox = PointsSandbox({django_settings.POINTS_API_KEY: "main", "test-branch-key-Lm3v": "branch"}, seed=1)
+    sandbox.set_faults(latency_ms=500)
+    for account in ("main", "branch"):
+        place_order(f"{account.upper()}-1", account=account)
+        place_order(f"{account.upper()}-2", account=account)
+
+    def on_alarm(signum, frame):
+        raise JobTimeoutException("Task exceeded maximum timeout value")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)  # both first calls in flight, both second ones prepared
+    try:
+        with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+            register_responses(rsps, sandbox, POINTS_URL)
+            with pytest.raises(JobTimeoutException):
+                drain_accounts("main")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    for account in ("MAIN", "BRANCH"):
+        first = EarningRecord.objects.get(order_number=f"{account}-1")
+        assert first.status == Status.AWARDED and sandbox.awards(f"{account}-1") == 1
+        second = EarningRecord.objects.get(order_number=f"{account}-2")
+        assert (second.status, second.attempt_set.count(), sandbox.awards(f"{account}-2")) == (Status.QUEUED, 0, 0)
+    assert clean_redis.keys("*:lock:*") == []
