@@ -90,7 +90,8 @@ def _drain(first: str, *, trigger: str, actor: str, many: bool) -> dict[str, Dra
     def adopt(free: int, held: frozenset[str]) -> Iterable[tuple[str, Lane]]:
         if time.monotonic() >= deadline - 1:
             return []  # about to stop: leave them to the next job
-        return [(account, lane(account)) for account in queueing.wanted(free, exclude=held)]
+        # Not one held elsewhere: its holder serves it, and its lane here would end at once, the slot wasted.
+        return [(account, lane(account)) for account in queueing.wanted(free, exclude=held, unlocked=True)]
 
     with Heartbeat(first, lease_seconds=float(settings.lease_seconds)) as heartbeat:
         scheduler = Scheduler(slots=slots, adopt=adopt if many else None, isolate=many)

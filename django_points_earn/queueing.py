@@ -103,13 +103,20 @@ def _wanted_key() -> str:
     return f"{get_settings().redis_prefix}:wanted"
 
 
+# How many accounts held elsewhere a full drain's "does anyone wait?" looks past (one pipeline, once a second).
+UNLOCKED_LOOKAHEAD = 256
+
+
 def wanted(limit: int, *, exclude: frozenset[str] = frozenset(), unlocked: bool = False) -> list[str]:
     """Up to ``limit`` accounts waiting for a drain, longest-waiting first (a drain with free slots takes them),
     leaving out ``exclude``; with ``unlocked``, only those no drain holds (a lock held elsewhere covers the rest)."""
     if limit <= 0:
         return []
     conn = connection()
-    names = [name.decode() for name in conn.zrange(_wanted_key(), 0, limit + len(exclude) - 1)]
+    # With ``unlocked``, look past accounts held elsewhere too: one that got a new order while its lane runs in
+    # another process waits at the head with its old place, and would hide every account behind it.
+    window = limit + len(exclude) + (UNLOCKED_LOOKAHEAD if unlocked else 0)
+    names = [name.decode() for name in conn.zrange(_wanted_key(), 0, window - 1)]
     names = [name for name in names if name not in exclude]
     if unlocked and names:
         with conn.pipeline(transaction=False) as pipe:

@@ -188,3 +188,45 @@ def test_a_job_timeout_with_calls_in_flight_on_two_accounts_records_both_and_giv
         second = EarningRecord.objects.get(order_number=f"{account}-2")
         assert (second.status, second.attempt_set.count(), sandbox.awards(f"{account}-2")) == (Status.QUEUED, 0, 0)
     assert clean_redis.keys("*:lock:*") == []
+
+
+def test_a_full_drain_gives_up_its_turn_to_a_waiting_account_behind_accounts_held_elsewhere(
+    settings, place_order, clean_redis
+):
+    """Accounts that wait in the list while another process holds them (a new order arrived during their lane
+    there) sit at its head with their old place. The full drain's "does anyone wait?" read only as many names as it
+    holds plus one, all of them held elsewhere: it saw no one waiting, and the account waiting behind them was
+    served only once the whole backlog was done, not after a turn."""
+    import responses as responses_lib
+
+    from django_points_earn.conf import get_settings
+    from django_points_earn.dispatch import drain_accounts
+    from django_points_earn.sandbox import PointsSandbox, register_responses
+    from tests.conftest import POINTS_URL, run_worker
+
+    conf = {**settings.POINTS_EARN, "ACCOUNTS": {**settings.POINTS_EARN["ACCOUNTS"]}}
+    conf["ACCOUNTS"]["north"] = {**conf["ACCOUNTS"]["branch"], "API_KEY": "test-north-key-Qw7p"}
+    conf["DRAIN"] = {**conf["DRAIN"], "ACCOUNTS_PER_PROCESS": 1, "TURN_SECONDS": 0.3}
+    settings.POINTS_EARN = conf
+    elsewhere = []
+    for account in ("fabric", "north"):  # held by another process, and waiting again
+        lock = queueing.account_lock(get_settings().account(account), ttl=30)
+        assert lock.acquire(blocking=False)
+        elsewhere.append(lock)
+        queueing.request_drain(account)
+    sandbox = PointsSandbox({django_settings.POINTS_API_KEY: "main", "test-branch-key-Lm3v": "branch"}, seed=1)
+    sandbox.set_faults(latency_ms=40)
+    backlog = [place_order(f"MAIN-{n:02d}").number for n in range(30)]  # about 1.2 s of calls
+    waiting = place_order("BRANCH-1", account="branch").number
+
+    with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        register_responses(rsps, sandbox, POINTS_URL)
+        drain_accounts("main")
+        run_worker()  # the rest of main's backlog, handed on after its turn
+    for lock in elsewhere:
+        lock.release()
+
+    done = dict(EarningRecord.objects.values_list("order_number", "completed_at"))
+    assert all(done[number] is not None for number in backlog)
+    assert done[waiting] < max(done[number] for number in backlog)  # after main's turn, not after its backlog
+    assert [sandbox.awards(number) for number in [*backlog, waiting]] == [1] * 31
