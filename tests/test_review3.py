@@ -146,6 +146,7 @@ def test_one_accounts_failing_lane_does_not_stop_the_other_accounts_of_the_drain
     )
     assert reports["main"].sent == 4
     assert EarningRecord.objects.get(account="stamps").status == Status.QUEUED  # untouched, for the sweep
+    assert queueing.connection().keys("*:lock:*") == []  # the failed lane let its account go
 
 
 def test_a_job_timeout_with_calls_in_flight_on_two_accounts_records_both_and_gives_back_what_was_prepared(
