@@ -165,7 +165,7 @@ def test_a_job_timeout_with_calls_in_flight_on_two_accounts_records_both_and_giv
     from tests.conftest import POINTS_URL
 
     sandbox = PointsSandbox({django_settings.POINTS_API_KEY: "main", "test-branch-key-Lm3v": "branch"}, seed=1)
-    sandbox.set_faults(latency_ms=500)
+    sandbox.set_faults(latency_ms=2000)  # far longer than the alarm, even on a loaded machine
     for account in ("main", "branch"):
         place_order(f"{account.upper()}-1", account=account)
         place_order(f"{account.upper()}-2", account=account)
@@ -174,7 +174,7 @@ def test_a_job_timeout_with_calls_in_flight_on_two_accounts_records_both_and_giv
         raise JobTimeoutException("Task exceeded maximum timeout value")
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, 0.3)  # both first calls in flight, both second ones prepared
+    signal.setitimer(signal.ITIMER_REAL, 0.5)  # both first calls in flight, both second ones prepared
     try:
         with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as rsps:
             register_responses(rsps, sandbox, POINTS_URL)
