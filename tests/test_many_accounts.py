@@ -99,8 +99,9 @@ def test_one_job_keeps_a_call_in_flight_for_each_account(
     assert most_accounts_in_flight_at_once(calls) == 3
     # The first account's job took the other two waiting accounts into its free slots.
     first = Job.fetch(next(iter(_finished_jobs(clean_redis))), connection=queueing.connection())
-    served = {first.result["account"]: first.result["sent"]} | {
-        name: report["sent"] for name, report in first.result.get("also", {}).items()
+    result = first.return_value()
+    served = {result["account"]: result["sent"]} | {
+        name: report["sent"] for name, report in result.get("also", {}).items()
     }
     assert served == {"main": 6, "branch": 6, "fabric": 6}
     # Nothing is left held or waiting: an idle account costs nothing.
